@@ -1,0 +1,31 @@
+# Quick start:  make run   (set up, then run the main study)
+#               make test  (set up, then run the test suite)
+# TORCH picks the PyTorch build; the default is the CPU wheel. On a GPU machine use e.g.
+#   make setup TORCH="torch --index-url https://download.pytorch.org/whl/cu128"
+VENV  ?= .venv
+TORCH ?= torch==2.13.0
+PY    := $(VENV)/bin/python
+
+.PHONY: setup run test variants clean
+
+setup: $(VENV)/.installed
+
+# torch first: a bare `torch` requirement on an empty venv would pull a multi-GB CUDA build
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: setup
+	$(VENV)/bin/ablate run studies/norm_placement.yaml
+
+test: setup
+	$(PY) -m pytest -q
+
+variants: setup
+	$(VENV)/bin/ablate variants
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

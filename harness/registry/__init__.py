@@ -1,0 +1,43 @@
+"""The public API of the registry: everything a variant or a plugin may import from ablate.
+
+    from harness.registry import register, Options
+
+    class SquaredReLUOptions(Options):
+        hidden_ratio: float = 4.0
+
+    @register("mlp", "relu2", SquaredReLUOptions)
+    class SquaredReLU(nn.Module):
+        def __init__(self, cfg, options, layer): ...
+"""
+
+from harness.registry.contracts import (
+    DropoutSchedule,
+    Initializer,
+    InitTarget,
+    LayerInfo,
+    PositionEncoding,
+    mark_residual_output,
+    writes_residual,
+)
+from harness.registry.core import SLOTS, NoOptions, Options, Variant, lookup, register, variants
+from harness.registry.loading import ENTRY_POINT_GROUP, load_installed, load_plugin
+
+__all__ = [
+    "SLOTS",
+    "ENTRY_POINT_GROUP",
+    "DropoutSchedule",
+    "Initializer",
+    "InitTarget",
+    "LayerInfo",
+    "NoOptions",
+    "Options",
+    "PositionEncoding",
+    "Variant",
+    "load_installed",
+    "load_plugin",
+    "lookup",
+    "mark_residual_output",
+    "register",
+    "variants",
+    "writes_residual",
+]

@@ -1,0 +1,100 @@
+"""What a variant of each slot is given and must return.
+
+Every factory is called as ``factory(model_config, options, **slot_arguments)``:
+
+==========  ==========================================  =====================================
+slot        slot arguments                              returns
+==========  ==========================================  =====================================
+norm        ``dim``                                     ``nn.Module``: x -> x, same shape
+attention   ``layer: LayerInfo``                        ``nn.Module``: (x, ctx) -> x, calling
+                                                        ``ctx.attend(q, k, v)`` for the kernel
+mlp         ``layer: LayerInfo``                        ``nn.Module``: x -> x
+placement   ``layer, attention, mlp, make_norm``        ``nn.Module``: (x, ctx) -> x; class
+                                                        attribute ``final_norm`` (bool)
+position    (none)                                      :class:`PositionEncoding`
+init        (none)                                      :class:`Initializer`
+dropout     (none)                                      :class:`DropoutSchedule`
+==========  ==========================================  =====================================
+
+An attention module exposes ``n_kv_heads`` and ``head_dim`` (the KV cache is sized from
+them); a placement module keeps its attention module as ``.attention``.
+
+Linear layers that write into the residual stream are marked with
+:func:`mark_residual_output` so that initialisers can scale them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """Where a block sits in the stack, and the dropout rate its dropout variant chose."""
+
+    index: int
+    n_layer: int
+    dropout: float
+
+
+def mark_residual_output(linear: nn.Linear) -> nn.Linear:
+    """Mark a projection whose output is added to the residual stream (attn out, MLP down)."""
+    linear.writes_residual = True
+    return linear
+
+
+def writes_residual(module: nn.Module) -> bool:
+    return getattr(module, "writes_residual", False)
+
+
+class PositionEncoding(nn.Module):
+    """Position hooks. Override the ones a scheme uses; the defaults add nothing.
+
+    `positions` are absolute token positions (1-D, int64), so the same hooks serve a full
+    forward pass and a step of cached generation.
+    """
+
+    #: True when :meth:`attention_bias` returns a tensor: the kernel must support a bias.
+    needs_attention_bias = False
+
+    def embed(self, positions: torch.Tensor) -> torch.Tensor | None:
+        """Added to the token embeddings, shape (T, d_model); or None."""
+        return None
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor):
+        """Applied to the new queries and keys (B, heads, T, head_dim) before caching."""
+        return q, k
+
+    def attention_bias(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor | None:
+        """Added to the attention scores, shape (n_head, Tq, Tk); or None."""
+        return None
+
+
+class Initializer(Protocol):
+    def __call__(self, model: nn.Module, targets: Iterator["InitTarget"]) -> None:
+        """Initialise the parameters described by `targets`."""
+
+
+@dataclass(frozen=True)
+class InitTarget:
+    """A parameter to initialise and what it is.
+
+    role: "embedding" (token or learned position table), "linear" (a matmul weight),
+    "residual_output" (a matmul weight writing the residual stream), "bias" (of a linear).
+    layer: the block index, None outside the blocks.
+    """
+
+    parameter: nn.Parameter
+    role: str
+    layer: int | None
+
+
+class DropoutSchedule(Protocol):
+    embedding: float
+
+    def rate(self, layer: int, n_layer: int) -> float:
+        """Dropout probability of block `layer` (attention weights and residual branches)."""

@@ -1,0 +1,127 @@
+"""Where variants live: one table per slot, filled by decorators at import time."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pydantic
+
+from harness.errors import AblateError, describe_validation_error
+
+SLOTS: dict[str, str] = {
+    "norm": "normalisation layer (built with the width it normalises)",
+    "placement": "residual wiring of attention, MLP and norms inside a block",
+    "attention": "attention projections (query/key/value heads)",
+    "mlp": "feed-forward sub-layer",
+    "position": "position information: input embedding, q/k rotation or attention bias",
+    "init": "weight initialisation of the whole model",
+    "dropout": "dropout rate of each layer",
+}
+
+
+class Options(pydantic.BaseModel):
+    """Base of every variant's options: unknown keys are refused, values are checked.
+
+    Override :meth:`check_model` for constraints that involve the model's shape
+    (e.g. heads divisible by key/value heads).
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    def check_model(self, model: Any) -> None:
+        """Raise ValueError when these options cannot work with the model configuration."""
+
+
+class NoOptions(Options):
+    """A variant without options."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    slot: str
+    name: str
+    factory: Callable[..., Any]
+    options: type[Options]
+    source: str
+
+    @property
+    def summary(self) -> str:
+        doc = inspect.getdoc(self.factory) or ""
+        return doc.split("\n\n")[0].replace("\n", " ")
+
+    def parse_options(self, raw: dict[str, Any]) -> Options:
+        try:
+            return self.options(**raw)
+        except pydantic.ValidationError as err:
+            raise ValueError(describe_validation_error(err, f"{self.slot} '{self.name}'")) from None
+
+
+_VARIANTS: dict[str, dict[str, Variant]] = {slot: {} for slot in SLOTS}
+_source_of_current_import: list[str] = []
+
+
+def register(slot: str, name: str, options: type[Options] = NoOptions):
+    """Class or function decorator that adds a variant to a slot.
+
+    The decorated factory is called with ``(model_config, options, **slot_arguments)``;
+    what it must return is described per slot in :mod:`harness.registry.contracts`.
+    """
+    check_slot(slot)
+    if not (isinstance(options, type) and issubclass(options, Options)):
+        raise TypeError(f"options of {slot}/{name} must subclass harness.registry.Options")
+
+    def add(factory):
+        source = _source_of_current_import[-1] if _source_of_current_import else factory.__module__
+        existing = _VARIANTS[slot].get(name)
+        if existing is not None and _qualname(existing.factory) != _qualname(factory):
+            raise AblateError(
+                f"{slot} variant '{name}' is registered twice: by {existing.source} "
+                f"and by {source}; rename one of them"
+            )
+        _VARIANTS[slot][name] = Variant(slot, name, factory, options, source)
+        return factory
+
+    return add
+
+
+def _qualname(factory) -> str:
+    return f"{factory.__module__}.{factory.__qualname__}"
+
+
+def check_slot(slot: str) -> None:
+    if slot not in SLOTS:
+        raise AblateError(f"unknown slot '{slot}'{_suggestion(slot, SLOTS)}; slots: {', '.join(SLOTS)}")
+
+
+def lookup(slot: str, name: str) -> Variant:
+    """The variant `name` of `slot`, or an error listing the known names and the closest one."""
+    from harness.registry.loading import load_installed
+
+    check_slot(slot)
+    load_installed()
+    known = _VARIANTS[slot]
+    if name not in known:
+        raise AblateError(
+            f"unknown {slot} variant '{name}'{_suggestion(name, known)}; "
+            f"known {slot} variants: {', '.join(sorted(known)) or '(none)'}"
+        )
+    return known[name]
+
+
+def variants(slot: str | None = None) -> list[Variant]:
+    """Every registered variant (of one slot, or of all), slot order then name order."""
+    from harness.registry.loading import load_installed
+
+    load_installed()
+    slots = [slot] if slot else list(SLOTS)
+    for s in slots:
+        check_slot(s)
+    return [_VARIANTS[s][n] for s in slots for n in sorted(_VARIANTS[s])]
+
+
+def _suggestion(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,103 @@
+"""How variants reach the registry: entry points of installed packages, and plugin modules.
+
+Built-in variants come through the same ``ablate.variants`` entry points as any installed
+plugin, so the engine never imports them by name. Local plugins are imported only when the
+user names them (``plugins:`` in a study, ``--plugin`` on the command line).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import sys
+from pathlib import Path
+
+from harness.errors import AblateError
+from harness.registry import core
+
+ENTRY_POINT_GROUP = "ablate.variants"
+_loaded_entry_points = False
+
+
+def load_installed() -> None:
+    """Import every module named by an ``ablate.variants`` entry point (once)."""
+    global _loaded_entry_points
+    if _loaded_entry_points:
+        return
+    _loaded_entry_points = True
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = entry.dist.name if entry.dist else "unknown package"
+        with _registering_as(f"entry point {entry.name} ({dist})"):
+            try:
+                entry.load()
+            except Exception as err:
+                raise AblateError(
+                    f"the installed plugin '{entry.value}' (package {dist}) failed to import: "
+                    f"{type(err).__name__}: {err}"
+                ) from err
+
+
+def load_plugin(reference: str, base_dir: Path | None = None) -> None:
+    """Import a plugin given as a module name (``my_pkg.blocks``) or a file (``blocks.py``).
+
+    Relative file paths are taken relative to `base_dir` (a study's folder) first, then to
+    the current directory.
+    """
+    load_installed()
+    if reference.endswith(".py") or "/" in reference or "\\" in reference:
+        _load_plugin_file(_find_file(reference, base_dir))
+        return
+    with _registering_as(f"plugin module {reference}"):
+        try:
+            importlib.import_module(reference)
+        except ModuleNotFoundError as err:
+            if err.name and reference.startswith(err.name):
+                raise AblateError(
+                    f"plugin module '{reference}' was not found; give a file path ending in .py "
+                    "or install the package that provides it"
+                ) from None
+            raise AblateError(f"plugin module '{reference}' failed to import: {err}") from err
+
+
+def _find_file(reference: str, base_dir: Path | None) -> Path:
+    candidates = [Path(reference)]
+    if base_dir is not None and not Path(reference).is_absolute():
+        candidates.insert(0, base_dir / reference)
+    for path in candidates:
+        if path.is_file():
+            return path.resolve()
+    raise AblateError(f"plugin file '{reference}' does not exist (looked at {', '.join(map(str, candidates))})")
+
+
+def _load_plugin_file(path: Path) -> None:
+    # one module name per file, so loading the same file twice is a no-op
+    module_name = f"ablate_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    if module_name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    with _registering_as(f"plugin file {path}"):
+        try:
+            spec.loader.exec_module(module)
+        except AblateError:
+            del sys.modules[module_name]
+            raise
+        except Exception as err:
+            del sys.modules[module_name]
+            raise AblateError(f"plugin file {path} failed to import: {type(err).__name__}: {err}") from err
+
+
+class _registering_as:
+    """Context in which registrations are attributed to `source` (shown by `ablate variants`)."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def __enter__(self):
+        core._source_of_current_import.append(self.source)
+
+    def __exit__(self, *exc):
+        core._source_of_current_import.pop()

@@ -1,0 +1,23 @@
+import pytest
+import torch
+
+from harness.config import ModelConfig
+from harness.model import GPT
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    """A model small enough to build hundreds of times in a test run."""
+    settings = dict(vocab_size=32, context_length=16, n_layer=2, n_head=4, d_model=32)
+    settings.update(overrides)
+    return ModelConfig(**settings)
+
+
+def tiny_model(seed: int = 0, **overrides) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(tiny_config(**overrides))
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield

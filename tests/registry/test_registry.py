@@ -1,0 +1,87 @@
+"""The registry: registration, lookup, options."""
+
+import pytest
+from pydantic import Field
+
+from harness.config import ModelConfig
+from harness.errors import AblateError
+from harness.registry import SLOTS, Options, lookup, register, variants
+
+BUILT_IN = {
+    "norm": {"layernorm", "rmsnorm"},
+    "placement": {"pre", "post"},
+    "attention": {"mha", "mqa", "gqa"},
+    "mlp": {"gelu", "swiglu", "relu", "geglu"},
+    "position": {"learned", "rope", "sinusoidal", "alibi", "none"},
+    "init": {"normal", "gpt2", "layer_scaled"},
+    "dropout": {"constant", "depth_scaled"},
+}
+
+
+def test_every_built_in_variant_arrives_through_the_entry_points():
+    for slot, names in BUILT_IN.items():
+        found = {v.name: v for v in variants(slot)}
+        assert names <= set(found), f"{slot} lacks {names - set(found)}"
+        assert all(found[name].source.startswith("entry point") for name in names)
+
+
+def test_every_variant_has_a_docstring_and_default_options_that_validate():
+    for variant in variants():
+        assert variant.summary, f"{variant.slot}/{variant.name} has no docstring"
+        required = [n for n, f in variant.options.model_fields.items() if f.is_required()]
+        if not required:
+            variant.parse_options({})
+
+
+def test_unknown_slot_names_the_slots():
+    with pytest.raises(AblateError, match=r"unknown slot 'nrom' \(did you mean 'norm'\?\); slots: norm, placement"):
+        lookup("nrom", "rmsnorm")
+
+
+def test_unknown_variant_names_the_known_ones_and_the_closest():
+    with pytest.raises(AblateError) as err:
+        lookup("norm", "rmsnrom")
+    assert "did you mean 'rmsnorm'" in str(err.value)
+    assert "known norm variants: layernorm, rmsnorm" in str(err.value)
+
+
+def test_options_are_validated_with_their_types_and_bounds():
+    with pytest.raises(ValueError, match="norm 'rmsnorm': eps"):
+        ModelConfig(norm={"name": "rmsnorm", "eps": -1})
+    with pytest.raises(ValueError, match="hidden_ratio"):
+        ModelConfig(mlp={"name": "gelu", "hidden_ratio": "wide"})
+
+
+def test_a_validated_config_holds_every_default_option():
+    cfg = ModelConfig(mlp="swiglu")
+    assert cfg.mlp.options == {"hidden_ratio": 4.0, "hidden_dim": None, "multiple_of": 1}
+    assert cfg == ModelConfig(mlp={"name": "swiglu", "multiple_of": 1})
+
+
+def test_decorator_registration_and_duplicate_names_from_elsewhere_are_refused():
+    class Wide(Options):
+        factor: int = Field(2, gt=0)
+
+    @register("norm", "test_identity", Wide)
+    def identity(cfg, options, dim):
+        """Identity norm, for this test."""
+        import torch
+
+        return torch.nn.Identity()
+
+    assert lookup("norm", "test_identity").options is Wide
+    ModelConfig(norm={"name": "test_identity", "factor": 3})
+
+    with pytest.raises(AblateError, match="registered twice"):
+        @register("norm", "test_identity")
+        def other(cfg, options, dim):
+            """Another."""
+
+
+def test_register_refuses_unknown_slots():
+    with pytest.raises(AblateError, match="unknown slot"):
+        register("activation", "x")
+
+
+def test_slots_are_the_seven_of_the_design():
+    assert list(SLOTS) == ["norm", "placement", "attention", "mlp", "position", "init", "dropout"]
