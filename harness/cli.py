@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness.errors import AblateError
 from harness import registry
+from harness.errors import AblateError
+from harness.progress import RunProgress, make_progress
 
 app = typer.Typer(help="Ablation studies of GPT blocks, tracked in MLflow.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -51,6 +53,81 @@ def variants(
         )
         table.add_row(variant.slot, variant.name, options or "-", variant.source, variant.summary)
     Console(width=200).print(table)
+
+
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="override a study field: path.to.field=value (repeatable)")]
+
+
+@app.command()
+def train(
+    run_file: Annotated[Path, typer.Argument(help="a study file with one arm")],
+    set_: SetOption = None,
+    plugin: PluginOption = None,
+    seed: Annotated[Optional[int], typer.Option(help="seed (default: the study's first)")] = None,
+    out: Annotated[Path, typer.Option(help="folder for the run's checkpoint")] = Path("runs"),
+    fresh: Annotated[bool, typer.Option(help="start over instead of resuming from a checkpoint")] = False,
+):
+    """Train a single run and save its checkpoint."""
+    from harness.study import expand, load_study
+    from harness.training.trainer import Trainer
+
+    load_plugins(plugin)
+    study = load_study(run_file, set_)
+    if len(study.arm_list()) > 1:
+        raise AblateError(f"{run_file} has {len(study.arm_list())} arms; `ablate train` runs one, `ablate run` a study")
+    spec = expand(study, str(run_file))[0]
+    if seed is not None:
+        spec = spec.model_copy(update={"seed": seed})
+    run_dir = out / study.name / spec.key()
+    if fresh and (run_dir / "checkpoint.pt").exists():
+        (run_dir / "checkpoint.pt").unlink()
+    with make_progress() as progress:
+        result = Trainer(spec, run_dir, RunProgress(progress, f"{study.name} seed {spec.seed}", spec.train.steps)).run()
+    metrics = ", ".join(f"{k}={result.metrics[k]:.4g}" for k in ("train_loss", "val_loss", "val_exact_match", "tokens_per_s")
+                        if k in result.metrics)
+    typer.echo(f"{result.status} after {result.steps} steps: {metrics}")
+    typer.echo(f"checkpoint: {run_dir / 'checkpoint.pt'}")
+    if result.status == "diverged":
+        raise AblateError(f"the run diverged: {result.reason}; its curve up to then is kept. Lower train.lr or add warmup")
+
+
+@app.command()
+def generate(
+    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint written by ablate train/run")],
+    prompt: Annotated[str, typer.Option(help="text to continue")] = "\n",
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 200,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy")] = 0.8,
+    top_k: Annotated[Optional[int], typer.Option(min=1)] = 50,
+    seed: int = 0,
+    device: str = "auto",
+):
+    """Sample text from a checkpoint."""
+    from harness.sampling import sample_from_checkpoint
+
+    typer.echo(sample_from_checkpoint(checkpoint, prompt, max_new_tokens, temperature, top_k, seed, device))
+
+
+bench_app = typer.Typer(help="Benchmarks that print ratios measured in one process.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("overhead")
+def bench_overhead(
+    steps: Annotated[int, typer.Option(min=20)] = 40,
+    repeats: Annotated[int, typer.Option(min=1)] = 3,
+):
+    """Trainer step time / bare PyTorch loop step time (target <= 1.05 on CPU)."""
+    import tempfile
+
+    from harness.bench import OVERHEAD_MODEL, overhead
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = overhead(run_dir, steps=steps, repeats=repeats)
+    shape = ", ".join(f"{k}={v}" for k, v in OVERHEAD_MODEL.items())
+    typer.echo(f"model {shape}, batch 8, {steps} steps x {repeats} alternating repeats, CPU")
+    typer.echo(f"bare loop: {result['bare_ms']:.1f} ms/step   harness: {result['harness_ms']:.1f} ms/step   "
+               f"ratio harness/bare: {result['ratio']:.3f}")
 
 
 @app.callback()

@@ -13,7 +13,7 @@ from typing import Any
 import pydantic
 from pydantic import Field
 
-from harness.registry import SLOTS, Options, lookup
+from harness.registry import MODEL_SLOTS, Options, lookup
 
 
 class VariantChoice(pydantic.BaseModel):
@@ -75,7 +75,7 @@ class ModelConfig(pydantic.BaseModel):
         from harness.attention_backends import check_backend_name
 
         check_backend_name(self.attention_backend)
-        for slot in SLOTS:
+        for slot in MODEL_SLOTS:
             choice: VariantChoice = getattr(self, slot)
             variant = lookup(slot, choice.name)
             options = variant.parse_options(choice.options)
@@ -91,4 +91,4 @@ class ModelConfig(pydantic.BaseModel):
 
     def describe(self) -> str:
         sizes = f"{self.n_layer}x{self.d_model}, {self.n_head} heads, context {self.context_length}"
-        return sizes + ", " + ", ".join(f"{slot}={getattr(self, slot)}" for slot in SLOTS)
+        return sizes + ", " + ", ".join(f"{slot}={getattr(self, slot)}" for slot in MODEL_SLOTS)

@@ -21,3 +21,12 @@ def tiny_model(seed: int = 0, **overrides) -> GPT:
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Tokenizers and token arrays go to a cache of the test session's own."""
+    import os
+
+    os.environ["ABLATE_CACHE_DIR"] = str(tmp_path_factory.mktemp("ablate-cache"))
+    yield

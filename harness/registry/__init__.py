@@ -16,13 +16,16 @@ from harness.registry.contracts import (
     InitTarget,
     LayerInfo,
     PositionEncoding,
+    TaskDataset,
+    TextSource,
     mark_residual_output,
     writes_residual,
 )
-from harness.registry.core import SLOTS, NoOptions, Options, Variant, lookup, register, variants
+from harness.registry.core import MODEL_SLOTS, SLOTS, NoOptions, Options, Variant, lookup, register, variants
 from harness.registry.loading import ENTRY_POINT_GROUP, load_installed, load_plugin
 
 __all__ = [
+    "MODEL_SLOTS",
     "SLOTS",
     "ENTRY_POINT_GROUP",
     "DropoutSchedule",
@@ -32,6 +35,8 @@ __all__ = [
     "NoOptions",
     "Options",
     "PositionEncoding",
+    "TaskDataset",
+    "TextSource",
     "Variant",
     "load_installed",
     "load_plugin",

@@ -14,7 +14,13 @@ placement   ``layer, attention, mlp, make_norm``        ``nn.Module``: (x, ctx) 
 position    (none)                                      :class:`PositionEncoding`
 init        (none)                                      :class:`Initializer`
 dropout     (none)                                      :class:`DropoutSchedule`
+dataset     ``cache_dir``                               :class:`TextSource` (a corpus, cut
+                                                        into windows and tokenized by the
+                                                        data config's tokenizer), or a
+                                                        :class:`TaskDataset`
 ==========  ==========================================  =====================================
+
+A dataset factory gets the data configuration instead of the model configuration.
 
 An attention module exposes ``n_kv_heads`` and ``head_dim`` (the KV cache is sized from
 them); a placement module keeps its attention module as ``.attention``.
@@ -98,3 +104,33 @@ class DropoutSchedule(Protocol):
 
     def rate(self, layer: int, n_layer: int) -> float:
         """Dropout probability of block `layer` (attention weights and residual branches)."""
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """A corpus: its text, and where it came from (recorded on every run)."""
+
+    text: str
+    metadata: dict
+
+
+class TaskDataset(Protocol):
+    """A synthetic task with its own vocabulary, batches and loss mask.
+
+    Targets of -1 carry no loss. With ``exact_match`` True, evaluation also reports the
+    share of validation rows whose every supervised token is predicted (greedy) exactly.
+    """
+
+    vocab_size: int
+    exact_match: bool
+    metadata: dict
+    tokenizer: object
+
+    def check_context(self, context_length: int) -> None:
+        """Raise ValueError when rows of this task do not fit in the context."""
+
+    def train_batch(self, batch_size: int, context_length: int, generator: torch.Generator):
+        """(x, y) int64 tensors of shape (batch_size, T <= context_length)."""
+
+    def eval_batches(self, batch_size: int, context_length: int, max_batches: int):
+        """The same validation batches at every call."""

@@ -19,7 +19,10 @@ SLOTS: dict[str, str] = {
     "position": "position information: input embedding, q/k rotation or attention bias",
     "init": "weight initialisation of the whole model",
     "dropout": "dropout rate of each layer",
+    "dataset": "training data: a text corpus or a synthetic task",
 }
+#: the slots a model configuration chooses a variant for
+MODEL_SLOTS: tuple[str, ...] = ("norm", "placement", "attention", "mlp", "position", "init", "dropout")
 
 
 class Options(pydantic.BaseModel):

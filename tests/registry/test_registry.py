@@ -5,7 +5,7 @@ from pydantic import Field
 
 from harness.config import ModelConfig
 from harness.errors import AblateError
-from harness.registry import SLOTS, Options, lookup, register, variants
+from harness.registry import MODEL_SLOTS, SLOTS, Options, lookup, register, variants
 
 BUILT_IN = {
     "norm": {"layernorm", "rmsnorm"},
@@ -83,5 +83,6 @@ def test_register_refuses_unknown_slots():
         register("activation", "x")
 
 
-def test_slots_are_the_seven_of_the_design():
-    assert list(SLOTS) == ["norm", "placement", "attention", "mlp", "position", "init", "dropout"]
+def test_a_model_chooses_one_variant_for_each_of_the_seven_block_slots():
+    assert MODEL_SLOTS == ("norm", "placement", "attention", "mlp", "position", "init", "dropout")
+    assert set(MODEL_SLOTS) < set(SLOTS)

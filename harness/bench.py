@@ -1,0 +1,77 @@
+"""Benchmarks that print ratios measured in one process (never timed tests).
+
+`overhead`: the trainer's step time against a bare PyTorch loop doing the same work (same
+model, batches, optimizer groups, schedule and clipping), timed alternately so that both
+see the same machine state.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from harness.model import GPT
+from harness.spec import RunSpec
+from harness.training.optim import lr_at, make_optimizer
+from harness.training.trainer import Trainer
+
+OVERHEAD_MODEL = dict(n_layer=4, d_model=128, n_head=4, context_length=128)
+
+
+class _StepClock:
+    """Observer that timestamps the training-loss records: no extra work in the loop."""
+
+    def __init__(self):
+        self.stamps: dict[int, float] = {}
+
+    def on_start(self, info): pass
+
+    def on_metrics(self, step, metrics):
+        if "train_loss" in metrics:
+            self.stamps.setdefault(step, time.perf_counter())
+
+    def on_checkpoint(self, step, path): pass
+
+
+def _trainer_step_time(spec: RunSpec, run_dir, warmup: int) -> float:
+    clock = _StepClock()
+    Trainer(spec, run_dir, clock).run(resume=False)
+    return (clock.stamps[spec.train.steps] - clock.stamps[warmup]) / (spec.train.steps - warmup)
+
+
+def _bare_step_time(spec: RunSpec, trainer: Trainer, warmup: int) -> float:
+    """nanoGPT's loop: batch, forward, backward, clip, step."""
+    torch.manual_seed(spec.seed)
+    model = GPT(trainer.model.cfg).to(trainer.device)
+    optimizer = make_optimizer(model, spec.train, trainer.device)
+    generator = torch.Generator().manual_seed(spec.seed)
+    cfg, context = spec.train, spec.model.context_length
+    for step in range(cfg.steps):
+        if step == warmup:
+            start = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        x, y = trainer.dataset.train_batch(cfg.batch_size, context, generator)
+        _, loss = model(x.to(trainer.device), y.to(trainer.device))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    loss.item()
+    return (time.perf_counter() - start) / (cfg.steps - warmup)
+
+
+def overhead(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) -> dict[str, float]:
+    warmup = 10
+    spec = RunSpec(model=OVERHEAD_MODEL, train=dict(steps=steps, batch_size=batch_size, log_interval=warmup,
+                                                   eval_interval=10 * steps, eval_batches=1, device="cpu",
+                                                   compile=False))
+    reference = Trainer(spec, run_dir)
+    harness_times, bare_times = [], []
+    for _ in range(repeats):
+        bare_times.append(_bare_step_time(spec, reference, warmup))
+        harness_times.append(_trainer_step_time(spec, run_dir, warmup))
+    harness, bare = statistics.median(harness_times), statistics.median(bare_times)
+    return {"harness_ms": 1000 * harness, "bare_ms": 1000 * bare, "ratio": harness / bare}

@@ -1,0 +1,48 @@
+"""Data for a run: a registered dataset, tokenized, split, and served in batches.
+
+    data:
+      dataset: pydoc                     # or {name: text, path: corpus/*.txt}, addition, url, ...
+      tokenizer: char                    # or {name: bpe, vocab_size: 1024}, tiktoken:gpt2
+      val_fraction: 0.1
+"""
+
+from __future__ import annotations
+
+import pydantic
+
+from harness.config import VariantChoice
+from harness.data.cache import cache_dir
+from harness.data.corpus import TokenizedCorpus
+from harness.data.reference import reference_losses
+from harness.data.tokenizers import Tokenizer, TokenizerConfig, build_tokenizer
+from harness.registry import TextSource, lookup
+
+
+class DataConfig(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    dataset: VariantChoice = VariantChoice(name="pydoc")
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    val_fraction: float = pydantic.Field(0.1, gt=0, lt=1, description="tail of a corpus kept for validation")
+
+    @pydantic.model_validator(mode="after")
+    def _resolve_dataset(self):
+        variant = lookup("dataset", self.dataset.name)
+        options = variant.parse_options(self.dataset.options)
+        object.__setattr__(self, "dataset", VariantChoice(name=self.dataset.name, options=options.model_dump()))
+        return self
+
+
+def load_dataset(cfg: DataConfig, tokenizer: Tokenizer | None = None):
+    """The dataset `cfg` describes; a given tokenizer (from a checkpoint) replaces the configured one."""
+    variant = lookup("dataset", cfg.dataset.name)
+    cache = cache_dir()
+    made = variant.factory(cfg, variant.parse_options(cfg.dataset.options), cache_dir=cache)
+    if not isinstance(made, TextSource):
+        return made
+    split_at = int(len(made.text) * (1 - cfg.val_fraction))
+    tokenizer = tokenizer or build_tokenizer(cfg.tokenizer, made.text, made.text[:split_at], cache)
+    return TokenizedCorpus(made.text, tokenizer, cfg.val_fraction, cache, made.metadata)
+
+
+__all__ = ["DataConfig", "TokenizerConfig", "Tokenizer", "load_dataset", "reference_losses", "cache_dir"]

@@ -1,0 +1,27 @@
+"""Where downloaded files, tokenizers and tokenized corpora are kept between runs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """$ABLATE_CACHE_DIR, else $XDG_CACHE_HOME/ablate, else ~/.cache/ablate."""
+    explicit = os.environ.get("ABLATE_CACHE_DIR")
+    if explicit:
+        path = Path(explicit)
+    else:
+        path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ablate"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def content_hash(*parts: str | bytes) -> str:
+    """A short sha256 over the parts, for cache keys."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]

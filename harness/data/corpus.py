@@ -1,0 +1,65 @@
+"""A tokenized corpus: memory-mapped token arrays, a deterministic split, random windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.data.cache import content_hash
+from harness.data.tokenizers import Tokenizer
+
+
+class TokenizedCorpus:
+    """Next-token prediction over windows of a text.
+
+    The first (1 - val_fraction) of the text trains, the rest validates: no window spans
+    both. Token arrays are cached as .npy files keyed by the text and tokenizer, and read
+    back memory-mapped.
+    """
+
+    exact_match = False
+
+    def __init__(self, text: str, tokenizer: Tokenizer, val_fraction: float, cache: Path, metadata: dict):
+        self.tokenizer = tokenizer
+        self.vocab_size = tokenizer.vocab_size
+        split_at = int(len(text) * (1 - val_fraction))
+        self.texts = {"train": text[:split_at], "val": text[split_at:]}
+        tokenizer_key = content_hash(repr(sorted(tokenizer.state().items())))
+        self.tokens = {split: self._tokenize(part, cache, tokenizer_key) for split, part in self.texts.items()}
+        self.metadata = {**metadata, "train_tokens": len(self.tokens["train"]), "val_tokens": len(self.tokens["val"])}
+
+    def _tokenize(self, text: str, cache: Path, tokenizer_key: str) -> np.ndarray:
+        path = cache / "tokens" / f"{content_hash(text, tokenizer_key)}.npy"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            dtype = np.uint16 if self.vocab_size <= 2 ** 16 else np.uint32
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, np.asarray(self.tokenizer.encode(text), dtype=dtype))
+            tmp.replace(path)
+        return np.load(path, mmap_mode="r")
+
+    def check_context(self, context_length: int) -> None:
+        for split, tokens in self.tokens.items():
+            if len(tokens) <= context_length + 1:
+                raise ValueError(
+                    f"the {split} split has {len(tokens)} tokens, fewer than context_length + 2 "
+                    f"({context_length + 2}); use a larger corpus, a smaller context or another val_fraction")
+
+    def _windows(self, split: str, starts: torch.Tensor, context_length: int):
+        tokens = self.tokens[split]
+        rows = np.stack([tokens[s: s + context_length + 1] for s in starts.tolist()]).astype(np.int64)
+        rows = torch.from_numpy(rows)
+        return rows[:, :-1], rows[:, 1:]
+
+    def train_batch(self, batch_size: int, context_length: int, generator: torch.Generator):
+        high = len(self.tokens["train"]) - context_length - 1
+        return self._windows("train", torch.randint(high, (batch_size,), generator=generator), context_length)
+
+    def eval_batches(self, batch_size: int, context_length: int, max_batches: int):
+        # the same windows for every run: differences between arms are never sampling noise
+        generator = torch.Generator().manual_seed(0)
+        high = len(self.tokens["val"]) - context_length - 1
+        return [self._windows("val", torch.randint(high, (batch_size,), generator=generator), context_length)
+                for _ in range(max_batches)]

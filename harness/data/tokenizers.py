@@ -1,0 +1,165 @@
+"""Tokenizers: characters, a byte-level BPE trained here, or any tiktoken encoding.
+
+Every tokenizer is a ``tiktoken.Encoding`` or a character table, and can be saved into a
+checkpoint (:meth:`Tokenizer.state`) so that sampling and fine-tuning use exactly the
+vocabulary the model was trained with.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+import tiktoken
+from tiktoken.load import load_tiktoken_bpe
+
+from harness.data.cache import content_hash
+from harness.errors import AblateError
+
+# GPT-2's pre-tokenisation: words, numbers, punctuation runs and whitespace split apart
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+class TokenizerConfig(pydantic.BaseModel):
+    """`char`, `{name: bpe, vocab_size: N}`, or `tiktoken:<encoding>`."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["char", "bpe", "tiktoken"] = "char"
+    vocab_size: int = pydantic.Field(1024, ge=257, description="bpe: size of the trained vocabulary")
+    encoding: str | None = pydantic.Field(None, description="tiktoken: name of the encoding")
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value):
+        if isinstance(value, str):
+            if value.startswith("tiktoken:"):
+                return {"name": "tiktoken", "encoding": value.split(":", 1)[1]}
+            return {"name": value}
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _encoding_given(self):
+        if self.name == "tiktoken" and not self.encoding:
+            raise ValueError("tokenizer 'tiktoken' needs an encoding, e.g. tiktoken:gpt2")
+        return self
+
+
+class Tokenizer:
+    def __init__(self, kind: str, encode, decode, vocab_size: int, state: dict):
+        self.kind = kind
+        self._encode = encode
+        self._decode = decode
+        self.vocab_size = vocab_size
+        self._state = state
+
+    def encode(self, text: str) -> list[int]:
+        return self._encode(text)
+
+    def decode(self, tokens) -> str:
+        return self._decode(list(tokens))
+
+    def state(self) -> dict:
+        """Everything needed to rebuild this tokenizer (stored in checkpoints)."""
+        return self._state
+
+    @staticmethod
+    def from_state(state: dict) -> "Tokenizer":
+        if state["kind"] == "char":
+            return char_tokenizer(state["chars"])
+        if state["kind"] == "bpe":
+            ranks = {base64.b64decode(token): rank for token, rank in state["ranks"]}
+            return _bpe_tokenizer(ranks, state["name"])
+        return tiktoken_tokenizer(state["encoding"])
+
+
+def char_tokenizer(chars: str) -> Tokenizer:
+    """One token per distinct character of the corpus (nanoGPT's shakespeare_char)."""
+    index = {c: i for i, c in enumerate(chars)}
+
+    def encode(text: str) -> list[int]:
+        try:
+            return [index[c] for c in text]
+        except KeyError as err:
+            raise AblateError(
+                f"character {err.args[0]!r} is not in this character vocabulary; "
+                "use a bpe tokenizer to cover any text") from None
+
+    def decode(tokens) -> str:
+        return "".join(chars[t] for t in tokens)
+
+    return Tokenizer("char", encode, decode, len(chars), {"kind": "char", "chars": chars})
+
+
+def tiktoken_tokenizer(encoding: str) -> Tokenizer:
+    try:
+        enc = tiktoken.get_encoding(encoding)
+    except ValueError as err:
+        raise AblateError(f"unknown tiktoken encoding '{encoding}': {err}") from None
+    except Exception as err:  # the encoding's file is downloaded on first use
+        raise AblateError(
+            f"tiktoken encoding '{encoding}' is not available offline ({type(err).__name__}); "
+            "run once with network access, or set TIKTOKEN_CACHE_DIR to a folder holding its file, "
+            "or use tokenizer 'bpe' to train one locally") from None
+    return Tokenizer("tiktoken", enc.encode_ordinary, enc.decode, enc.n_vocab,
+                     {"kind": "tiktoken", "encoding": encoding})
+
+
+def _bpe_tokenizer(ranks: dict[bytes, int], name: str) -> Tokenizer:
+    enc = tiktoken.Encoding(name=name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
+    state = {"kind": "bpe", "name": name,
+             "ranks": [(base64.b64encode(token).decode(), rank) for token, rank in ranks.items()]}
+    return Tokenizer("bpe", enc.encode_ordinary, enc.decode, enc.n_vocab, state)
+
+
+def bpe_tokenizer(train_text: str, vocab_size: int, cache: Path) -> Tokenizer:
+    """A byte-level BPE trained on `train_text`, cached as a .tiktoken file keyed by content."""
+    key = content_hash(train_text, str(vocab_size), GPT2_PATTERN)
+    path = cache / f"bpe-{vocab_size}-{key}.tiktoken"
+    if not path.exists():
+        ranks = train_bpe(train_text, vocab_size)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in sorted(ranks.items(), key=lambda x: x[1])))
+        tmp.replace(path)
+    return _bpe_tokenizer(load_tiktoken_bpe(str(path)), f"bpe-{vocab_size}-{key}")
+
+
+def train_bpe(text: str, vocab_size: int) -> dict[bytes, int]:
+    """Merge ranks of a byte-level BPE, trained by the `tokenizers` library (fast, Rust).
+
+    Ranks are token ids: the 256 bytes first, then merges in the order they were learned,
+    which is the order tiktoken applies them.
+    """
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers, trainers
+
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=[], show_progress=False)
+    hf.train_from_iterator([text], trainer=trainer)
+    byte_of = {char: byte for byte, char in _bytes_to_unicode().items()}
+    return {bytes(byte_of[c] for c in token): rank for token, rank in hf.get_vocab().items()}
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    # GPT-2's printable stand-ins for the 256 byte values, used by byte-level BPE vocabularies
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    stand_ins = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            stand_ins.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, stand_ins)))
+
+
+def build_tokenizer(cfg: TokenizerConfig, corpus_text: str, train_text: str, cache: Path) -> Tokenizer:
+    if cfg.name == "char":
+        return char_tokenizer("".join(sorted(set(corpus_text))))
+    if cfg.name == "bpe":
+        return bpe_tokenizer(train_text, cfg.vocab_size, cache)
+    return tiktoken_tokenizer(cfg.encoding)

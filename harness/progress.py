@@ -1,0 +1,60 @@
+"""Rich progress bars: one for the study, one for the run in flight (loss, tokens/s, ETA)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+def make_progress(console: Console | None = None) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=console or Console(stderr=True), transient=False,
+    )
+
+
+class RunProgress:
+    """An observer that moves a progress bar with the run's steps and shows its latest metrics."""
+
+    def __init__(self, progress: Progress, label: str, total_steps: int):
+        self.progress = progress
+        self.task = progress.add_task(label, total=total_steps, status="starting")
+        self.latest: dict[str, float] = {}
+
+    def on_start(self, info: dict) -> None:
+        self.progress.update(self.task, status=f"{info['params_non_embedding']:,} params on {info['device']}")
+
+    def on_metrics(self, step: int, metrics: dict) -> None:
+        self.latest.update(metrics)
+        parts = [f"loss {self.latest['train_loss']:.3f}" if "train_loss" in self.latest else ""]
+        if "val_loss" in self.latest:
+            parts.append(f"val {self.latest['val_loss']:.3f}")
+        if "tokens_per_s" in self.latest:
+            parts.append(f"{self.latest['tokens_per_s']:,.0f} tok/s")
+        self.progress.update(self.task, completed=step, status="  ".join(p for p in parts if p))
+
+    def on_checkpoint(self, step: int, path) -> None:
+        pass
+
+    def close(self) -> None:
+        self.progress.remove_task(self.task)
+
+
+class Observers:
+    """Fans one run's events out to several observers (tracker, progress bar)."""
+
+    def __init__(self, *observers):
+        self.observers = [o for o in observers if o is not None]
+
+    def on_start(self, info):
+        for o in self.observers:
+            o.on_start(info)
+
+    def on_metrics(self, step, metrics):
+        for o in self.observers:
+            o.on_metrics(step, metrics)
+
+    def on_checkpoint(self, step, path):
+        for o in self.observers:
+            o.on_checkpoint(step, path)

@@ -1,0 +1,50 @@
+"""A run, fully resolved: model, training, data and seed, with a stable identity."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pydantic
+
+from harness.config import ModelConfig
+from harness.data import DataConfig
+from harness.training.config import TrainConfig
+
+# settings that choose where and how fast a run computes, not what it computes
+EXECUTION_FIELDS = {"device", "compile"}
+
+
+class RunSpec(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    study: str = "run"
+    arm: str = "base"
+    seed: int = 0
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    data: DataConfig = DataConfig()
+
+    def key(self) -> str:
+        """Hash of everything that determines the result (not the study or arm labels, not the
+        device): the same run is recognised however the study that asked for it was written."""
+        train = self.train.model_dump(mode="json", exclude=EXECUTION_FIELDS)
+        identity = {"model": self.model.model_dump(mode="json"), "train": train,
+                    "data": self.data.model_dump(mode="json"), "seed": self.seed}
+        blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def flat_params(self) -> dict[str, str]:
+        """Every resolved field as `section.field` -> text, for tracking."""
+        flat: dict[str, str] = {"seed": str(self.seed)}
+        for section in ("model", "train", "data"):
+            _flatten(getattr(self, section).model_dump(mode="json"), section, flat)
+        return flat
+
+
+def _flatten(value, prefix: str, out: dict[str, str]) -> None:
+    if isinstance(value, dict) and value:
+        for key, inner in value.items():
+            _flatten(inner, f"{prefix}.{key}", out)
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)

@@ -1,0 +1,216 @@
+"""The study schema: a YAML file that names the arms to compare, and its expansion into runs.
+
+    name: norm_placement
+    description: pre-norm against post-norm
+    base:
+      model: {n_layer: 8, d_model: 128, n_head: 4, context_length: 128}
+      train: {steps: 400, batch_size: 16, lr: 3.0e-3}
+    data: {dataset: pydoc, tokenizer: char}
+    grid: {model.placement: [pre, post]}       # or arms: [{name: ..., set: {...}}, ...]
+    seeds: [0, 1, 2]
+    report: {metric: val_loss, baseline: pre, goal: minimize}
+
+Everything a user can get wrong is found here, before any training, and reported as one
+message naming the file, the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import Field
+
+from harness.data import DataConfig
+from harness.errors import AblateError, describe_validation_error
+from harness.registry import MODEL_SLOTS, load_plugin
+from harness.spec import RunSpec
+
+
+class BaseSettings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    model: dict[str, Any] = Field(default_factory=dict, description="model fields and one variant per slot")
+    train: dict[str, Any] = Field(default_factory=dict, description="training fields")
+
+
+class Arm(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted paths (model.norm) -> values")
+
+
+class ReportSettings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    metric: str = "val_loss"
+    baseline: str | None = Field(None, description="arm the others are compared with; default the first")
+    goal: Literal["minimize", "maximize"] = "minimize"
+
+
+class StudySpec(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="letters, digits, _ . -")
+    description: str = ""
+    base: BaseSettings = BaseSettings()
+    data: DataConfig = DataConfig()
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="path -> values; arms are their product")
+    arms: list[Arm] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    plugins: list[str] = Field(default_factory=list)
+    match: Literal["params"] | None = Field(None, description="params: equal non-embedding parameters per arm")
+    report: ReportSettings = ReportSettings()
+
+    @pydantic.field_validator("seeds", mode="before")
+    @classmethod
+    def _count_or_list(cls, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                raise ValueError("seeds must be a positive count or a list of seeds")
+            return list(range(value))
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _arms_well_formed(self):
+        if self.grid and self.arms:
+            raise ValueError("give either grid or arms, not both")
+        for path, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid.{path} has no values")
+        names = [arm.name for arm in self.arm_list()]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"arm names must be unique; repeated: {', '.join(duplicates)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must not repeat")
+        if self.report.baseline is not None and self.report.baseline not in names:
+            raise ValueError(f"report.baseline '{self.report.baseline}' is not an arm; arms: {', '.join(names)}")
+        return self
+
+    def arm_list(self) -> list[Arm]:
+        if self.arms:
+            return self.arms
+        if not self.grid:
+            return [Arm(name="base")]
+        paths = list(self.grid)
+        arms = []
+        for values in itertools.product(*(self.grid[p] for p in paths)):
+            labels = [_label(v) for v in values]
+            name = labels[0] if len(paths) == 1 else ",".join(f"{_short(p)}={l}" for p, l in zip(paths, labels))
+            arms.append(Arm(name=name, set=dict(zip(paths, values))))
+        return arms
+
+    @property
+    def baseline(self) -> str:
+        return self.report.baseline or self.arm_list()[0].name
+
+
+def _label(value) -> str:
+    if isinstance(value, dict) and "name" in value:
+        extra = {k: v for k, v in value.items() if k != "name"}
+        return value["name"] + ("(" + ",".join(f"{k}={v}" for k, v in extra.items()) + ")" if extra else "")
+    return str(value)
+
+
+def _short(path: str) -> str:
+    return path.split(".")[-1]
+
+
+def _set_path(tree: dict, path: str, value: Any, where: str) -> None:
+    """tree['a']['b'] = value for path 'a.b'; a bare slot name means model.<slot>."""
+    parts = path.split(".")
+    if len(parts) == 1 and parts[0] in MODEL_SLOTS:
+        parts = ["model", parts[0]]
+    if parts[0] not in ("model", "train", "data"):
+        raise AblateError(f"{where}: '{path}' must start with model., train. or data.")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise AblateError(f"{where}: '{path}' goes through '{part}', which is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def expand(study: StudySpec, where: str = "study") -> list[RunSpec]:
+    """Every run of the study, seed-major, so that a partial study already compares all arms."""
+    per_arm = {}
+    for arm in study.arm_list():
+        tree = {"model": copy.deepcopy(study.base.model), "train": copy.deepcopy(study.base.train),
+                "data": study.data.model_dump(mode="json")}
+        for path, value in arm.set.items():
+            _set_path(tree, path, copy.deepcopy(value), f"{where}: arm '{arm.name}'")
+        try:
+            per_arm[arm.name] = RunSpec(study=study.name, arm=arm.name, **tree)
+        except pydantic.ValidationError as err:
+            raise AblateError(describe_validation_error(err, f"{where}: arm '{arm.name}'")) from None
+        except AblateError as err:
+            raise AblateError(f"{where}: arm '{arm.name}': {err}") from None
+    if study.match == "params":
+        from harness.matching import match_parameters
+
+        per_arm = match_parameters(per_arm, study.baseline, where)
+    return [spec.model_copy(update={"seed": seed}) for seed in study.seeds for spec in per_arm.values()]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.lr=1e-3' -> ('train.lr', 0.001): the value is read as YAML."""
+    if "=" not in text:
+        raise AblateError(f"--set '{text}': expected path=value, e.g. train.steps=200")
+    path, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return path.strip(), value
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
+    """Read, override, load plugins and validate a study file."""
+    path = Path(path)
+    if not path.is_file():
+        raise AblateError(f"study file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        place = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise AblateError(f"{path}{place}: not valid YAML: {problem}") from None
+    except UnicodeDecodeError:
+        raise AblateError(f"{path}: not a UTF-8 text file") from None
+    if not isinstance(raw, dict):
+        raise AblateError(f"{path}: a study is a mapping with at least 'name'; got {type(raw).__name__}")
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_override(raw, key, value, path)
+    plugins = raw.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise AblateError(f"{path}: plugins must be a list of module names or .py files")
+    for plugin in plugins:
+        load_plugin(plugin, base_dir=path.parent)
+    try:
+        return StudySpec(**raw)
+    except pydantic.ValidationError as err:
+        raise AblateError(describe_validation_error(err, str(path))) from None
+    except AblateError as err:
+        raise AblateError(f"{path}: {err}") from None
+    except TypeError as err:  # keys that are not strings
+        raise AblateError(f"{path}: {err}") from None
+
+
+def _set_override(raw: dict, key: str, value: Any, path: Path) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise AblateError(f"--set {key}: '{part}' in {path} is not a mapping")
+        node = child
+    node[parts[-1]] = value

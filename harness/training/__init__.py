@@ -1,0 +1,1 @@
+"""Training one run: configuration, optimizer and schedule, checkpoints, the loop."""

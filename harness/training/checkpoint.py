@@ -1,0 +1,37 @@
+"""Checkpoints: weights, optimizer, RNG states and the curve so far, loaded safely.
+
+Everything is stored as tensors and plain containers so that loading works with
+``torch.load(weights_only=True)``, which never executes code from the file.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from harness.errors import AblateError
+
+FORMAT = 1
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """Write atomically: a crash while saving leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"format": FORMAT, **payload}, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise AblateError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        raise AblateError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise AblateError(f"{path} is not an ablate checkpoint (format {FORMAT})")
+    return payload

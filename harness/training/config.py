@@ -1,0 +1,39 @@
+"""Training settings of a run."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pydantic
+from pydantic import Field
+
+
+class TrainConfig(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(400, gt=0, description="optimizer steps")
+    batch_size: int = Field(16, gt=0, description="sequences per micro-batch")
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    lr: float = Field(3e-3, gt=0, description="peak learning rate")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final learning rate / peak")
+    warmup_steps: int = Field(0, ge=0, description="linear warmup from 0 to lr")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="decay after warmup")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW decay of matmul weights (not norms, biases, embeddings)")
+    beta1: float = Field(0.9, gt=0, lt=1)
+    beta2: float = Field(0.95, gt=0, lt=1)
+    grad_clip: float = Field(1.0, ge=0, description="max global gradient norm; 0 disables")
+    eval_interval: int = Field(50, gt=0, description="steps between validation passes")
+    eval_batches: int = Field(8, gt=0, description="validation batches per pass")
+    log_interval: int = Field(10, gt=0, description="steps between training-loss records")
+    checkpoint_interval: int = Field(0, ge=0, description="steps between checkpoints; 0 = only at the end")
+    divergence_factor: float = Field(3.0, gt=1, description="stop when the loss exceeds this times its start")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="autocast dtype; auto = bf16 on CUDA")
+    compile: bool | None = Field(None, description="torch.compile; default on for CUDA")
+    init_from: str | None = Field(None, description="checkpoint whose weights (and tokenizer) start this run")
+
+    @pydantic.model_validator(mode="after")
+    def _warmup_fits(self):
+        if self.warmup_steps >= self.steps and self.warmup_steps > 0:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
+        return self

@@ -1,0 +1,271 @@
+"""The training loop of one run.
+
+nanoGPT's loop with what an ablation needs on top: evaluation on fixed validation
+batches, checkpoints that resume the same curve, divergence detection that keeps the logs,
+and throughput/MFU. The loop touches the host only at log intervals (`.item()` on the
+averaged loss), so metrics never stall the GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from harness.data import Tokenizer, load_dataset, reference_losses
+from harness.errors import AblateError
+from harness.model import GPT
+from harness.spec import RunSpec
+from harness.training.checkpoint import load_checkpoint, save_checkpoint
+from harness.training.optim import lr_at, make_optimizer
+from harness.training.throughput import mfu
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class Observer(Protocol):
+    """Receives what a run produces; the tracker and the progress display implement it."""
+
+    def on_start(self, info: dict) -> None: ...
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def on_checkpoint(self, step: int, path: Path) -> None: ...
+
+
+class _Silent:
+    def on_start(self, info): pass
+
+    def on_metrics(self, step, metrics): pass
+
+    def on_checkpoint(self, step, path): pass
+
+
+@dataclass
+class TrainResult:
+    status: str  # "finished" or "diverged"
+    reason: str
+    steps: int
+    metrics: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AblateError(f"train.device is '{name}' but CUDA is not available here; use device: auto or cpu")
+    return device
+
+
+class Trainer:
+    def __init__(self, spec: RunSpec, run_dir: Path, observer: Observer | None = None):
+        self.spec = spec
+        self.cfg = spec.train
+        self.run_dir = Path(run_dir)
+        self.observer = observer or _Silent()
+        self.device = resolve_device(self.cfg.device)
+
+        start_from = load_checkpoint(self.cfg.init_from) if self.cfg.init_from else None
+        tokenizer = Tokenizer.from_state(start_from["tokenizer"]) if start_from else None
+        self.dataset = load_dataset(spec.data, tokenizer)
+        try:
+            self.dataset.check_context(spec.model.context_length)
+        except ValueError as err:
+            raise AblateError(f"data: {err}") from None
+
+        torch.manual_seed(spec.seed)
+        model_cfg = spec.model.model_copy(update={"vocab_size": self.dataset.vocab_size})
+        self.model = GPT(model_cfg).to(self.device)
+        if start_from:
+            self._load_weights(start_from)
+        self.optimizer = make_optimizer(self.model, self.cfg, self.device)
+        self.data_rng = torch.Generator().manual_seed(spec.seed)
+        self.autocast_dtype = self._autocast_dtype()
+        use_compile = self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"
+        self.step_model = torch.compile(self.model) if use_compile else self.model
+        self.eval_batches = self.dataset.eval_batches(self.cfg.batch_size, model_cfg.context_length, self.cfg.eval_batches)
+        self.flops_per_token = self.model.flops_per_token()
+
+    def _load_weights(self, start_from: dict) -> None:
+        try:
+            self.model.load_state_dict(start_from["model"])
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[:3]
+            raise AblateError(f"train.init_from {self.cfg.init_from}: its weights do not fit this model: {' '.join(first)}") from None
+
+    def _autocast_dtype(self) -> torch.dtype | None:
+        wanted = self.cfg.dtype
+        if wanted == "auto":
+            wanted = "bfloat16" if self.device.type == "cuda" else "float32"
+        return torch.bfloat16 if wanted == "bfloat16" else None
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return x.pin_memory().to(self.device, non_blocking=True)
+        return x.to(self.device)
+
+    # ---- state ---------------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_NAME
+
+    def info(self) -> dict:
+        data = {f"data_{k}": v for k, v in self.dataset.metadata.items()}
+        references = {}
+        if hasattr(self.dataset, "tokens"):
+            references = reference_losses(self.dataset.tokens["train"], self.dataset.tokens["val"], self.dataset.vocab_size)
+        return {
+            "device": str(self.device), "vocab_size": self.dataset.vocab_size,
+            "params": self.model.num_parameters(), "params_non_embedding": self.model.num_parameters(non_embedding=True),
+            "flops_per_token": self.flops_per_token, "tokens_per_step": self.tokens_per_step,
+            **references, **data,
+        }
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.batch_size * self.cfg.grad_accum * self.spec.model.context_length
+
+    def _save(self, step: int, history: list[dict], interval: tuple) -> None:
+        save_checkpoint(self.checkpoint_path, {
+            "step": step, "spec": self.spec.model_dump(mode="json"),
+            "model_config": self.model.cfg.model_dump(mode="json"),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "tokenizer": self.dataset.tokenizer.state(),
+            "torch_rng": torch.get_rng_state(), "data_rng": self.data_rng.get_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "history": history, "interval": list(interval),
+        })
+        self.observer.on_checkpoint(step, self.checkpoint_path)
+
+    def _restore(self) -> tuple[int, list[dict], tuple]:
+        state = load_checkpoint(self.checkpoint_path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.data_rng.set_state(state["data_rng"])
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return state["step"], state["history"], tuple(state["interval"])
+
+    # ---- the loop --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        total_loss, total_rows, exact = 0.0, 0, 0
+        for x, y in self.eval_batches:
+            x, y = self._to_device(x), self._to_device(y)
+            with self._autocast():
+                logits, loss = self.step_model(x, y)
+            total_loss += loss.item() * x.size(0)
+            total_rows += x.size(0)
+            if self.dataset.exact_match:
+                supervised = y != -1
+                correct = (logits.argmax(-1) == y) | ~supervised
+                exact += int(correct.all(dim=1).sum())
+        self.model.train()
+        metrics = {"val_loss": total_loss / total_rows}
+        if self.dataset.exact_match:
+            metrics["val_exact_match"] = exact / total_rows
+        return metrics
+
+    def run(self, resume: bool = True) -> TrainResult:
+        cfg = self.cfg
+        step, history, (interval_sum, interval_count, start_loss) = 0, [], (0.0, 0, None)
+        if resume and self.checkpoint_path.exists():
+            step, history, (interval_sum, interval_count, start_loss) = self._restore()
+        info = self.info()
+        self.observer.on_start(info)
+        self.model.train()
+
+        interval_loss = torch.zeros((), device=self.device) + interval_sum
+        status, reason = "finished", ""
+        wall_start = time.perf_counter()
+        timer_start, timer_steps = time.perf_counter(), 0
+        trained_steps = 0
+        while step < cfg.steps:
+            lr = lr_at(step, cfg)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            for _ in range(cfg.grad_accum):
+                x, y = self.dataset.train_batch(cfg.batch_size, self.spec.model.context_length, self.data_rng)
+                x, y = self._to_device(x), self._to_device(y)
+                with self._autocast():
+                    _, loss = self.step_model(x, y)
+                (loss / cfg.grad_accum).backward()
+                interval_loss += loss.detach() / cfg.grad_accum
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            step += 1
+            trained_steps += 1
+            interval_count += 1
+            timer_steps += 1
+            if start_loss is None:
+                start_loss = loss.item()
+
+            last = step == cfg.steps
+            if step % cfg.log_interval == 0 or last:
+                train_loss = interval_loss.item() / interval_count
+                elapsed = time.perf_counter() - timer_start
+                tokens_per_s = timer_steps * self.tokens_per_step / elapsed
+                metrics = {"train_loss": train_loss, "lr": lr, "grad_norm": float(grad_norm),
+                           "tokens": step * self.tokens_per_step, "tokens_per_s": tokens_per_s,
+                           "step_time_ms": 1000 * elapsed / timer_steps}
+                utilisation = mfu(self.flops_per_token, tokens_per_s, self.device)
+                if utilisation is not None:
+                    metrics["mfu"] = utilisation
+                history.append({"step": step, **metrics})
+                self.observer.on_metrics(step, metrics)
+                interval_loss.zero_()
+                interval_count = 0
+                reason = self._divergence(train_loss, start_loss)
+                if reason:
+                    status = "diverged"
+                    break
+                timer_start, timer_steps = time.perf_counter(), 0
+            if step % cfg.eval_interval == 0 or last:
+                metrics = {"tokens": step * self.tokens_per_step, **self.evaluate()}
+                history.append({"step": step, **metrics})
+                self.observer.on_metrics(step, metrics)
+                timer_start, timer_steps = time.perf_counter(), 0
+            if (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0) or last:
+                self._save(step, history, (float(interval_loss), interval_count, start_loss))
+
+        info.update(self.model.attention_kernel.report())  # known once attention has run
+        final = _final_metrics(history)
+        final["wall_time_s"] = time.perf_counter() - wall_start
+        final["steps_trained"] = trained_steps
+        return TrainResult(status, reason, step, final, history, info)
+
+    def _divergence(self, train_loss: float, start_loss: float) -> str:
+        if not math.isfinite(train_loss):
+            return f"non-finite training loss ({train_loss})"
+        if train_loss > self.cfg.divergence_factor * start_loss:
+            return (f"training loss {train_loss:.3f} exceeds {self.cfg.divergence_factor} x its start "
+                    f"({start_loss:.3f})")
+        return ""
+
+
+def _final_metrics(history: list[dict]) -> dict[str, float]:
+    """The last value of every metric in the curve."""
+    final: dict[str, float] = {}
+    for entry in history:
+        final.update({k: v for k, v in entry.items() if k != "step"})
+    return final

@@ -1,0 +1,82 @@
+"""Datasets: the embedded corpus, local files, the split, reference losses."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from harness.data import DataConfig, load_dataset, reference_losses
+from harness.errors import AblateError
+
+
+def test_pydoc_corpus_records_its_hash_and_python_version():
+    import platform
+
+    data = load_dataset(DataConfig())
+    assert data.metadata["python_version"] == platform.python_version()
+    assert len(data.metadata["sha256"]) == 64
+    assert data.metadata["train_tokens"] > 300_000 and data.metadata["val_tokens"] > 30_000
+
+
+def test_split_is_deterministic_and_disjoint():
+    first, second = load_dataset(DataConfig()), load_dataset(DataConfig(val_fraction=0.1))
+    assert np.array_equal(first.tokens["val"], second.tokens["val"])
+    assert first.texts["train"] + first.texts["val"] == first.texts["train"] + second.texts["val"]
+    assert len(first.texts["val"]) == pytest.approx(0.1 * (len(first.texts["train"]) + len(first.texts["val"])), abs=1)
+
+
+def test_token_arrays_are_cached_memory_maps():
+    data = load_dataset(DataConfig())
+    assert isinstance(data.tokens["train"], np.memmap)
+
+
+def test_batches_are_shifted_windows_and_reproducible():
+    data = load_dataset(DataConfig())
+    x1, y1 = data.train_batch(4, 32, torch.Generator().manual_seed(3))
+    x2, y2 = data.train_batch(4, 32, torch.Generator().manual_seed(3))
+    assert torch.equal(x1, x2) and x1.shape == (4, 32)
+    assert torch.equal(x1[:, 1:], y1[:, :-1])
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(data.eval_batches(4, 32, 2), data.eval_batches(4, 32, 2)))
+
+
+def test_text_dataset_reads_a_glob(tmp_path):
+    (tmp_path / "a.txt").write_text("hello there " * 200)
+    (tmp_path / "b.txt").write_text("general kenobi " * 200)
+    data = load_dataset(DataConfig(dataset={"name": "text", "path": str(tmp_path / "*.txt")}))
+    assert data.metadata["files"] == 2
+    assert data.texts["train"].startswith("hello there")
+
+
+def test_missing_text_file_is_a_user_error(tmp_path):
+    with pytest.raises(AblateError, match="no file matches"):
+        load_dataset(DataConfig(dataset={"name": "text", "path": str(tmp_path / "missing.txt")}))
+
+
+def test_url_dataset_offline_names_the_cache_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("ABLATE_CACHE_DIR", str(tmp_path))
+    cfg = DataConfig(dataset={"name": "url", "url": "http://127.0.0.1:9/corpus.txt", "sha256": "0" * 64})
+    with pytest.raises(AblateError) as err:
+        load_dataset(cfg)
+    assert "put the file at" in str(err.value) and str(tmp_path) in str(err.value)
+    # a file put there by hand is checked against its sha256
+    path = str(err.value).split("put the file at ")[1]
+    open(path, "w").write("some text " * 100)
+    with pytest.raises(AblateError, match="expected 0000"):
+        load_dataset(cfg)
+
+
+def test_reference_losses_on_a_hand_computable_sequence():
+    # train: 0 1 0 1 ...; add-one smoothing over a vocabulary of 2
+    train = np.array([0, 1] * 50)
+    losses = reference_losses(train, np.array([0, 1, 0, 1]), vocab_size=2)
+    assert losses["unigram_loss"] == pytest.approx(math.log(2))
+    # 0 is followed by 1 all 50 times, 1 by 0 in 49 of 49: val pairs 0-1, 1-0, 0-1
+    expected = -(2 * math.log(51 / 52) + math.log(50 / 51)) / 3
+    assert losses["bigram_loss"] == pytest.approx(expected)
+
+
+def test_reference_losses_of_pydoc_order_as_expected():
+    data = load_dataset(DataConfig())
+    losses = reference_losses(data.tokens["train"], data.tokens["val"], data.vocab_size)
+    assert losses["bigram_loss"] < losses["unigram_loss"] < math.log(data.vocab_size)

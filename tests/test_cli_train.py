@@ -1,0 +1,46 @@
+"""`ablate train` and `ablate generate` from the command line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY_RUN = """
+name: tiny
+base:
+  model: {n_layer: 2, d_model: 32, n_head: 2, context_length: 32}
+  train: {steps: 20, batch_size: 4, log_interval: 5, eval_interval: 10, eval_batches: 1}
+"""
+
+
+def ablate(*args, cwd):
+    command = [sys.executable, "-c", "from harness.cli import main; main()", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_train_then_generate(tmp_path):
+    (tmp_path / "run.yaml").write_text(TINY_RUN)
+    trained = ablate("train", "run.yaml", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert "finished after 20 steps" in trained.stdout
+    checkpoint = next(Path(tmp_path, "runs", "tiny").glob("*/checkpoint.pt"))
+    sampled = ablate("generate", str(checkpoint), "--prompt", "The ", "--max-new-tokens", "30", cwd=tmp_path)
+    assert sampled.returncode == 0, sampled.stderr
+    assert sampled.stdout.startswith("The ") and len(sampled.stdout.rstrip("\n")) == 34
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.dataset={name: text, path: missing.txt}", "no file matches 'missing.txt'"),
+    ("base.train.lr=50.0", "the run diverged"),
+])
+def test_user_errors_exit_2_with_one_message(tmp_path, override, message):
+    (tmp_path / "run.yaml").write_text(TINY_RUN)
+    result = ablate("train", "run.yaml", "--set", override, "--set", "base.train.grad_clip=0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_generate_from_a_missing_checkpoint_exits_2(tmp_path):
+    result = ablate("generate", "nope.pt", cwd=tmp_path)
+    assert result.returncode == 2 and "checkpoint nope.pt does not exist" in result.stderr
