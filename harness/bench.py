@@ -13,6 +13,7 @@ import time
 import torch
 
 from harness.model import GPT
+from harness.progress import Observers
 from harness.spec import RunSpec
 from harness.training.optim import lr_at, make_optimizer
 from harness.training.trainer import Trainer
@@ -35,9 +36,9 @@ class _StepClock:
     def on_checkpoint(self, step, path): pass
 
 
-def _trainer_step_time(spec: RunSpec, run_dir, warmup: int) -> float:
+def _trainer_step_time(spec: RunSpec, run_dir, warmup: int, tracked=None) -> float:
     clock = _StepClock()
-    Trainer(spec, run_dir, clock).run(resume=False)
+    Trainer(spec, run_dir, Observers(clock, tracked)).run(resume=False)
     return (clock.stamps[spec.train.steps] - clock.stamps[warmup]) / (spec.train.steps - warmup)
 
 
@@ -63,11 +64,15 @@ def _bare_step_time(spec: RunSpec, trainer: Trainer, warmup: int) -> float:
     return (time.perf_counter() - start) / (cfg.steps - warmup)
 
 
+def _bench_spec(steps: int, batch_size: int, log_interval: int, eval_interval: int) -> RunSpec:
+    return RunSpec(model=OVERHEAD_MODEL, train=dict(steps=steps, batch_size=batch_size, log_interval=log_interval,
+                                                   eval_interval=eval_interval, eval_batches=1, device="cpu",
+                                                   compile=False))
+
+
 def overhead(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) -> dict[str, float]:
     warmup = 10
-    spec = RunSpec(model=OVERHEAD_MODEL, train=dict(steps=steps, batch_size=batch_size, log_interval=warmup,
-                                                   eval_interval=10 * steps, eval_batches=1, device="cpu",
-                                                   compile=False))
+    spec = _bench_spec(steps, batch_size, warmup, 10 * steps)
     reference = Trainer(spec, run_dir)
     harness_times, bare_times = [], []
     for _ in range(repeats):
@@ -75,3 +80,23 @@ def overhead(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) ->
         harness_times.append(_trainer_step_time(spec, run_dir, warmup))
     harness, bare = statistics.median(harness_times), statistics.median(bare_times)
     return {"harness_ms": 1000 * harness, "bare_ms": 1000 * bare, "ratio": harness / bare}
+
+
+def tracking(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) -> dict[str, float]:
+    """Step time with every metric going to MLflow (sqlite store, log_interval 1, an evaluation
+    every 10 steps) against the same run tracked by nobody."""
+    from harness.tracking import Tracker
+
+    warmup = 10
+    spec = _bench_spec(steps, batch_size, 1, 10)
+    tracker = Tracker(f"sqlite:///{run_dir}/bench-mlflow.db")
+    experiment = tracker.experiment_id("bench")
+    parent = tracker.client.create_run(experiment).info.run_id
+    tracked_times, silent_times = [], []
+    for _ in range(repeats):
+        silent_times.append(_trainer_step_time(spec, run_dir, warmup))
+        run = tracker.open_run(experiment, parent, spec)
+        tracked_times.append(_trainer_step_time(spec, run_dir, warmup, run))
+        run.flush()
+    tracked, silent = statistics.median(tracked_times), statistics.median(silent_times)
+    return {"tracked_ms": 1000 * tracked, "silent_ms": 1000 * silent, "ratio": tracked / silent}

@@ -108,6 +108,79 @@ def generate(
     typer.echo(sample_from_checkpoint(checkpoint, prompt, max_new_tokens, temperature, top_k, seed, device))
 
 
+TrackingOption = Annotated[Optional[str], typer.Option(
+    "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's default)")]
+
+
+@app.command()
+def run(
+    study_file: Annotated[Path, typer.Argument(help="a study YAML file")],
+    set_: SetOption = None,
+    plugin: PluginOption = None,
+    profile: Annotated[Optional[str], typer.Option(help="apply a named profile of the study (e.g. gpu)")] = None,
+    tracking_uri: TrackingOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and train nothing")] = False,
+    runs_dir: Annotated[Path, typer.Option(help="folder for checkpoints")] = Path("runs"),
+    reports_dir: Annotated[Path, typer.Option(help="folder for reports")] = Path("reports"),
+):
+    """Train every arm x seed of a study, track it in MLflow, and write its report."""
+    from harness.executor import check_data, print_plan, run_study
+    from harness.report import build_report
+    from harness.study import expand, load_study
+    from harness.tracking import Tracker
+
+    load_plugins(plugin)
+    study = load_study(study_file, set_, profile)
+    console = Console(stderr=True)
+    if dry_run:
+        specs = expand(study, str(study_file))
+        print_plan(study, specs, check_data(specs), Console())
+        return
+    tracker = Tracker(tracking_uri)
+    outcome = run_study(study, tracker, runs_dir, str(study_file), console)
+    report = build_report(tracker, study.name, reports_dir, outcome.parent_run_id)
+    console.print(f"{outcome.trained} runs trained, {outcome.skipped} already done; report: {report.folder / 'report.md'}")
+    for line in outcome.diverged:
+        console.print(f"[yellow]diverged:[/] {line}")
+    typer.echo((report.folder / "report.md").read_text().split("## Arms")[0].rstrip())
+
+
+@app.command()
+def report(
+    study: Annotated[str, typer.Argument(help="study name (the MLflow experiment) or study file")],
+    tracking_uri: TrackingOption = None,
+    reports_dir: Annotated[Path, typer.Option(help="folder for reports")] = Path("reports"),
+):
+    """Rebuild a study's report from what MLflow holds."""
+    from harness.report import build_report
+    from harness.tracking import Tracker
+
+    name = study
+    if study.endswith((".yaml", ".yml")):
+        from harness.study import load_study
+
+        name = load_study(study).name
+    result = build_report(Tracker(tracking_uri), name, reports_dir)
+    typer.echo(f"report: {result.folder / 'report.md'}")
+
+
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option(help="address to bind; keep 127.0.0.1 unless you mean to share")] = "127.0.0.1",
+    port: int = 5000,
+    tracking_uri: TrackingOption = None,
+):
+    """Start the MLflow UI on this machine's loopback address."""
+    import os
+
+    import mlflow
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port), "--backend-store-uri", uri]
+    typer.echo(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it")
+    os.execvp(command[0], command)
+
+
 bench_app = typer.Typer(help="Benchmarks that print ratios measured in one process.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -128,6 +201,23 @@ def bench_overhead(
     typer.echo(f"model {shape}, batch 8, {steps} steps x {repeats} alternating repeats, CPU")
     typer.echo(f"bare loop: {result['bare_ms']:.1f} ms/step   harness: {result['harness_ms']:.1f} ms/step   "
                f"ratio harness/bare: {result['ratio']:.3f}")
+
+
+@bench_app.command("tracking")
+def bench_tracking(
+    steps: Annotated[int, typer.Option(min=20)] = 40,
+    repeats: Annotated[int, typer.Option(min=1)] = 3,
+):
+    """Step time with MLflow tracking / without (target <= 1.02)."""
+    import tempfile
+
+    from harness.bench import tracking
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = tracking(run_dir, steps=steps, repeats=repeats)
+    typer.echo(f"every step logged to MLflow (sqlite), evaluation every 10 steps, {steps} steps x {repeats} repeats, CPU")
+    typer.echo(f"untracked: {result['silent_ms']:.1f} ms/step   tracked: {result['tracked_ms']:.1f} ms/step   "
+               f"ratio tracked/untracked: {result['ratio']:.3f}")
 
 
 @app.callback()

@@ -66,6 +66,8 @@ class StudySpec(pydantic.BaseModel):
     plugins: list[str] = Field(default_factory=list)
     match: Literal["params"] | None = Field(None, description="params: equal non-embedding parameters per arm")
     report: ReportSettings = ReportSettings()
+    profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="named sets of overrides (path: value), chosen with --profile")
 
     @pydantic.field_validator("seeds", mode="before")
     @classmethod
@@ -122,20 +124,34 @@ def _short(path: str) -> str:
     return path.split(".")[-1]
 
 
+def _assign(tree: dict, parts: list[str], value: Any, containers: set[tuple[str, ...]], where: str) -> None:
+    """tree[a][b] = value for parts [a, b]. A mapping given for a container (a section such as
+    `model`) sets each of its fields; for anything else (a slot, an option) it replaces."""
+    if isinstance(value, dict) and tuple(parts) in containers:
+        for key, inner in value.items():
+            _assign(tree, [*parts, str(key)], inner, containers, where)
+        return
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise AblateError(f"{where}: '{'.'.join(parts)}' goes through '{part}', which is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+RUN_SECTIONS = {("model",), ("train",), ("data",)}
+STUDY_CONTAINERS = {("base",), ("base", "model"), ("base", "train"), ("data",), ("report",), ("grid",)}
+
+
 def _set_path(tree: dict, path: str, value: Any, where: str) -> None:
-    """tree['a']['b'] = value for path 'a.b'; a bare slot name means model.<slot>."""
+    """Set a run field by path; a bare slot name means model.<slot>."""
     parts = path.split(".")
     if len(parts) == 1 and parts[0] in MODEL_SLOTS:
         parts = ["model", parts[0]]
     if parts[0] not in ("model", "train", "data"):
         raise AblateError(f"{where}: '{path}' must start with model., train. or data.")
-    node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise AblateError(f"{where}: '{path}' goes through '{part}', which is not a mapping")
-        node = child
-    node[parts[-1]] = value
+    _assign(tree, parts, value, RUN_SECTIONS, where)
 
 
 def expand(study: StudySpec, where: str = "study") -> list[RunSpec]:
@@ -171,8 +187,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     return path.strip(), value
 
 
-def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
-    """Read, override, load plugins and validate a study file."""
+def load_study(path: str | Path, overrides: list[str] | None = None, profile: str | None = None) -> StudySpec:
+    """Read, apply a profile and overrides, load plugins and validate a study file."""
     path = Path(path)
     if not path.is_file():
         raise AblateError(f"study file {path} does not exist")
@@ -187,6 +203,14 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpe
         raise AblateError(f"{path}: not a UTF-8 text file") from None
     if not isinstance(raw, dict):
         raise AblateError(f"{path}: a study is a mapping with at least 'name'; got {type(raw).__name__}")
+    if profile is not None:
+        profiles = raw.get("profiles") or {}
+        if profile not in profiles:
+            raise AblateError(f"{path}: no profile '{profile}'; profiles: {', '.join(profiles) or '(none)'}")
+        if not isinstance(profiles[profile], dict):
+            raise AblateError(f"{path}: profiles.{profile} must map paths to values")
+        for key, value in profiles[profile].items():
+            _set_override(raw, str(key), value, path)
     for text in overrides or []:
         key, value = parse_override(text)
         _set_override(raw, key, value, path)
@@ -194,7 +218,10 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpe
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise AblateError(f"{path}: plugins must be a list of module names or .py files")
     for plugin in plugins:
-        load_plugin(plugin, base_dir=path.parent)
+        try:
+            load_plugin(plugin, base_dir=path.parent)
+        except AblateError as err:
+            raise AblateError(f"{path}: plugins: {err}") from None
     try:
         return StudySpec(**raw)
     except pydantic.ValidationError as err:
@@ -206,11 +233,10 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpe
 
 
 def _set_override(raw: dict, key: str, value: Any, path: Path) -> None:
-    node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise AblateError(f"--set {key}: '{part}' in {path} is not a mapping")
-        node = child
-    node[parts[-1]] = value
+    if key.startswith("grid."):  # grid keys are paths themselves: grid.model.norm is grid["model.norm"]
+        grid = raw.setdefault("grid", {})
+        if not isinstance(grid, dict):
+            raise AblateError(f"{path}: grid must map paths to lists of values")
+        grid[key.removeprefix("grid.")] = value
+        return
+    _assign(raw, key.split("."), value, STUDY_CONTAINERS, f"{path}: override {key}")

@@ -187,9 +187,9 @@ class Trainer:
 
     def run(self, resume: bool = True) -> TrainResult:
         cfg = self.cfg
-        step, history, (interval_sum, interval_count, start_loss) = 0, [], (0.0, 0, None)
+        step, history, (interval_sum, interval_count, start_loss, earlier_wall) = 0, [], (0.0, 0, None, 0.0)
         if resume and self.checkpoint_path.exists():
-            step, history, (interval_sum, interval_count, start_loss) = self._restore()
+            step, history, (interval_sum, interval_count, start_loss, earlier_wall) = self._restore()
         info = self.info()
         self.observer.on_start(info)
         self.model.train()
@@ -246,11 +246,12 @@ class Trainer:
                 self.observer.on_metrics(step, metrics)
                 timer_start, timer_steps = time.perf_counter(), 0
             if (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0) or last:
-                self._save(step, history, (float(interval_loss), interval_count, start_loss))
+                wall = earlier_wall + time.perf_counter() - wall_start
+                self._save(step, history, (float(interval_loss), interval_count, start_loss, wall))
 
         info.update(self.model.attention_kernel.report())  # known once attention has run
         final = _final_metrics(history)
-        final["wall_time_s"] = time.perf_counter() - wall_start
+        final["wall_time_s"] = earlier_wall + time.perf_counter() - wall_start
         final["steps_trained"] = trained_steps
         return TrainResult(status, reason, step, final, history, info)
 

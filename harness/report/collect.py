@@ -1,0 +1,48 @@
+"""Read a study back from MLflow: one row per run, and the curves."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.errors import AblateError
+from harness.tracking import DONE_STATES, Tracker
+
+RUN_COLUMNS = ["run_id", "arm", "seed", "run_key", "state", "failure_reason", "device", "attention_backend"]
+NUMERIC_PARAMS = ["params", "params_non_embedding", "flops_per_token", "tokens_per_step", "unigram_loss", "bigram_loss"]
+
+
+def collect_runs(tracker: Tracker, study: str) -> tuple[pd.DataFrame, dict]:
+    """Finished and diverged runs of the study (the newest per run key), and the study's settings."""
+    experiment_id = tracker.experiment_id(study, create=False)
+    if experiment_id is None:
+        raise AblateError(f"no MLflow experiment '{study}' in {tracker.uri}; run the study first")
+    experiment = tracker.client.get_experiment(experiment_id)
+    settings = {key.removeprefix("ablate."): value for key, value in experiment.tags.items() if key.startswith("ablate.")}
+    rows = []
+    for key, run in tracker.runs_by_key(experiment_id).items():
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        if tags.get("state") not in DONE_STATES:
+            continue
+        row = {"run_id": run.info.run_id, "arm": tags["arm"], "seed": int(tags["seed"]), "run_key": key,
+               "state": tags["state"], "failure_reason": tags.get("failure_reason", ""),
+               "device": tags.get("device", ""), "attention_backend": tags.get("attention_backend", "")}
+        row.update({name: float(params[name]) if name in params else float("nan") for name in NUMERIC_PARAMS})
+        row.update(metrics)
+        rows.append(row)
+    if not rows:
+        raise AblateError(f"MLflow experiment '{study}' has no finished runs yet")
+    frame = pd.DataFrame(rows)
+    order = settings.get("arms", "").split(",")
+    frame["arm_order"] = frame["arm"].map({arm: i for i, arm in enumerate(order)}).fillna(len(order))
+    frame = frame.sort_values(["arm_order", "seed"]).drop(columns="arm_order").reset_index(drop=True)
+    return frame, settings
+
+
+def collect_curves(tracker: Tracker, runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Long table: arm, seed, step, tokens, value, for every run's history of `metric`."""
+    rows = []
+    for run in runs.itertuples():
+        for point in tracker.client.get_metric_history(run.run_id, metric):
+            rows.append({"arm": run.arm, "seed": run.seed, "step": point.step,
+                         "tokens": point.step * run.tokens_per_step, "value": point.value})
+    return pd.DataFrame(rows, columns=["arm", "seed", "step", "tokens", "value"])

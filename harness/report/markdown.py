@@ -1,0 +1,83 @@
+"""report.md: verdicts first, then the table per arm, the figures, and every run."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+DIGITS = 4
+
+
+def fmt(value, digits: int = DIGITS) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _count(value) -> str:
+    return "–" if isinstance(value, float) and math.isnan(value) else f"{int(value):,}"
+
+
+def render(study: str, settings: dict, results: pd.DataFrame, summary: pd.DataFrame, metric: str,
+           references: dict[str, float], shared: dict[str, str], data: dict[str, str]) -> str:
+    baseline, goal = settings.get("baseline", summary["arm"].iloc[0]), settings.get("goal", "minimize")
+    lines = [f"# {study}", ""]
+    if settings.get("description"):
+        lines += [settings["description"].strip(), ""]
+    lines += [f"Metric: final `{metric}` ({'lower' if goal == 'minimize' else 'higher'} is better), "
+              f"baseline arm `{baseline}`. Rebuilt from MLflow with `ablate report {study}`.", ""]
+
+    lines += ["## Verdicts", ""]
+    for row in summary.itertuples():
+        if row.arm != baseline:
+            lines.append(f"- **{row.arm} vs {baseline}**: {row.verdict}")
+    lines += ["", "Differences are arm minus baseline with a 95% Welch interval; p-values are Welch's "
+              "t-test, Holm-adjusted over the arms compared with the baseline.", ""]
+
+    lines += ["## Arms", ""]
+    table = pd.DataFrame({
+        "arm": summary["arm"],
+        "seeds": summary["seeds"],
+        "diverged": summary["diverged"],
+        f"{metric} mean ± std": [f"{fmt(m)} ± {fmt(s)}" for m, s in zip(summary["mean"], summary["std"])],
+        "95% CI": [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(summary["ci_low"], summary["ci_high"])],
+        "Δ vs baseline": [fmt(d) for d in summary["diff"]],
+        "Δ 95% CI": [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(summary["diff_ci_low"], summary["diff_ci_high"])],
+        "p (Welch)": [fmt(p) for p in summary["p_welch"]],
+        "p (Holm)": [fmt(p) for p in summary["p_holm"]],
+        "params (non-emb.)": [_count(p) for p in summary["params_non_embedding"]],
+        "FLOPs/token": [_count(f) for f in summary["flops_per_token"]],
+        "tokens/s": [_count(t) for t in summary["tokens_per_s"]],
+        "wall time (s)": [fmt(w, 1) for w in summary["wall_time_s"]],
+    })
+    lines += [table.to_markdown(index=False), ""]
+
+    if references:
+        scale = ", ".join(f"{name.replace('_loss', '')} {fmt(value)}" for name, value in references.items())
+        lines += [f"For scale, reference losses of the validation split from the training split's token "
+                  f"counts (nats/token): {scale}.", ""]
+
+    lines += ["## Figures", "", "![curves](curves.png)", "", "![final values](final_loss.png)", ""]
+
+    lines += ["## Settings", ""]
+    if data:
+        lines += ["Data: " + ", ".join(f"{k} `{v}`" for k, v in data.items()), ""]
+    if shared:
+        lines += ["Training settings shared by every arm (not tuned per arm, so a difference can also "
+                  "reflect how each arm tolerates them): " + ", ".join(f"{k} = {v}" for k, v in shared.items()), ""]
+
+    lines += ["## Runs", ""]
+    runs = results[["arm", "seed", "state", metric, "train_loss", "tokens_per_s", "wall_time_s", "device",
+                    "attention_backend", "run_key"]].copy()
+    runs[metric] = runs[metric].map(fmt)
+    runs["train_loss"] = runs["train_loss"].map(fmt)
+    runs["tokens_per_s"] = runs["tokens_per_s"].map(_count)
+    runs["wall_time_s"] = runs["wall_time_s"].map(lambda w: fmt(w, 1))
+    lines += [runs.to_markdown(index=False), ""]
+    failures = results[results["state"] != "finished"]
+    for row in failures.itertuples():
+        lines.append(f"- {row.arm} seed {row.seed} {row.state}: {row.failure_reason}")
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,49 @@
+"""The report's figures: curves per arm (mean and spread over seeds) and final values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def plot_curves(curves: pd.DataFrame, metric: str, references: dict[str, float], path: Path) -> None:
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for arm, group in curves.groupby("arm", sort=False):
+        by_tokens = group.groupby("tokens")["value"]
+        mean, low, high = by_tokens.mean(), by_tokens.min(), by_tokens.max()
+        line, = axes.plot(mean.index, mean.values, label=f"{arm} (mean of {group['seed'].nunique()} seeds)")
+        axes.fill_between(mean.index, low.values, high.values, color=line.get_color(), alpha=0.2)
+    for name, value in references.items():
+        axes.axhline(value, linestyle="--", color="grey", linewidth=1)
+        axes.annotate(name, (axes.get_xlim()[0], value), fontsize=8, color="grey", va="bottom")
+    axes.set_xlabel("training tokens")
+    axes.set_ylabel(metric)
+    axes.set_title(f"{metric} against tokens (band: min to max over seeds)")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_final(results: pd.DataFrame, summary: pd.DataFrame, metric: str, path: Path) -> None:
+    figure, axes = plt.subplots(figsize=(max(4, 1.6 * len(summary)), 4.5))
+    finished = results[results["state"] == "finished"]
+    for position, row in enumerate(summary.itertuples()):
+        values = finished.loc[finished["arm"] == row.arm, metric]
+        axes.scatter([position] * len(values), values, color="black", s=14, zorder=3)
+        if row.seeds > 1:
+            axes.errorbar(position + 0.15, row.mean, yerr=[[row.mean - row.ci_low], [row.ci_high - row.mean]],
+                          fmt="o", capsize=5, color="tab:blue")
+    axes.set_xticks(range(len(summary)), summary["arm"], rotation=20)
+    axes.set_ylabel(f"final {metric}")
+    axes.set_title("final value per seed (dots), mean with 95% CI")
+    axes.grid(alpha=0.3, axis="y")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
