@@ -6,6 +6,7 @@ on stderr and exit code 2. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -24,6 +25,21 @@ app = typer.Typer(help="Ablation studies of GPT blocks, tracked in MLflow.", no_
 
 PluginOption = Annotated[Optional[list[str]], typer.Option(
     "--plugin", help="module name or .py file registering variants (repeatable)")]
+
+
+class Interrupted(Exception):
+    """Ctrl-C in a long command; carried past typer, which would turn it into a bare 'Aborted!'."""
+
+
+def interruptible(command):
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise Interrupted from None
+
+    return wrapper
 
 
 def load_plugins(plugins: list[str] | None) -> None:
@@ -60,6 +76,7 @@ SetOption = Annotated[Optional[list[str]], typer.Option(
 
 
 @app.command()
+@interruptible
 def train(
     run_file: Annotated[Path, typer.Argument(help="a study file with one arm")],
     set_: SetOption = None,
@@ -113,6 +130,7 @@ TrackingOption = Annotated[Optional[str], typer.Option(
 
 
 @app.command()
+@interruptible
 def run(
     study_file: Annotated[Path, typer.Argument(help="a study YAML file")],
     set_: SetOption = None,
@@ -232,6 +250,10 @@ def main() -> None:
     except AblateError as err:
         typer.echo(f"ablate: error: {err}", err=True)
         sys.exit(2)
+    except Interrupted:
+        typer.echo("ablate: interrupted; the run in progress is checkpointed and marked KILLED in MLflow. "
+                   "Run the same command again to resume it.", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -67,10 +67,13 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
-        self.client = MlflowClient(tracking_uri=self.uri)
         with _quick_http_failures():
             try:
+                self.client = MlflowClient(tracking_uri=self.uri)
                 self.client.search_experiments(max_results=1)
+            except ModuleNotFoundError as err:
+                raise AblateError(f"the MLflow tracking store {redact(self.uri)} needs the Python package "
+                                  f"'{err.name}' (for PostgreSQL: pip install 'ablate[dist]')") from None
             except Exception as err:
                 first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise AblateError(f"the MLflow tracking store {redact(self.uri)} is unreachable ({first_line[:200]}); "

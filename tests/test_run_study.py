@@ -121,7 +121,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
     (STUDY.replace("[pre, post]", "[pre, postt]"), [], "did you mean 'post'"),
     (STUDY + "data: {dataset: {name: text, path: missing.txt}}\n", [], "no file matches 'missing.txt'"),
     (STUDY, ["--tracking-uri", "http://127.0.0.1:9"], "http://127.0.0.1:9 is unreachable"),
-    (STUDY, ["--tracking-uri", "postgresql://user:secret@127.0.0.1:9/db"], "postgresql://user:***@127.0.0.1:9/db"),
+    (STUDY, ["--tracking-uri", "mysql://user:secret@127.0.0.1:9/db"], "mysql://user:***@127.0.0.1:9/db"),
 ])
 def test_bad_input_exits_2_with_one_message_before_anything_is_logged(tmp_path, study, extra, message):
     (tmp_path / "study.yaml").write_text(study)

@@ -22,6 +22,7 @@ from harness.errors import AblateError
 from harness.model import GPT
 from harness.spec import RunSpec
 from harness.training.checkpoint import load_checkpoint, save_checkpoint
+from harness.training.interrupt import deferred_interrupt
 from harness.training.optim import lr_at, make_optimizer
 from harness.training.throughput import mfu
 
@@ -199,55 +200,59 @@ class Trainer:
         wall_start = time.perf_counter()
         timer_start, timer_steps = time.perf_counter(), 0
         trained_steps = 0
-        while step < cfg.steps:
-            lr = lr_at(step, cfg)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            for _ in range(cfg.grad_accum):
-                x, y = self.dataset.train_batch(cfg.batch_size, self.spec.model.context_length, self.data_rng)
-                x, y = self._to_device(x), self._to_device(y)
-                with self._autocast():
-                    _, loss = self.step_model(x, y)
-                (loss / cfg.grad_accum).backward()
-                interval_loss += loss.detach() / cfg.grad_accum
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            step += 1
-            trained_steps += 1
-            interval_count += 1
-            timer_steps += 1
-            if start_loss is None:
-                start_loss = loss.item()
+        with deferred_interrupt() as interrupted:
+            while step < cfg.steps:
+                lr = lr_at(step, cfg)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                for _ in range(cfg.grad_accum):
+                    x, y = self.dataset.train_batch(cfg.batch_size, self.spec.model.context_length, self.data_rng)
+                    x, y = self._to_device(x), self._to_device(y)
+                    with self._autocast():
+                        _, loss = self.step_model(x, y)
+                    (loss / cfg.grad_accum).backward()
+                    interval_loss += loss.detach() / cfg.grad_accum
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                step += 1
+                trained_steps += 1
+                interval_count += 1
+                timer_steps += 1
+                if start_loss is None:
+                    start_loss = loss.item()
 
-            last = step == cfg.steps
-            if step % cfg.log_interval == 0 or last:
-                train_loss = interval_loss.item() / interval_count
-                elapsed = time.perf_counter() - timer_start
-                tokens_per_s = timer_steps * self.tokens_per_step / elapsed
-                metrics = {"train_loss": train_loss, "lr": lr, "grad_norm": float(grad_norm),
-                           "tokens": step * self.tokens_per_step, "tokens_per_s": tokens_per_s,
-                           "step_time_ms": 1000 * elapsed / timer_steps}
-                utilisation = mfu(self.flops_per_token, tokens_per_s, self.device)
-                if utilisation is not None:
-                    metrics["mfu"] = utilisation
-                history.append({"step": step, **metrics})
-                self.observer.on_metrics(step, metrics)
-                interval_loss.zero_()
-                interval_count = 0
-                reason = self._divergence(train_loss, start_loss)
-                if reason:
-                    status = "diverged"
-                    break
-                timer_start, timer_steps = time.perf_counter(), 0
-            if step % cfg.eval_interval == 0 or last:
-                metrics = {"tokens": step * self.tokens_per_step, **self.evaluate()}
-                history.append({"step": step, **metrics})
-                self.observer.on_metrics(step, metrics)
-                timer_start, timer_steps = time.perf_counter(), 0
-            if (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0) or last:
-                wall = earlier_wall + time.perf_counter() - wall_start
-                self._save(step, history, (float(interval_loss), interval_count, start_loss, wall))
+                last = step == cfg.steps
+                if step % cfg.log_interval == 0 or last:
+                    train_loss = interval_loss.item() / interval_count
+                    elapsed = time.perf_counter() - timer_start
+                    tokens_per_s = timer_steps * self.tokens_per_step / elapsed
+                    metrics = {"train_loss": train_loss, "lr": lr, "grad_norm": float(grad_norm),
+                               "tokens": step * self.tokens_per_step, "tokens_per_s": tokens_per_s,
+                               "step_time_ms": 1000 * elapsed / timer_steps}
+                    utilisation = mfu(self.flops_per_token, tokens_per_s, self.device)
+                    if utilisation is not None:
+                        metrics["mfu"] = utilisation
+                    history.append({"step": step, **metrics})
+                    self.observer.on_metrics(step, metrics)
+                    interval_loss.zero_()
+                    interval_count = 0
+                    reason = self._divergence(train_loss, start_loss)
+                    if reason:
+                        status = "diverged"
+                        break
+                    timer_start, timer_steps = time.perf_counter(), 0
+                if step % cfg.eval_interval == 0 or last:
+                    metrics = {"tokens": step * self.tokens_per_step, **self.evaluate()}
+                    history.append({"step": step, **metrics})
+                    self.observer.on_metrics(step, metrics)
+                    timer_start, timer_steps = time.perf_counter(), 0
+                stop = interrupted()
+                if (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0) or last or stop:
+                    wall = earlier_wall + time.perf_counter() - wall_start
+                    self._save(step, history, (float(interval_loss), interval_count, start_loss, wall))
+                if stop:
+                    raise KeyboardInterrupt
 
         info.update(self.model.attention_kernel.report())  # known once attention has run
         final = _final_metrics(history)

@@ -1,0 +1,35 @@
+"""The README's examples run, so they cannot go stale."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.study import expand, load_study
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def _blocks(language):
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def test_the_plugin_example_registers_and_builds(tmp_path):
+    plugin = tmp_path / "readme_plugin.py"
+    plugin.write_text(_blocks("python")[0])
+    code = ("from harness.registry import load_plugin; from harness.config import ModelConfig;"
+            "from harness.model import GPT; import torch;"
+            f"load_plugin({str(plugin)!r}); m = GPT(ModelConfig(mlp='relu2'));"
+            "print(m(torch.zeros(1, 3, dtype=torch.long))[0].shape)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "torch.Size([1, 3, 256])"
+
+
+def test_the_study_example_is_a_valid_study(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(_blocks("yaml")[0])
+    study = load_study(path)
+    runs = expand(study)
+    assert [r.arm for r in runs[:2]] == ["pre", "post"] and len(runs) == 6
+    assert expand(load_study(path, profile="gpu"))[0].model.d_model == 768
