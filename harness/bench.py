@@ -97,6 +97,6 @@ def tracking(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) ->
         silent_times.append(_trainer_step_time(spec, run_dir, warmup))
         run = tracker.open_run(experiment, parent, spec)
         tracked_times.append(_trainer_step_time(spec, run_dir, warmup, run))
-        run.flush()
+        run.flush(wait=True)
     tracked, silent = statistics.median(tracked_times), statistics.median(silent_times)
     return {"tracked_ms": 1000 * tracked, "silent_ms": 1000 * silent, "ratio": tracked / silent}

@@ -2,9 +2,10 @@
 run per arm x seed.
 
 Runs are found again by their run key (a tag), which is how a re-run skips finished runs and
-continues interrupted ones in the same MLflow run. Metrics are buffered and sent with
-`log_batch` at evaluations, checkpoints and the end, so the training loop never waits on
-the tracking store; what a crash can lose is only what its checkpoint will recompute.
+continues interrupted ones in the same MLflow run. Metrics are buffered and handed to
+MLflow's asynchronous `log_batch` at evaluations, so the training loop never waits on the
+tracking store; at checkpoints and at the end the logger is waited for, so a crash loses
+only metrics that its checkpoint will recompute.
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ class TrackedRun:
         self.spec = spec
         self.logged_until = logged_until
         self.pending = []
+        self.in_flight = []  # asynchronous log_batch operations not yet confirmed
 
     def on_start(self, info: dict) -> None:
         from mlflow.entities import Param
@@ -175,17 +177,24 @@ class TrackedRun:
             self.flush()
 
     def on_checkpoint(self, step: int, path) -> None:
-        self.flush()
+        # what the checkpoint can resume from must be stored, not merely queued
+        self.flush(wait=True)
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = False) -> None:
+        """Hand the buffered metrics to MLflow's background logger; `wait` for all of them."""
         for start in range(0, len(self.pending), 1000):
-            self.client.log_batch(self.run_id, metrics=self.pending[start:start + 1000])
+            self.in_flight.append(
+                self.client.log_batch(self.run_id, metrics=self.pending[start:start + 1000], synchronous=False))
         self.pending = []
+        if wait:
+            for operation in self.in_flight:
+                operation.wait()
+            self.in_flight = []
 
     def finish(self, result, summary: str, sample: str) -> None:
         from mlflow.entities import RunTag
 
-        self.flush()
+        self.flush(wait=True)
         tags = {"state": result.status, "attention_backend": result.info.get("attention_backend", ""),
                 "attention_backend_fallbacks": result.info.get("attention_backend_fallbacks", "")}
         if result.reason:
@@ -199,6 +208,6 @@ class TrackedRun:
         self.client.set_terminated(self.run_id, "FINISHED" if result.status == "finished" else "FAILED")
 
     def interrupted(self) -> None:
-        self.flush()
+        self.flush(wait=True)
         self.client.set_tag(self.run_id, "state", "interrupted")
         self.client.set_terminated(self.run_id, "KILLED")
