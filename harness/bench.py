@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -19,6 +20,23 @@ from harness.training.optim import lr_at, make_optimizer
 from harness.training.trainer import Trainer
 
 OVERHEAD_MODEL = dict(n_layer=4, d_model=128, n_head=4, context_length=128)
+
+
+@dataclass
+class BenchResult:
+    setting: str
+    measured_ms: dict[str, float]  # label -> median milliseconds per step
+    ratio_label: str
+    ratio: float
+
+    def text(self) -> str:
+        times = "   ".join(f"{label}: {ms:.1f} ms/step" for label, ms in self.measured_ms.items())
+        return f"{self.setting}\n{times}   {self.ratio_label}: {self.ratio:.3f}"
+
+
+def _setting(steps: int, repeats: int, batch_size: int, what: str) -> str:
+    shape = ", ".join(f"{k}={v}" for k, v in OVERHEAD_MODEL.items())
+    return f"model {shape}, batch {batch_size}, {what}, {steps} steps x {repeats} alternating repeats, CPU"
 
 
 class _StepClock:
@@ -70,7 +88,7 @@ def _bench_spec(steps: int, batch_size: int, log_interval: int, eval_interval: i
                                                    compile=False))
 
 
-def overhead(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) -> dict[str, float]:
+def overhead(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) -> BenchResult:
     warmup = 10
     spec = _bench_spec(steps, batch_size, warmup, 10 * steps)
     reference = Trainer(spec, run_dir)
@@ -79,10 +97,11 @@ def overhead(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) ->
         bare_times.append(_bare_step_time(spec, reference, warmup))
         harness_times.append(_trainer_step_time(spec, run_dir, warmup))
     harness, bare = statistics.median(harness_times), statistics.median(bare_times)
-    return {"harness_ms": 1000 * harness, "bare_ms": 1000 * bare, "ratio": harness / bare}
+    return BenchResult(_setting(steps, repeats, batch_size, "same batches, optimizer and schedule"),
+                       {"bare loop": 1000 * bare, "harness": 1000 * harness}, "harness/bare", harness / bare)
 
 
-def tracking(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) -> dict[str, float]:
+def tracking(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) -> BenchResult:
     """Step time with every metric going to MLflow (sqlite store, log_interval 1, an evaluation
     every 10 steps) against the same run tracked by nobody."""
     from harness.tracking import Tracker
@@ -99,4 +118,5 @@ def tracking(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) ->
         tracked_times.append(_trainer_step_time(spec, run_dir, warmup, run))
         run.flush(wait=True)
     tracked, silent = statistics.median(tracked_times), statistics.median(silent_times)
-    return {"tracked_ms": 1000 * tracked, "silent_ms": 1000 * silent, "ratio": tracked / silent}
+    return BenchResult(_setting(steps, repeats, batch_size, "every step logged to MLflow (sqlite), evaluation every 10"),
+                       {"untracked": 1000 * silent, "tracked": 1000 * tracked}, "tracked/untracked", tracked / silent)

@@ -203,39 +203,29 @@ bench_app = typer.Typer(help="Benchmarks that print ratios measured in one proce
 app.add_typer(bench_app, name="bench")
 
 
-@bench_app.command("overhead")
-def bench_overhead(
-    steps: Annotated[int, typer.Option(min=20)] = 40,
-    repeats: Annotated[int, typer.Option(min=1)] = 3,
-):
-    """Trainer step time / bare PyTorch loop step time (target <= 1.05 on CPU)."""
+BenchSteps = Annotated[int, typer.Option(min=20, help="timed steps per repeat")]
+BenchRepeats = Annotated[int, typer.Option(min=1, help="alternating repeats; the median is reported")]
+
+
+def _bench(name: str, steps: int, repeats: int) -> None:
     import tempfile
 
-    from harness.bench import OVERHEAD_MODEL, overhead
+    from harness import bench
 
     with tempfile.TemporaryDirectory() as run_dir:
-        result = overhead(run_dir, steps=steps, repeats=repeats)
-    shape = ", ".join(f"{k}={v}" for k, v in OVERHEAD_MODEL.items())
-    typer.echo(f"model {shape}, batch 8, {steps} steps x {repeats} alternating repeats, CPU")
-    typer.echo(f"bare loop: {result['bare_ms']:.1f} ms/step   harness: {result['harness_ms']:.1f} ms/step   "
-               f"ratio harness/bare: {result['ratio']:.3f}")
+        typer.echo(getattr(bench, name)(run_dir, steps=steps, repeats=repeats).text())
+
+
+@bench_app.command("overhead")
+def bench_overhead(steps: BenchSteps = 40, repeats: BenchRepeats = 3):
+    """Trainer step time / bare PyTorch loop step time (target <= 1.05 on CPU)."""
+    _bench("overhead", steps, repeats)
 
 
 @bench_app.command("tracking")
-def bench_tracking(
-    steps: Annotated[int, typer.Option(min=20)] = 40,
-    repeats: Annotated[int, typer.Option(min=1)] = 3,
-):
+def bench_tracking(steps: BenchSteps = 40, repeats: BenchRepeats = 3):
     """Step time with MLflow tracking / without (target <= 1.02)."""
-    import tempfile
-
-    from harness.bench import tracking
-
-    with tempfile.TemporaryDirectory() as run_dir:
-        result = tracking(run_dir, steps=steps, repeats=repeats)
-    typer.echo(f"every step logged to MLflow (sqlite), evaluation every 10 steps, {steps} steps x {repeats} repeats, CPU")
-    typer.echo(f"untracked: {result['silent_ms']:.1f} ms/step   tracked: {result['tracked_ms']:.1f} ms/step   "
-               f"ratio tracked/untracked: {result['ratio']:.3f}")
+    _bench("tracking", steps, repeats)
 
 
 @app.callback()

@@ -93,7 +93,7 @@ def run_study(study: StudySpec, tracker: Tracker, runs_dir: Path, where: str, co
     datasets = check_data(specs)
     experiment_id = tracker.experiment_id(study.name)
     existing = tracker.runs_by_key(experiment_id)
-    outcome = StudyOutcome(parent_run_id=tracker.start_study(experiment_id, study, len(specs)))
+    outcome = StudyOutcome(parent_run_id=tracker.start_study(experiment_id, study, len(specs), where))
     with make_progress(console) as progress:
         overall = progress.add_task(f"study {study.name}", total=len(specs), status="")
         for spec in specs:

@@ -93,8 +93,8 @@ class Tracker:
             return None
         return self.client.create_experiment(name)
 
-    def start_study(self, experiment_id: str, study, runs: int) -> str:
-        for key, value in {"description": study.description, "baseline": study.baseline,
+    def start_study(self, experiment_id: str, study, runs: int, study_file: str) -> str:
+        for key, value in {"description": study.description, "baseline": study.baseline, "study_file": study_file,
                            "metric": study.report.metric, "goal": study.report.goal,
                            "arms": ",".join(a.name for a in study.arm_list())}.items():
             self.client.set_experiment_tag(experiment_id, f"ablate.{key}", value)

@@ -27,8 +27,10 @@ def render(study: str, settings: dict, results: pd.DataFrame, summary: pd.DataFr
     lines = [f"# {study}", ""]
     if settings.get("description"):
         lines += [settings["description"].strip(), ""]
+    produced = f"`ablate run {settings['study_file']}`, " if settings.get("study_file") else ""
     lines += [f"Metric: final `{metric}` ({'lower' if goal == 'minimize' else 'higher'} is better), "
-              f"baseline arm `{baseline}`. Rebuilt from MLflow with `ablate report {study}`.", ""]
+              f"baseline arm `{baseline}`. Produced by {produced}rebuilt from MLflow alone by "
+              f"`ablate report {study}`.", ""]
 
     lines += ["## Verdicts", ""]
     for row in summary.itertuples():

@@ -32,7 +32,7 @@ def plot_curves(curves: pd.DataFrame, metric: str, references: dict[str, float],
 
 
 def plot_final(results: pd.DataFrame, summary: pd.DataFrame, metric: str, path: Path) -> None:
-    figure, axes = plt.subplots(figsize=(max(4, 1.6 * len(summary)), 4.5))
+    figure, axes = plt.subplots(figsize=(max(5.5, 1.6 * len(summary)), 4.5))
     finished = results[results["state"] == "finished"]
     for position, row in enumerate(summary.itertuples()):
         values = finished.loc[finished["arm"] == row.arm, metric]
@@ -42,7 +42,7 @@ def plot_final(results: pd.DataFrame, summary: pd.DataFrame, metric: str, path: 
                           fmt="o", capsize=5, color="tab:blue")
     axes.set_xticks(range(len(summary)), summary["arm"], rotation=20)
     axes.set_ylabel(f"final {metric}")
-    axes.set_title("final value per seed (dots), mean with 95% CI")
+    axes.set_title("final value per seed, mean with 95% CI", fontsize=10)
     axes.grid(alpha=0.3, axis="y")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
