@@ -19,6 +19,7 @@ from rich.table import Table
 from harness import registry
 from harness.errors import AblateError
 from harness.progress import RunProgress, make_progress
+from harness.tracking import redact
 
 app = typer.Typer(help="Ablation studies of GPT blocks, tracked in MLflow.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -129,38 +130,126 @@ TrackingOption = Annotated[Optional[str], typer.Option(
     "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's default)")]
 
 
+StorageOption = Annotated[Optional[str], typer.Option(
+    "--storage", help="Optuna storage of the study ledger (default sqlite:///optuna.db; postgresql://... for many machines)")]
+ProfileOption = Annotated[Optional[str], typer.Option(help="apply a named profile of the study (e.g. gpu)")]
+RunsDirOption = Annotated[Path, typer.Option(help="folder for checkpoints (share it between workers to resume)")]
+
+
+def _prepare(study_file: Path, set_, plugin, profile):
+    """Everything a user can get wrong fails here, before MLflow or the ledger is touched."""
+    from harness.executor import check_data
+    from harness.study import expand, load_study
+
+    load_plugins(plugin)
+    study = load_study(study_file, set_, profile)
+    specs = expand(study, str(study_file))
+    return study, specs, check_data(specs)
+
+
 @app.command()
 @interruptible
 def run(
     study_file: Annotated[Path, typer.Argument(help="a study YAML file")],
     set_: SetOption = None,
     plugin: PluginOption = None,
-    profile: Annotated[Optional[str], typer.Option(help="apply a named profile of the study (e.g. gpu)")] = None,
+    profile: ProfileOption = None,
     tracking_uri: TrackingOption = None,
+    storage: StorageOption = None,
+    jobs: Annotated[int, typer.Option(min=0, help="local workers (one per GPU when there are GPUs); "
+                                                  "0 only plans the study for `ablate worker`s")] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and train nothing")] = False,
-    runs_dir: Annotated[Path, typer.Option(help="folder for checkpoints")] = Path("runs"),
+    runs_dir: RunsDirOption = Path("runs"),
     reports_dir: Annotated[Path, typer.Option(help="folder for reports")] = Path("reports"),
 ):
     """Train every arm x seed of a study, track it in MLflow, and write its report."""
-    from harness.executor import check_data, print_plan, run_study
+    from harness.executor import plan_study, print_plan, work
+    from harness.ledger import DEFAULT_STORAGE, Ledger
     from harness.report import build_report
-    from harness.study import expand, load_study
     from harness.tracking import Tracker
 
-    load_plugins(plugin)
-    study = load_study(study_file, set_, profile)
-    console = Console(stderr=True)
+    study, specs, datasets = _prepare(study_file, set_, plugin, profile)
     if dry_run:
-        specs = expand(study, str(study_file))
-        print_plan(study, specs, check_data(specs), Console())
+        print_plan(study, specs, datasets, Console())
         return
+    console = Console(stderr=True)
     tracker = Tracker(tracking_uri)
-    outcome = run_study(study, tracker, runs_dir, str(study_file), console)
-    report = build_report(tracker, study.name, reports_dir, outcome.parent_run_id)
-    console.print(f"{outcome.trained} runs trained, {outcome.skipped} already done; report: {report.folder / 'report.md'}")
-    for line in outcome.diverged:
-        console.print(f"[yellow]diverged:[/] {line}")
-    typer.echo((report.folder / "report.md").read_text().split("## Arms")[0].rstrip())
+    storage = storage or DEFAULT_STORAGE
+    ledger = Ledger(storage, study.name)
+    parent, queued = plan_study(study, specs, tracker, ledger, str(study_file))
+    console.print(f"{len(specs)} runs planned, {queued} queued, {len(specs) - queued} finished or in progress already")
+    if jobs == 0:
+        tracker.end_study(parent)
+        console.print(f"start workers with: ablate worker {study_file} --storage {redact(storage)} "
+                      f"--tracking-uri {redact(tracker.uri)}" + "".join(f" --set {s}" for s in set_ or []))
+        return
+    try:
+        if jobs == 1:
+            outcome = work(study, specs, datasets, tracker, ledger, runs_dir, console)
+            console.print(f"{outcome.trained} runs trained")
+        else:
+            _start_workers(jobs, study_file, set_, plugin, profile, tracker.uri, storage, runs_dir)
+    except BaseException:
+        tracker.end_study(parent, "KILLED")
+        raise
+    tracker.end_study(parent)
+    result = build_report(tracker, study.name, reports_dir, parent)
+    console.print(f"report: {result.folder / 'report.md'}")
+    for row in result.results[result.results["state"] != "finished"].itertuples():
+        console.print(f"[yellow]{row.state}:[/] {row.arm} seed {row.seed}: {row.failure_reason}")
+    typer.echo((result.folder / "report.md").read_text().split("## Arms")[0].rstrip())
+
+
+def _start_workers(jobs, study_file, set_, plugin, profile, tracking_uri, storage, runs_dir) -> None:
+    """N `ablate worker` processes on this machine, one GPU each when there are GPUs."""
+    import os
+    import subprocess
+
+    import torch
+
+    command = [sys.executable, "-m", "harness.cli", "worker", str(study_file), "--tracking-uri", tracking_uri,
+               "--storage", storage, "--runs-dir", str(runs_dir)]
+    command += [a for s in set_ or [] for a in ("--set", s)] + [a for p in plugin or [] for a in ("--plugin", p)]
+    command += ["--profile", profile] if profile else []
+    gpus = torch.cuda.device_count()
+    workers = []
+    for index in range(jobs):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
+        workers.append(subprocess.Popen(command, env=env))
+    try:
+        codes = [worker.wait() for worker in workers]
+    except BaseException:
+        for worker in workers:
+            worker.terminate()
+        raise
+    if any(codes):
+        raise AblateError(f"{sum(1 for c in codes if c)} of {jobs} workers failed (exit codes {codes}); "
+                          "run the same command again to finish the study")
+
+
+@app.command()
+@interruptible
+def worker(
+    study_file: Annotated[Path, typer.Argument(help="the study file given to `ablate run`")],
+    storage: StorageOption = None,
+    set_: SetOption = None,
+    plugin: PluginOption = None,
+    profile: ProfileOption = None,
+    tracking_uri: TrackingOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
+):
+    """Claim and train queued runs of a planned study until none is left (start any number)."""
+    from harness.executor import work
+    from harness.ledger import DEFAULT_STORAGE, Ledger
+    from harness.tracking import Tracker
+
+    study, specs, datasets = _prepare(study_file, set_, plugin, profile)
+    tracker = Tracker(tracking_uri)
+    outcome = work(study, specs, datasets, tracker, Ledger(storage or DEFAULT_STORAGE, study.name), runs_dir,
+                   Console(stderr=True))
+    typer.echo(f"worker done: {outcome.trained} runs trained, {outcome.done_already} found finished in MLflow")
 
 
 @app.command()

@@ -1,14 +1,14 @@
-"""Running a study: plan, skip what is done, train the rest, track, report.
+"""Running a study: check, plan into the ledger, let workers train, track, report.
 
-Runs are taken seed-major (every arm's seed 0, then every arm's seed 1, ...), so a study
+Runs are queued seed-major (every arm's seed 0, then every arm's seed 1, ...), so a study
 stopped half-way already compares all arms. A run whose key already finished in MLflow is
-skipped; one that was interrupted continues from its checkpoint in the same MLflow run.
+not trained again; one that was interrupted continues from its checkpoint in the same
+MLflow run.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,37 +17,30 @@ from rich.table import Table
 
 from harness.data import load_dataset
 from harness.errors import AblateError
+from harness.ledger import Ledger, WorkerOutcome
 from harness.model import GPT
 from harness.progress import Observers, RunProgress, make_progress
 from harness.sampling import sample_text
 from harness.spec import RunSpec
-from harness.study import StudySpec, expand
+from harness.study import StudySpec
 from harness.tracking import DONE_STATES, Tracker
 from harness.training.optim import make_optimizer
 from harness.training.trainer import Trainer, resolve_device
 
 
-@dataclass
-class StudyOutcome:
-    trained: int = 0
-    skipped: int = 0
-    diverged: list[str] = field(default_factory=list)
-    parent_run_id: str = ""
-
-
 def check_data(specs: list[RunSpec]) -> dict:
-    """Load each distinct dataset once, before any training: missing files fail here."""
-    vocab = {}
+    """Load each distinct dataset once, before any training: missing files fail here.
+    Returns the datasets by their configuration (as JSON)."""
+    datasets = {}
     for spec in specs:
         key = spec.data.model_dump_json()
-        if key not in vocab:
-            dataset = load_dataset(spec.data)
-            vocab[key] = dataset
+        if key not in datasets:
+            datasets[key] = load_dataset(spec.data)
         try:
-            vocab[key].check_context(spec.model.context_length)
+            datasets[key].check_context(spec.model.context_length)
         except ValueError as err:
             raise AblateError(f"arm '{spec.arm}': data: {err}") from None
-    return vocab
+    return datasets
 
 
 def measure_step_seconds(spec: RunSpec, vocab_size: int, steps: int = 2) -> float:
@@ -88,37 +81,67 @@ def print_plan(study: StudySpec, specs: list[RunSpec], datasets: dict, console: 
     console.print(f"{len(specs)} runs, estimated {total / 60:.1f} min of training on {resolve_device(specs[0].train.device)}")
 
 
-def run_study(study: StudySpec, tracker: Tracker, runs_dir: Path, where: str, console: Console) -> StudyOutcome:
-    specs = expand(study, where)
-    datasets = check_data(specs)
+class RunTrainer:
+    """Trains single runs of a study into its MLflow experiment, under one parent run.
+
+    A run already finished in MLflow is not trained again; an interrupted one continues in
+    its MLflow run from its checkpoint.
+    """
+
+    def __init__(self, study: StudySpec, datasets: dict, tracker: Tracker, runs_dir: Path, parent_run_id: str,
+                 progress):
+        self.study = study
+        self.datasets = datasets
+        self.tracker = tracker
+        self.runs_dir = runs_dir
+        self.parent_run_id = parent_run_id
+        self.progress = progress
+        self.experiment_id = tracker.experiment_id(study.name)
+
+    def train(self, spec: RunSpec) -> tuple[str, float | None]:
+        """The run's final state ('done' when MLflow had it already) and its report metric."""
+        metric = self.study.report.metric
+        prior = self.tracker.runs_by_key(self.experiment_id, spec.key()).get(spec.key())
+        if prior is not None and prior.data.tags.get("state") in DONE_STATES:
+            return "done", prior.data.metrics.get(metric)
+        tracked = self.tracker.open_run(self.experiment_id, self.parent_run_id, spec, existing=prior)
+        bar = RunProgress(self.progress, f"{spec.arm} seed {spec.seed}", spec.train.steps)
+        try:
+            trainer = Trainer(spec, self.runs_dir / self.study.name / spec.key(), Observers(tracked, bar))
+            result = trainer.run()
+        except BaseException:
+            tracked.interrupted()
+            raise
+        tracked.finish(result, trainer.model.summary(), _sample(trainer, self.datasets[spec.data.model_dump_json()]))
+        bar.close()
+        return result.status, result.metrics.get(metric)
+
+
+def plan_study(study: StudySpec, specs: list[RunSpec], tracker: Tracker, ledger: Ledger, where: str) -> tuple[str, int]:
+    """Open the study's parent run and queue its runs in the ledger: (parent run id, runs queued)."""
     experiment_id = tracker.experiment_id(study.name)
-    existing = tracker.runs_by_key(experiment_id)
-    outcome = StudyOutcome(parent_run_id=tracker.start_study(experiment_id, study, len(specs), where))
+    parent = tracker.start_study(experiment_id, study, len(specs), where)
+    return parent, ledger.plan([spec.key() for spec in specs], parent)
+
+
+def work(study: StudySpec, specs: list[RunSpec], datasets: dict, tracker: Tracker, ledger: Ledger, runs_dir: Path,
+         console: Console) -> WorkerOutcome:
+    """Be one worker of the study: claim queued runs from the ledger and train them."""
+    by_key = {spec.key(): spec for spec in specs}
+
     with make_progress(console) as progress:
-        overall = progress.add_task(f"study {study.name}", total=len(specs), status="")
-        for spec in specs:
-            prior = existing.get(spec.key())
-            if prior is not None and prior.data.tags.get("state") in DONE_STATES:
-                outcome.skipped += 1
-                progress.update(overall, advance=1, status=f"{outcome.skipped} already done")
-                continue
-            tracked = tracker.open_run(experiment_id, outcome.parent_run_id, spec, existing=prior)
-            bar = RunProgress(progress, f"{spec.arm} seed {spec.seed}", spec.train.steps)
-            try:
-                trainer = Trainer(spec, runs_dir / study.name / spec.key(), Observers(tracked, bar))
-                result = trainer.run()
-            except BaseException:
-                tracked.interrupted()
-                tracker.end_study(outcome.parent_run_id, "KILLED")
-                raise
-            tracked.finish(result, trainer.model.summary(), _sample(trainer, datasets[spec.data.model_dump_json()]))
-            bar.close()
-            outcome.trained += 1
-            if result.status != "finished":
-                outcome.diverged.append(f"{spec.arm} seed {spec.seed}: {result.reason}")
-            progress.update(overall, advance=1, status=f"{outcome.trained} trained, {outcome.skipped} already done")
-    tracker.end_study(outcome.parent_run_id)
-    return outcome
+        runner = RunTrainer(study, datasets, tracker, runs_dir, ledger.parent_run_id(), progress)
+        claimed = progress.add_task(f"study {study.name}: runs claimed by this worker", total=None, status="")
+
+        def train_key(key: str):
+            if key not in by_key:
+                raise AblateError(f"the ledger holds run {key}, which this study file does not plan; start workers "
+                                  "with the same study file, --set and --profile as `ablate run`")
+            state, value = runner.train(by_key[key])
+            progress.update(claimed, advance=1, status=f"last: {by_key[key].arm} seed {by_key[key].seed} {state}")
+            return state, value
+
+        return ledger.work(train_key)
 
 
 def _sample(trainer: Trainer, dataset) -> str:

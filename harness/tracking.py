@@ -113,13 +113,14 @@ class Tracker:
 
     # ---- arm runs ------------------------------------------------------------------------
 
-    def runs_by_key(self, experiment_id: str) -> dict[str, object]:
-        """The newest run of each run key in the experiment."""
+    def runs_by_key(self, experiment_id: str, key: str | None = None) -> dict[str, object]:
+        """The newest run of each run key in the experiment (or of the one `key`)."""
+        query = f"tags.`ablate.kind` = '{RUN_KIND}'" + (f" and tags.run_key = '{key}'" if key else "")
         found = {}
         page = None
         while True:
-            batch = self.client.search_runs([experiment_id], f"tags.`ablate.kind` = '{RUN_KIND}'",
-                                            order_by=["attributes.start_time ASC"], max_results=1000, page_token=page)
+            batch = self.client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"],
+                                            max_results=1000, page_token=page)
             for run in batch:
                 found[run.data.tags["run_key"]] = run
             page = batch.token
