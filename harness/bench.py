@@ -30,7 +30,8 @@ class BenchResult:
     ratio: float
 
     def text(self) -> str:
-        times = "   ".join(f"{label}: {ms:.1f} ms/step" for label, ms in self.measured_ms.items())
+        times = "   ".join(f"{label}: {value:.1f}" + (" ms/step" if "steps" not in label else "")
+                           for label, value in self.measured_ms.items())
         return f"{self.setting}\n{times}   {self.ratio_label}: {self.ratio:.3f}"
 
 
@@ -120,3 +121,44 @@ def tracking(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) ->
     tracked, silent = statistics.median(tracked_times), statistics.median(silent_times)
     return BenchResult(_setting(steps, repeats, batch_size, "every step logged to MLflow (sqlite), evaluation every 10"),
                        {"untracked": 1000 * silent, "tracked": 1000 * tracked}, "tracked/untracked", tracked / silent)
+
+
+def pruning(run_dir, steps: int = 120, repeats: int = 1, trials: int = 12) -> BenchResult:
+    """Training steps of a learning-rate search with the median pruner against the same
+    search without pruning. Both try the same learning rates in the same (shuffled) order,
+    so the best validation loss is the same unless the pruner stops the best trial."""
+    import numpy as np
+    import optuna
+
+    from harness.tuning import ReportToPruner
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    spec = RunSpec(model=dict(n_layer=2, d_model=32, n_head=2, context_length=32),
+                   train=dict(steps=steps, batch_size=8, log_interval=10, eval_interval=10, eval_batches=2,
+                              device="cpu", compile=False))
+    rates = np.random.default_rng(0).permutation(np.geomspace(1e-4, 1e-1, trials)).tolist()
+
+    def search(pruner):
+        clock, spent = _StepClock(), [0]
+        study = optuna.create_study(pruner=pruner)
+        for lr in rates:
+            study.enqueue_trial({"lr": lr})
+
+        def objective(trial):
+            lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+            run = spec.model_copy(update={"train": spec.train.model_copy(update={"lr": lr})})
+            clock.stamps.clear()
+            try:
+                return Trainer(run, run_dir, Observers(clock, ReportToPruner(trial, "val_loss"))).run(resume=False).metrics["val_loss"]
+            finally:
+                spent[0] += max(clock.stamps, default=0)
+
+        study.optimize(objective, n_trials=trials)
+        return spent[0], study.best_value
+
+    plain_steps, plain_best = search(optuna.pruners.NopPruner())
+    pruned_steps, pruned_best = search(optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=steps // 3))
+    setting = (f"{trials} learning rates (1e-4 to 1e-1, same shuffled order) for a 2x32 model, {steps} steps each; "
+               f"best val_loss without pruning {plain_best:.4f}, with the median pruner {pruned_best:.4f}")
+    return BenchResult(setting, {"no pruning steps": plain_steps, "median pruner steps": pruned_steps},
+                       "share of steps saved", 1 - pruned_steps / plain_steps)

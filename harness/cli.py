@@ -163,7 +163,7 @@ def run(
     reports_dir: Annotated[Path, typer.Option(help="folder for reports")] = Path("reports"),
 ):
     """Train every arm x seed of a study, track it in MLflow, and write its report."""
-    from harness.executor import plan_study, print_plan, work
+    from harness.executor import print_plan, work
     from harness.ledger import DEFAULT_STORAGE, Ledger
     from harness.report import build_report
     from harness.tracking import Tracker
@@ -176,7 +176,17 @@ def run(
     tracker = Tracker(tracking_uri)
     storage = storage or DEFAULT_STORAGE
     ledger = Ledger(storage, study.name)
-    parent, queued = plan_study(study, specs, tracker, ledger, str(study_file))
+    parent = tracker.start_study(tracker.experiment_id(study.name), study, len(specs), str(study_file))
+    if study.tune:
+        from harness.executor import check_data
+        from harness.study import expand
+        from harness.tuning import tune_all
+
+        with make_progress(console) as progress:
+            tuned = tune_all(study, ledger.storage, tracker, parent, runs_dir, progress)
+        specs = expand(study, str(study_file), tuned)
+        datasets = check_data(specs)
+    queued = ledger.plan([spec.key() for spec in specs], parent)
     console.print(f"{len(specs)} runs planned, {queued} queued, {len(specs) - queued} finished or in progress already")
     if jobs == 0:
         tracker.end_study(parent)
@@ -247,8 +257,15 @@ def worker(
 
     study, specs, datasets = _prepare(study_file, set_, plugin, profile)
     tracker = Tracker(tracking_uri)
-    outcome = work(study, specs, datasets, tracker, Ledger(storage or DEFAULT_STORAGE, study.name), runs_dir,
-                   Console(stderr=True))
+    ledger = Ledger(storage or DEFAULT_STORAGE, study.name)
+    if study.tune:  # the comparison runs use each arm's best setting, found by `ablate run`
+        from harness.executor import check_data
+        from harness.study import expand
+        from harness.tuning import best_settings
+
+        specs = expand(study, str(study_file), best_settings(study, ledger.storage))
+        datasets = check_data(specs)
+    outcome = work(study, specs, datasets, tracker, ledger, runs_dir, Console(stderr=True))
     typer.echo(f"worker done: {outcome.trained} runs trained, {outcome.done_already} found finished in MLflow")
 
 
@@ -315,6 +332,13 @@ def bench_overhead(steps: BenchSteps = 40, repeats: BenchRepeats = 3):
 def bench_tracking(steps: BenchSteps = 40, repeats: BenchRepeats = 3):
     """Step time with MLflow tracking / without (target <= 1.02)."""
     _bench("tracking", steps, repeats)
+
+
+@bench_app.command("pruning")
+def bench_pruning(steps: Annotated[int, typer.Option(min=20, help="steps per trial")] = 120,
+                  repeats: Annotated[int, typer.Option(min=1, help="kept at 1: one search per setting")] = 1):
+    """Share of training steps the median pruner saves on a small tuning study (target >= 30%)."""
+    _bench("pruning", steps, repeats)
 
 
 @app.callback()

@@ -20,7 +20,7 @@ from harness.errors import AblateError
 from harness.ledger import Ledger, WorkerOutcome
 from harness.model import GPT
 from harness.progress import Observers, RunProgress, make_progress
-from harness.sampling import sample_text
+from harness.sampling import training_sample
 from harness.spec import RunSpec
 from harness.study import StudySpec
 from harness.tracking import DONE_STATES, Tracker
@@ -112,16 +112,9 @@ class RunTrainer:
         except BaseException:
             tracked.interrupted()
             raise
-        tracked.finish(result, trainer.model.summary(), _sample(trainer, self.datasets[spec.data.model_dump_json()]))
+        tracked.finish(result, trainer.model.summary(), training_sample(trainer))
         bar.close()
         return result.status, result.metrics.get(metric)
-
-
-def plan_study(study: StudySpec, specs: list[RunSpec], tracker: Tracker, ledger: Ledger, where: str) -> tuple[str, int]:
-    """Open the study's parent run and queue its runs in the ledger: (parent run id, runs queued)."""
-    experiment_id = tracker.experiment_id(study.name)
-    parent = tracker.start_study(experiment_id, study, len(specs), where)
-    return parent, ledger.plan([spec.key() for spec in specs], parent)
 
 
 def work(study: StudySpec, specs: list[RunSpec], datasets: dict, tracker: Tracker, ledger: Ledger, runs_dir: Path,
@@ -142,10 +135,3 @@ def work(study: StudySpec, specs: list[RunSpec], datasets: dict, tracker: Tracke
             return state, value
 
         return ledger.work(train_key)
-
-
-def _sample(trainer: Trainer, dataset) -> str:
-    if getattr(dataset, "exact_match", False):
-        return ""
-    trainer.model.eval()
-    return sample_text(trainer.model, trainer.dataset.tokenizer, "\n", 300, temperature=0.8, top_k=50, seed=0)

@@ -35,3 +35,11 @@ def sample_from_checkpoint(path: Path, prompt: str, max_new_tokens: int, tempera
                            top_k: int | None, seed: int, device: str) -> str:
     model, tokenizer = model_from_checkpoint(path, device)
     return sample_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, seed)
+
+
+def training_sample(trainer) -> str:
+    """A short sample logged with a finished run (none for tasks such as addition)."""
+    if trainer.dataset.exact_match:
+        return ""
+    trainer.model.eval()
+    return sample_text(trainer.model, trainer.dataset.tokenizer, "\n", 300, temperature=0.8, top_k=50, seed=0)

@@ -53,6 +53,51 @@ class ReportSettings(pydantic.BaseModel):
     goal: Literal["minimize", "maximize"] = "minimize"
 
 
+class SearchDimension(pydantic.BaseModel):
+    """One tuned field: a float or int range (optionally log-scaled) or a list of choices."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _complete(self):
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical dimension needs choices")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"a {self.type} dimension needs low < high")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scaled dimension needs low > 0")
+        return self
+
+
+class TuneSettings(pydantic.BaseModel):
+    """Per-arm tuning with one budget for every arm, before the comparison over seeds."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    space: dict[str, SearchDimension] = Field(min_length=1, description="run field path -> range or choices")
+    trials: int = Field(8, gt=0, description="trials per arm (pruned ones count)")
+    timeout_s: float | None = Field(None, gt=0, description="time budget per arm, on top of trials")
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    seed: int = Field(0, description="training seed of the tuning trials (and the sampler's seed)")
+
+    @pydantic.model_validator(mode="after")
+    def _paths_and_grid(self):
+        for path in self.space:
+            if path.split(".")[0] not in ("model", "train", "data"):
+                raise ValueError(f"tune.space.{path} must start with model., train. or data.")
+        if self.sampler == "grid" and any(d.type != "categorical" for d in self.space.values()):
+            raise ValueError("the grid sampler needs categorical dimensions only")
+        return self
+
+
 class StudySpec(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
@@ -66,6 +111,7 @@ class StudySpec(pydantic.BaseModel):
     plugins: list[str] = Field(default_factory=list)
     match: Literal["params"] | None = Field(None, description="params: equal non-embedding parameters per arm")
     report: ReportSettings = ReportSettings()
+    tune: TuneSettings | None = None
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="named sets of overrides (path: value), chosen with --profile")
 
@@ -141,7 +187,7 @@ def _assign(tree: dict, parts: list[str], value: Any, containers: set[tuple[str,
 
 
 RUN_SECTIONS = {("model",), ("train",), ("data",)}
-STUDY_CONTAINERS = {("base",), ("base", "model"), ("base", "train"), ("data",), ("report",), ("grid",)}
+STUDY_CONTAINERS = {("base",), ("base", "model"), ("base", "train"), ("data",), ("report",), ("grid",), ("tune",)}
 
 
 def _set_path(tree: dict, path: str, value: Any, where: str) -> None:
@@ -154,20 +200,24 @@ def _set_path(tree: dict, path: str, value: Any, where: str) -> None:
     _assign(tree, parts, value, RUN_SECTIONS, where)
 
 
-def expand(study: StudySpec, where: str = "study") -> list[RunSpec]:
-    """Every run of the study, seed-major, so that a partial study already compares all arms."""
-    per_arm = {}
-    for arm in study.arm_list():
-        tree = {"model": copy.deepcopy(study.base.model), "train": copy.deepcopy(study.base.train),
-                "data": study.data.model_dump(mode="json")}
-        for path, value in arm.set.items():
-            _set_path(tree, path, copy.deepcopy(value), f"{where}: arm '{arm.name}'")
-        try:
-            per_arm[arm.name] = RunSpec(study=study.name, arm=arm.name, **tree)
-        except pydantic.ValidationError as err:
-            raise AblateError(describe_validation_error(err, f"{where}: arm '{arm.name}'")) from None
-        except AblateError as err:
-            raise AblateError(f"{where}: arm '{arm.name}': {err}") from None
+def arm_spec(study: StudySpec, arm: Arm, where: str = "study", extra: dict[str, Any] | None = None) -> RunSpec:
+    """The run of `arm` (seed 0), with `extra` path -> value settings on top (tuned values)."""
+    tree = {"model": copy.deepcopy(study.base.model), "train": copy.deepcopy(study.base.train),
+            "data": study.data.model_dump(mode="json")}
+    for path, value in {**arm.set, **(extra or {})}.items():
+        _set_path(tree, path, copy.deepcopy(value), f"{where}: arm '{arm.name}'")
+    try:
+        return RunSpec(study=study.name, arm=arm.name, **tree)
+    except pydantic.ValidationError as err:
+        raise AblateError(describe_validation_error(err, f"{where}: arm '{arm.name}'")) from None
+    except AblateError as err:
+        raise AblateError(f"{where}: arm '{arm.name}': {err}") from None
+
+
+def expand(study: StudySpec, where: str = "study", tuned: dict[str, dict[str, Any]] | None = None) -> list[RunSpec]:
+    """Every run of the study, seed-major, so that a partial study already compares all arms.
+    `tuned` gives each arm's best tuned settings (path -> value)."""
+    per_arm = {arm.name: arm_spec(study, arm, where, (tuned or {}).get(arm.name)) for arm in study.arm_list()}
     if study.match == "params":
         from harness.matching import match_parameters
 

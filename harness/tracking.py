@@ -23,6 +23,7 @@ from harness.registry import MODEL_SLOTS
 from harness.spec import RunSpec
 
 RUN_KIND = "arm_run"
+TUNE_KIND = "tune_trial"
 STUDY_KIND = "study"
 DONE_STATES = ("finished", "diverged")
 
@@ -127,7 +128,8 @@ class Tracker:
             if not page:
                 return found
 
-    def open_run(self, experiment_id: str, parent_id: str, spec: RunSpec, existing=None) -> "TrackedRun":
+    def open_run(self, experiment_id: str, parent_id: str, spec: RunSpec, existing=None, kind: str = RUN_KIND,
+                 name: str | None = None, tags: dict[str, str] | None = None) -> "TrackedRun":
         """Continue `existing` (an interrupted run of the same key) or create a new child run."""
         if existing is not None:
             history = self.client.get_metric_history(existing.info.run_id, "train_loss")
@@ -136,10 +138,11 @@ class Tracker:
             self.client.update_run(existing.info.run_id, status="RUNNING")
             return TrackedRun(self.client, existing.info.run_id, spec, logged_until)
         tags = {
-            "mlflow.parentRunId": parent_id, "ablate.kind": RUN_KIND, "study": spec.study, "arm": spec.arm,
+            "mlflow.parentRunId": parent_id, "ablate.kind": kind, "study": spec.study, "arm": spec.arm,
             "seed": str(spec.seed), "run_key": spec.key(), "git_commit": git_commit(), "state": "running",
+            **(tags or {}),
         }
-        run = self.client.create_run(experiment_id, run_name=f"{spec.arm} seed={spec.seed}", tags=tags)
+        run = self.client.create_run(experiment_id, run_name=name or f"{spec.arm} seed={spec.seed}", tags=tags)
         return TrackedRun(self.client, run.info.run_id, spec, 0)
 
 
@@ -208,7 +211,13 @@ class TrackedRun:
             self.client.log_text(self.run_id, sample, "sample.txt")
         self.client.set_terminated(self.run_id, "FINISHED" if result.status == "finished" else "FAILED")
 
-    def interrupted(self) -> None:
+    def end(self, state: str, status: str, reason: str = "") -> None:
+        """End a run that did not finish training: interrupted, pruned or failed."""
         self.flush(wait=True)
-        self.client.set_tag(self.run_id, "state", "interrupted")
-        self.client.set_terminated(self.run_id, "KILLED")
+        self.client.set_tag(self.run_id, "state", state)
+        if reason:
+            self.client.set_tag(self.run_id, "failure_reason", reason[:5000])
+        self.client.set_terminated(self.run_id, status)
+
+    def interrupted(self) -> None:
+        self.end("interrupted", "KILLED")

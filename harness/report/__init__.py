@@ -1,5 +1,6 @@
 """Reports rebuilt from MLflow alone: report.md, results.csv, summary.csv, curves.png,
-final_loss.png under reports/<study>/, also logged on the study's parent run."""
+final_loss.png (and tuning.csv, tuning.png for tuned studies) under reports/<study>/,
+also logged on the study's parent run."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report.collect import collect_curves, collect_runs
+from harness.report.collect import collect_curves, collect_runs, collect_tuning
 from harness.report.markdown import render
-from harness.report.plots import plot_curves, plot_final
+from harness.report.plots import plot_curves, plot_final, plot_tuning
 from harness.report.stats import summarize
 from harness.tracking import Tracker
 
@@ -49,13 +50,21 @@ def build_report(tracker: Tracker, study: str, reports_dir: Path, parent_run_id:
                 references if metric.endswith("loss") else {}, folder / "curves.png")
     plot_final(results, summary, metric, folder / "final_loss.png")
     first_params = tracker.client.get_run(results["run_id"].iloc[0]).data.params
-    shared = _shared_settings(tracker, results)
+    tuned = [path for path in settings.get("tuned", "").split(",") if path]
+    shared = {k: v for k, v in _shared_settings(tracker, results).items() if f"train.{k}" not in tuned}
     data = {label: first_params[key] for key, label in DATA_PARAMS.items() if key in first_params}
-    (folder / "report.md").write_text(render(study, settings, results, summary, metric, references, shared, data))
+    tuning = collect_tuning(tracker, study, metric)
+    files = ["report.md", "results.csv", "summary.csv", "curves.png", "final_loss.png"]
+    if len(tuning):
+        tuning.to_csv(folder / "tuning.csv", index=False)
+        plot_tuning(tuning, metric, settings.get("goal", "minimize") == "minimize", folder / "tuning.png")
+        files += ["tuning.csv", "tuning.png"]
+    (folder / "report.md").write_text(render(study, settings, results, summary, metric, references, shared, data,
+                                             tuning))
 
     parent = parent_run_id or tracker.latest_parent(tracker.experiment_id(study, create=False))
     if parent:
-        for name in ("report.md", "results.csv", "summary.csv", "curves.png", "final_loss.png"):
+        for name in files:
             tracker.client.log_artifact(parent, str(folder / name), artifact_path="report")
     return Report(folder, results, summary)
 

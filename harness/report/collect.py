@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.errors import AblateError
-from harness.tracking import DONE_STATES, Tracker
+from harness.tracking import DONE_STATES, TUNE_KIND, Tracker
 
 RUN_COLUMNS = ["run_id", "arm", "seed", "run_key", "state", "failure_reason", "device", "attention_backend"]
 NUMERIC_PARAMS = ["params", "params_non_embedding", "flops_per_token", "tokens_per_step", "unigram_loss", "bigram_loss"]
@@ -46,3 +46,14 @@ def collect_curves(tracker: Tracker, runs: pd.DataFrame, metric: str) -> pd.Data
             rows.append({"arm": run.arm, "seed": run.seed, "step": point.step,
                          "tokens": point.step * run.tokens_per_step, "value": point.value})
     return pd.DataFrame(rows, columns=["arm", "seed", "step", "tokens", "value"])
+
+
+def collect_tuning(tracker: Tracker, study: str, metric: str) -> pd.DataFrame:
+    """One row per tuning trial: arm, trial number, state, metric, tuned values (JSON)."""
+    experiment_id = tracker.experiment_id(study, create=False)
+    runs = tracker.client.search_runs([experiment_id], f"tags.`ablate.kind` = '{TUNE_KIND}'", max_results=5000)
+    rows = [{"arm": r.data.tags["arm"], "trial": int(r.data.tags["trial"]), "state": r.data.tags.get("state", ""),
+             "value": r.data.metrics.get(metric, float("nan")) if r.data.tags.get("state") == "finished" else float("nan"),
+             "tuned": r.data.tags.get("tuned", "")} for r in runs]
+    frame = pd.DataFrame(rows, columns=["arm", "trial", "state", "value", "tuned"])
+    return frame.sort_values(["arm", "trial"]).reset_index(drop=True)

@@ -22,7 +22,8 @@ def _count(value) -> str:
 
 
 def render(study: str, settings: dict, results: pd.DataFrame, summary: pd.DataFrame, metric: str,
-           references: dict[str, float], shared: dict[str, str], data: dict[str, str]) -> str:
+           references: dict[str, float], shared: dict[str, str], data: dict[str, str],
+           tuning: pd.DataFrame | None = None) -> str:
     baseline, goal = settings.get("baseline", summary["arm"].iloc[0]), settings.get("goal", "minimize")
     lines = [f"# {study}", ""]
     if settings.get("description"):
@@ -64,9 +65,15 @@ def render(study: str, settings: dict, results: pd.DataFrame, summary: pd.DataFr
 
     lines += ["## Figures", "", "![curves](curves.png)", "", "![final values](final_loss.png)", ""]
 
+    if tuning is not None and len(tuning):
+        lines += _tuning_section(tuning, metric, goal)
+
     lines += ["## Settings", ""]
     if data:
         lines += ["Data: " + ", ".join(f"{k} `{v}`" for k, v in data.items()), ""]
+    tuned = [path for path in settings.get("tuned", "").split(",") if path]
+    if tuned:
+        lines += ["Tuned per arm (see Tuning): " + ", ".join(f"`{path}`" for path in tuned), ""]
     if shared:
         lines += ["Training settings shared by every arm (not tuned per arm, so a difference can also "
                   "reflect how each arm tolerates them): " + ", ".join(f"{k} = {v}" for k, v in shared.items()), ""]
@@ -83,3 +90,21 @@ def render(study: str, settings: dict, results: pd.DataFrame, summary: pd.DataFr
     for row in failures.itertuples():
         lines.append(f"- {row.arm} seed {row.seed} {row.state}: {row.failure_reason}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _tuning_section(tuning: pd.DataFrame, metric: str, goal: str) -> list[str]:
+    rows = []
+    for arm, trials in tuning.groupby("arm", sort=False):
+        counts = trials["state"].value_counts()
+        finished = trials.dropna(subset=["value"])
+        best = finished.loc[finished["value"].idxmin() if goal == "minimize" else finished["value"].idxmax()] \
+            if len(finished) else None
+        rows.append({"arm": arm, "trials": len(trials), "completed": int(counts.get("finished", 0)),
+                     "pruned": int(counts.get("pruned", 0)), "failed": int(counts.get("failed", 0)),
+                     f"best {metric}": fmt(float(best["value"])) if best is not None else "–",
+                     "best setting": best["tuned"] if best is not None else "–",
+                     "best trial": int(best["trial"]) if best is not None else "–"})
+    return ["## Tuning", "",
+            "Every arm was tuned with the same budget; the comparison above runs each arm's best setting "
+            "over the study's seeds.", "", pd.DataFrame(rows).to_markdown(index=False), "",
+            "![tuning](tuning.png)", ""]

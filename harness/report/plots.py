@@ -47,3 +47,21 @@ def plot_final(results: pd.DataFrame, summary: pd.DataFrame, metric: str, path: 
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def plot_tuning(trials: pd.DataFrame, metric: str, minimize: bool, path: Path) -> None:
+    """Best value so far against trial number, per arm (pruned trials count toward the budget)."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for arm, group in trials.groupby("arm", sort=False):
+        values = group.set_index("trial")["value"].sort_index()
+        best = values.cummin() if minimize else values.cummax()
+        axes.step(best.index, best.values, where="post", label=arm)
+        axes.scatter(values.index, values.values, s=10, alpha=0.5)
+    axes.set_xlabel("trial")
+    axes.set_ylabel(f"best {metric} so far")
+    axes.set_title("tuning: best so far (dots: completed trials)", fontsize=10)
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
