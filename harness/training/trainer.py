@@ -22,6 +22,7 @@ from harness.errors import AblateError
 from harness.model import GPT
 from harness.spec import RunSpec
 from harness.training.checkpoint import load_checkpoint, save_checkpoint
+from harness.training.distributed import DataParallel
 from harness.training.interrupt import deferred_interrupt
 from harness.training.optim import lr_at, make_optimizer
 from harness.training.throughput import mfu
@@ -73,8 +74,11 @@ class Trainer:
         self.spec = spec
         self.cfg = spec.train
         self.run_dir = Path(run_dir)
-        self.observer = observer or _Silent()
-        self.device = resolve_device(self.cfg.device)
+        self.parallel = DataParallel()
+        self.parallel.check_batch(self.cfg.batch_size)
+        # only rank 0 reports and saves; the others train their share in lockstep
+        self.observer = (observer if self.parallel.is_main else None) or _Silent()
+        self.device = self.parallel.device(resolve_device(self.cfg.device))
 
         start_from = load_checkpoint(self.cfg.init_from) if self.cfg.init_from else None
         tokenizer = Tokenizer.from_state(start_from["tokenizer"]) if start_from else None
@@ -93,7 +97,7 @@ class Trainer:
         self.data_rng = torch.Generator().manual_seed(spec.seed)
         self.autocast_dtype = self._autocast_dtype()
         use_compile = self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"
-        self.step_model = torch.compile(self.model) if use_compile else self.model
+        self.step_model = self.parallel.wrap(torch.compile(self.model) if use_compile else self.model)
         self.eval_batches = self.dataset.eval_batches(self.cfg.batch_size, model_cfg.context_length, self.cfg.eval_batches)
         self.flops_per_token = self.model.flops_per_token()
 
@@ -132,7 +136,7 @@ class Trainer:
         if hasattr(self.dataset, "tokens"):
             references = reference_losses(self.dataset.tokens["train"], self.dataset.tokens["val"], self.dataset.vocab_size)
         return {
-            "device": str(self.device), "vocab_size": self.dataset.vocab_size,
+            "device": str(self.device), "processes": self.parallel.world, "vocab_size": self.dataset.vocab_size,
             "params": self.model.num_parameters(), "params_non_embedding": self.model.num_parameters(non_embedding=True),
             "flops_per_token": self.flops_per_token, "tokens_per_step": self.tokens_per_step,
             **references, **data,
@@ -143,6 +147,8 @@ class Trainer:
         return self.cfg.batch_size * self.cfg.grad_accum * self.spec.model.context_length
 
     def _save(self, step: int, history: list[dict], interval: tuple) -> None:
+        if not self.parallel.is_main:
+            return
         save_checkpoint(self.checkpoint_path, {
             "step": step, "spec": self.spec.model_dump(mode="json"),
             "model_config": self.model.cfg.model_dump(mode="json"),
@@ -150,7 +156,7 @@ class Trainer:
             "tokenizer": self.dataset.tokenizer.state(),
             "torch_rng": torch.get_rng_state(), "data_rng": self.data_rng.get_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-            "history": history, "interval": list(interval),
+            "history": history, "interval": list(interval), "processes": self.parallel.world,
         })
         self.observer.on_checkpoint(step, self.checkpoint_path)
 
@@ -207,7 +213,7 @@ class Trainer:
                     group["lr"] = lr
                 for _ in range(cfg.grad_accum):
                     x, y = self.dataset.train_batch(cfg.batch_size, self.spec.model.context_length, self.data_rng)
-                    x, y = self._to_device(x), self._to_device(y)
+                    x, y = self._to_device(self.parallel.shard(x)), self._to_device(self.parallel.shard(y))
                     with self._autocast():
                         _, loss = self.step_model(x, y)
                     (loss / cfg.grad_accum).backward()
@@ -220,11 +226,11 @@ class Trainer:
                 interval_count += 1
                 timer_steps += 1
                 if start_loss is None:
-                    start_loss = loss.item()
+                    start_loss = self.parallel.mean(loss.detach()).item()
 
                 last = step == cfg.steps
                 if step % cfg.log_interval == 0 or last:
-                    train_loss = interval_loss.item() / interval_count
+                    train_loss = self.parallel.mean(interval_loss).item() / interval_count
                     elapsed = time.perf_counter() - timer_start
                     tokens_per_s = timer_steps * self.tokens_per_step / elapsed
                     metrics = {"train_loss": train_loss, "lr": lr, "grad_norm": float(grad_norm),
