@@ -177,29 +177,30 @@ def run(
     storage = storage or DEFAULT_STORAGE
     ledger = Ledger(storage, study.name)
     parent = tracker.start_study(tracker.experiment_id(study.name), study, len(specs), str(study_file))
-    if study.tune:
-        from harness.executor import check_data
-        from harness.study import expand
-        from harness.tuning import tune_all
-
-        with make_progress(console) as progress:
-            tuned = tune_all(study, ledger.storage, tracker, parent, runs_dir, progress)
-        specs = expand(study, str(study_file), tuned)
-        datasets = check_data(specs)
-    queued = ledger.plan([spec.key() for spec in specs], parent)
-    console.print(f"{len(specs)} runs planned, {queued} queued, {len(specs) - queued} finished or in progress already")
-    if jobs == 0:
-        tracker.end_study(parent)
-        console.print(f"start workers with: ablate worker {study_file} --storage {redact(storage)} "
-                      f"--tracking-uri {redact(tracker.uri)}" + "".join(f" --set {s}" for s in set_ or []))
-        return
+    ledger.open(parent)
+    workers = []
     try:
+        if jobs > 1:  # they tune (when the study tunes), then train what the plan below queues
+            workers = _start_workers(jobs, study_file, set_, plugin, profile, tracker.uri, storage, runs_dir)
+        if study.tune:
+            specs, datasets = _tuned(study, study_file, ledger, tracker, runs_dir, console,
+                                     tune_here=jobs == 1, parent=parent)
+        queued = ledger.plan([spec.key() for spec in specs])
+        console.print(f"{len(specs)} runs planned, {queued} queued, "
+                      f"{len(specs) - queued} finished or in progress already")
+        if jobs == 0:
+            tracker.end_study(parent)
+            console.print(f"start workers with: ablate worker {study_file} --storage {redact(storage)} "
+                          f"--tracking-uri {redact(tracker.uri)}" + "".join(f" --set {s}" for s in set_ or []))
+            return
         if jobs == 1:
             outcome = work(study, specs, datasets, tracker, ledger, runs_dir, console)
             console.print(f"{outcome.trained} runs trained")
         else:
-            _start_workers(jobs, study_file, set_, plugin, profile, tracker.uri, storage, runs_dir)
+            _wait_for(workers)
     except BaseException:
+        for process in workers:
+            process.terminate()
         tracker.end_study(parent, "KILLED")
         raise
     tracker.end_study(parent)
@@ -210,7 +211,29 @@ def run(
     typer.echo((result.folder / "report.md").read_text().split("## Arms")[0].rstrip())
 
 
-def _start_workers(jobs, study_file, set_, plugin, profile, tracking_uri, storage, runs_dir) -> None:
+def _tuned(study, study_file, ledger, tracker, runs_dir, console, tune_here: bool, parent: str):
+    """The study's runs with each arm's best tuned setting, after tuning here or waiting for workers."""
+    from harness.tuning import tune_all, wait_for_tuning
+
+    if tune_here:
+        with make_progress(console) as progress:
+            tune_all(study, ledger.storage, tracker, parent, runs_dir, progress)
+    else:
+        console.print("waiting for the workers to tune every arm")
+        wait_for_tuning(study, ledger.storage)
+    return _best_specs(study, study_file, ledger)
+
+
+def _best_specs(study, study_file, ledger):
+    from harness.executor import check_data
+    from harness.study import expand
+    from harness.tuning import best_settings
+
+    specs = expand(study, str(study_file), best_settings(study, ledger.storage))
+    return specs, check_data(specs)
+
+
+def _start_workers(jobs, study_file, set_, plugin, profile, tracking_uri, storage, runs_dir) -> list:
     """N `ablate worker` processes on this machine, one GPU each when there are GPUs."""
     import os
     import subprocess
@@ -228,14 +251,13 @@ def _start_workers(jobs, study_file, set_, plugin, profile, tracking_uri, storag
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
         workers.append(subprocess.Popen(command, env=env))
-    try:
-        codes = [worker.wait() for worker in workers]
-    except BaseException:
-        for worker in workers:
-            worker.terminate()
-        raise
+    return workers
+
+
+def _wait_for(workers: list) -> None:
+    codes = [process.wait() for process in workers]
     if any(codes):
-        raise AblateError(f"{sum(1 for c in codes if c)} of {jobs} workers failed (exit codes {codes}); "
+        raise AblateError(f"{sum(1 for c in codes if c)} of {len(workers)} workers failed (exit codes {codes}); "
                           "run the same command again to finish the study")
 
 
@@ -258,14 +280,16 @@ def worker(
     study, specs, datasets = _prepare(study_file, set_, plugin, profile)
     tracker = Tracker(tracking_uri)
     ledger = Ledger(storage or DEFAULT_STORAGE, study.name)
-    if study.tune:  # the comparison runs use each arm's best setting, found by `ablate run`
-        from harness.executor import check_data
-        from harness.study import expand
-        from harness.tuning import best_settings
+    console = Console(stderr=True)
+    if study.tune:  # help tune every arm; the runs are planned once every arm's budget is spent
+        from harness.tuning import tune_all
 
-        specs = expand(study, str(study_file), best_settings(study, ledger.storage))
-        datasets = check_data(specs)
-    outcome = work(study, specs, datasets, tracker, ledger, runs_dir, Console(stderr=True))
+        with make_progress(console) as progress:
+            tune_all(study, ledger.storage, tracker, ledger.parent_run_id(), runs_dir, progress)
+    ledger.wait_until_planned()
+    if study.tune:
+        specs, datasets = _best_specs(study, study_file, ledger)
+    outcome = work(study, specs, datasets, tracker, ledger, runs_dir, console)
     typer.echo(f"worker done: {outcome.trained} runs trained, {outcome.done_already} found finished in MLflow")
 
 

@@ -61,17 +61,30 @@ class Ledger:
         self.storage = open_storage(storage_url)
         self.name = f"ablate:{study_name}"
 
-    def plan(self, run_keys: list[str], parent_run_id: str) -> int:
-        """Queue every run key that has no waiting, running or finished trial; returns how many."""
+    def open(self, parent_run_id: str) -> None:
+        """Start an execution of the study: workers attach their MLflow runs to `parent_run_id`
+        and wait (tuning first, if the study tunes) until :meth:`plan` has queued the runs."""
         import optuna
 
         study = optuna.create_study(study_name=self.name, storage=self.storage, load_if_exists=True)
+        study.set_user_attr("mlflow_parent_run_id", parent_run_id)
+        study.set_user_attr("planned", False)
+
+    def plan(self, run_keys: list[str]) -> int:
+        """Queue every run key that has no waiting, running or finished trial; returns how many."""
+        study = self._load()
         settled = {t.user_attrs.get("run_key") for t in study.get_trials(deepcopy=False) if t.state.name in SETTLED}
         missing = [key for key in run_keys if key not in settled]
         for key in missing:
             study.enqueue_trial({"run_key": key}, user_attrs={"run_key": key})
-        study.set_user_attr("mlflow_parent_run_id", parent_run_id)
+        study.set_user_attr("planned", True)
         return len(missing)
+
+    def wait_until_planned(self, poll_seconds: float = 2.0) -> None:
+        study = self._load()
+        while not study.user_attrs.get("planned"):
+            time.sleep(poll_seconds)
+            study = self._load()
 
     def _load(self):
         import optuna

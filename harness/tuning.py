@@ -9,6 +9,9 @@ number and state; the pruner sees the validation metric at every evaluation.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +111,7 @@ def tune_arm(study: StudySpec, arm: Arm, storage, tracker: Tracker, parent_run_i
     metric = study.report.metric
 
     def objective(trial):
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         values = suggest(trial, settings)
         spec = arm_spec(study, arm, "tune", values).model_copy(update={"seed": settings.seed})
         tracked = tracker.open_run(experiment_id, parent_run_id, spec, kind=TUNE_KIND,
@@ -132,9 +136,33 @@ def tune_arm(study: StudySpec, arm: Arm, storage, tracker: Tracker, parent_run_i
         return result.metrics[metric]
 
     if done < settings.trials:
+        # several workers may tune the same arm: the callback stops everyone at the shared budget
+        budget = optuna.study.MaxTrialsCallback(settings.trials, states=None)
         tuning.optimize(objective, n_trials=settings.trials - done, timeout=settings.timeout_s,
-                        catch=(AblateError,))
+                        catch=(AblateError,), callbacks=[budget])
     return tuning
+
+
+def wait_for_tuning(study: StudySpec, storage, poll_seconds: float = 2.0) -> None:
+    """Return once every arm has used its budget and no tuning trial is running anywhere.
+
+    A trial whose worker died is failed by its stale heartbeat and counts toward the budget."""
+    optuna = _optuna()
+    while True:
+        spent, running = [], False
+        for arm in study.arm_list():
+            try:
+                tuning = optuna.load_study(study_name=tuning_study_name(study, arm.name), storage=storage)
+            except KeyError:  # no worker has started this arm yet
+                spent.append(0)
+                continue
+            optuna.storages.fail_stale_trials(tuning)
+            trials = tuning.get_trials(deepcopy=False)
+            spent.append(sum(t.state.name in FINISHED_TRIALS for t in trials))
+            running |= any(t.state.name == "RUNNING" for t in trials)
+        if not running and min(spent) >= study.tune.trials:
+            return
+        time.sleep(poll_seconds)
 
 
 def best_settings(study: StudySpec, storage) -> dict[str, dict[str, Any]]:

@@ -17,14 +17,14 @@ STUDY = """
 name: tuned
 base:
   model: {n_layer: 2, d_model: 32, n_head: 2, context_length: 32}
-  train: {steps: 60, batch_size: 4, log_interval: 10, eval_interval: 10, eval_batches: 2}
+  train: {steps: 40, batch_size: 4, log_interval: 10, eval_interval: 10, eval_batches: 2}
 grid: {model.norm: [layernorm, rmsnorm]}
 seeds: 2
 tune:
   space:
     train.lr: {type: float, low: 1.0e-4, high: 3.0e-2, log: true}
     train.warmup_steps: {type: categorical, choices: [0, 10]}
-  trials: 7
+  trials: 6
 """
 
 
@@ -44,7 +44,7 @@ def _tuning(folder, arm):
 
 def test_every_arm_gets_the_same_budget_and_some_trials_are_pruned(tuned):
     states = {arm: [t.state.name for t in _tuning(tuned, arm).trials] for arm in ("layernorm", "rmsnorm")}
-    assert all(len(s) == 7 for s in states.values())
+    assert all(len(s) == 6 for s in states.values())
     assert sum(s.count("PRUNED") for s in states.values()) >= 1
     assert all("COMPLETE" in s for s in states.values())
 
@@ -53,7 +53,7 @@ def test_trials_are_mlflow_runs_tagged_with_number_and_state(tuned):
     client = MlflowClient(f"sqlite:///{tuned}/mlflow.db")
     experiment = client.get_experiment_by_name("tuned").experiment_id
     trials = client.search_runs([experiment], "tags.`ablate.kind` = 'tune_trial'")
-    assert len(trials) == 14
+    assert len(trials) == 12
     assert {r.data.tags["state"] for r in trials} <= {"finished", "pruned", "failed"}
     for arm in ("layernorm", "rmsnorm"):
         study = _tuning(tuned, arm)
@@ -78,7 +78,7 @@ def test_the_comparison_runs_each_arms_best_setting_and_the_report_shows_it(tune
                              sort_keys=True)
         assert setting in report
     tuning = pd.read_csv(tuned / "reports" / "tuned" / "tuning.csv")
-    assert len(tuning) == 14
+    assert len(tuning) == 12
 
 
 @pytest.mark.parametrize("space,message", [
@@ -92,3 +92,18 @@ def test_a_malformed_search_space_is_refused(tmp_path, space, message):
     path.write_text(f"name: s\ntune:\n  space: {space}\n")
     with pytest.raises(AblateError, match=message):
         load_study(path)
+
+
+def test_local_workers_share_the_tuning_budget_then_the_runs(tmp_path):
+    (tmp_path / "study.yaml").write_text(STUDY.replace("trials: 6", "trials: 3"))
+    command = [sys.executable, "-m", "harness.cli", "run", "study.yaml", "--jobs", "2"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    workers = set()
+    for arm in ("layernorm", "rmsnorm"):
+        trials = _tuning(tmp_path, arm).trials
+        assert 3 <= len(trials) <= 4, "the budget is shared: at most one extra trial per extra worker"
+        workers |= {t.user_attrs["worker"] for t in trials}
+    assert len(workers) == 2
+    ledger = optuna.load_study(study_name="ablate:tuned", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert sorted(t.state.name for t in ledger.trials if not t.user_attrs.get("empty")) == ["COMPLETE"] * 4
