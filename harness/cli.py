@@ -182,16 +182,19 @@ def run(
     try:
         if jobs > 1:  # they tune (when the study tunes), then train what the plan below queues
             workers = _start_workers(jobs, study_file, set_, plugin, profile, tracker.uri, storage, runs_dir)
+        if jobs == 0:
+            options = [*(f"--set {s}" for s in set_ or []), *(f"--plugin {p}" for p in plugin or []),
+                       *([f"--profile {profile}"] if profile else [])]
+            console.print(f"start workers with: ablate worker {study_file} --storage {redact(storage)} "
+                          f"--tracking-uri {redact(tracker.uri)} {' '.join(options)}".rstrip())
         if study.tune:
             specs, datasets = _tuned(study, study_file, ledger, tracker, runs_dir, console,
                                      tune_here=jobs == 1, parent=parent)
         queued = ledger.plan([spec.key() for spec in specs])
         console.print(f"{len(specs)} runs planned, {queued} queued, "
                       f"{len(specs) - queued} finished or in progress already")
-        if jobs == 0:
+        if jobs == 0:  # the workers train; `ablate report` once they are done
             tracker.end_study(parent)
-            console.print(f"start workers with: ablate worker {study_file} --storage {redact(storage)} "
-                          f"--tracking-uri {redact(tracker.uri)}" + "".join(f" --set {s}" for s in set_ or []))
             return
         if jobs == 1:
             outcome = work(study, specs, datasets, tracker, ledger, runs_dir, console)

@@ -1,6 +1,5 @@
 """Tokenizers round-trip text and are rebuilt identically from checkpoints."""
 
-import os
 
 import pytest
 

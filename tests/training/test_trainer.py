@@ -3,7 +3,6 @@
 import math
 
 import pytest
-import torch
 
 from harness.spec import RunSpec
 from harness.training.trainer import Trainer
