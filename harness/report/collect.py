@@ -7,7 +7,6 @@ import pandas as pd
 from harness.errors import AblateError
 from harness.tracking import DONE_STATES, TUNE_KIND, Tracker
 
-RUN_COLUMNS = ["run_id", "arm", "seed", "run_key", "state", "failure_reason", "device", "attention_backend"]
 NUMERIC_PARAMS = ["params", "params_non_embedding", "flops_per_token", "tokens_per_step", "unigram_loss", "bigram_loss"]
 
 
