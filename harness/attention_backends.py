@@ -24,8 +24,8 @@ from harness.errors import AblateError
 class AttentionBackend:
     name: str
     kernel: Callable[..., torch.Tensor]
-    #: returns why it cannot serve this call, or None when it can
-    unavailable: Callable[[torch.Tensor, torch.Tensor | None], str | None]
+    #: (q, bias, dropout_p) -> why it cannot serve this call, or None when it can
+    unavailable: Callable[[torch.Tensor, torch.Tensor | None, float], str | None]
     description: str
 
 
@@ -99,7 +99,7 @@ def _flash_attn_kernel(q, k, v, *, bias, causal, dropout_p, scale):
     return out.transpose(1, 2)
 
 
-def _flash_attn_unavailable(q, bias):
+def _flash_attn_unavailable(q, bias, dropout_p):
     if importlib.util.find_spec("flash_attn") is None:
         return "flash-attn is not installed (pip install 'ablate[gpu]')"
     if not q.is_cuda:
@@ -111,16 +111,42 @@ def _flash_attn_unavailable(q, bias):
     return None
 
 
-register_backend(AttentionBackend("math", _math_kernel, lambda q, bias: None, "explicit reference"))
-register_backend(AttentionBackend("sdpa", _sdpa_kernel, lambda q, bias: None, "torch scaled_dot_product_attention"))
+def _triton_kernel(q, k, v, *, bias, causal, dropout_p, scale):
+    from harness.kernels.flash_attention import flash_attention
+
+    return flash_attention(q, k, v, scale, causal)
+
+
+def _triton_unavailable(q, bias, dropout_p):
+    from harness.kernels import triton_unavailable
+
+    if reason := triton_unavailable(q.device):
+        return reason
+    if bias is not None:
+        return "our Triton attention takes no additive attention bias"
+    if dropout_p > 0.0:
+        return "our Triton attention has no attention dropout"
+    if q.size(-1) > 256:
+        return f"our Triton attention takes head_dim up to 256, got {q.size(-1)}"
+    return None
+
+
+def _always(q, bias, dropout_p):
+    return None
+
+
+register_backend(AttentionBackend("math", _math_kernel, _always, "explicit reference"))
+register_backend(AttentionBackend("sdpa", _sdpa_kernel, _always, "torch scaled_dot_product_attention"))
 register_backend(AttentionBackend("flash_attn", _flash_attn_kernel, _flash_attn_unavailable, "flash-attn 2"))
+# our own kernel is chosen by name only: on a GPU the two above are faster
+register_backend(AttentionBackend("triton", _triton_kernel, _triton_unavailable, "ablate's Triton flash attention"))
 
 
 @dataclass
 class AttentionKernel:
     """Dispatches attention calls to the requested backend, falling back along a chain.
 
-    The decision is made once per kind of call (device, dtype, with or without bias) and
+    The decision is made once per kind of call (device, dtype, bias or not, dropout or not) and
     recorded: `used` names the backends that ran, `fallbacks` why others were passed over.
     """
 
@@ -140,18 +166,18 @@ class AttentionKernel:
         return [self.requested] + [name for name in ("sdpa", "math") if name != self.requested]
 
     def __call__(self, q, k, v, *, bias=None, causal=True, dropout_p=0.0, scale=None):
-        key = (q.device.type, q.dtype, bias is None)
+        key = (q.device.type, q.dtype, bias is None, dropout_p > 0.0)
         backend = self._decisions.get(key)
         if backend is None:
-            backend = self._decide(q, bias)
+            backend = self._decide(q, bias, dropout_p)
             self._decisions[key] = backend
         if scale is None:
             scale = 1.0 / _math.sqrt(q.size(-1))
         return backend.kernel(q, k, v, bias=bias, causal=causal, dropout_p=dropout_p, scale=scale)
 
-    def _decide(self, q, bias) -> AttentionBackend:
+    def _decide(self, q, bias, dropout_p) -> AttentionBackend:
         for name in self.chain():
-            reason = _BACKENDS[name].unavailable(q, bias)
+            reason = _BACKENDS[name].unavailable(q, bias, dropout_p)
             if reason is None:
                 if name not in self.used:
                     self.used.append(name)

@@ -332,7 +332,8 @@ def ui(
     os.execvp(command[0], command)
 
 
-bench_app = typer.Typer(help="Benchmarks that print ratios measured in one process.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks measured in one process; with no subcommand, `speed`.",
+                        invoke_without_command=True)
 app.add_typer(bench_app, name="bench")
 
 
@@ -347,6 +348,28 @@ def _bench(name: str, steps: int, repeats: int) -> None:
 
     with tempfile.TemporaryDirectory() as run_dir:
         typer.echo(getattr(bench, name)(run_dir, steps=steps, repeats=repeats).text())
+
+
+@bench_app.callback()
+def bench_default(ctx: typer.Context):
+    if ctx.invoked_subcommand is None:
+        bench_speed()
+
+
+@bench_app.command("speed")
+def bench_speed(steps: Annotated[int, typer.Option(min=3, help="timed training steps per row")] = 20,
+                eager_only: Annotated[bool, typer.Option("--eager-only", help="skip the torch.compile rows")] = False,
+                device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1")] = "auto"):
+    """Tokens/s and MFU per attention backend (eager and compiled) beside a nanoGPT-style
+    model, our Triton kernels against torch eager and compile, and trainer/bare loop.
+    GPT-2 small on a GPU; a small shape on the CPU."""
+    import tempfile
+
+    from harness.bench import speed
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        modes = (False,) if eager_only else (False, True)
+        typer.echo(speed(run_dir, steps=steps, compile_modes=modes, device=device).text())
 
 
 @bench_app.command("overhead")

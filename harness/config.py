@@ -8,7 +8,7 @@ model completely (and hashes the same however it was written).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 from pydantic import Field
@@ -41,6 +41,22 @@ class VariantChoice(pydantic.BaseModel):
         return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in self.options.items()) + ")"
 
 
+KernelChoice = Literal["torch", "triton"]
+
+
+class KernelConfig(pydantic.BaseModel):
+    """Which implementation computes each fusable op: torch's, or our Triton kernel.
+
+    A choice of speed, not of model: both give the same numbers within rounding. A Triton
+    kernel that cannot run on the device falls back to torch, and the run records it.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    rmsnorm: KernelChoice = Field("torch", description="the rmsnorm norm variant")
+    swiglu: KernelChoice = Field("torch", description="the swiglu MLP's activation")
+
+
 class ModelConfig(pydantic.BaseModel):
     """A GPT: sizes and switches, and the variant chosen for each slot."""
 
@@ -54,7 +70,8 @@ class ModelConfig(pydantic.BaseModel):
     bias: bool = Field(True, description="biases in linear layers and norms")
     tie_embeddings: bool = Field(True, description="LM head shares the token embedding's weights")
     gradient_checkpointing: bool = Field(False, description="recompute blocks in backward to save memory")
-    attention_backend: str = Field("auto", description="kernel: auto, math, sdpa, flash_attn, ...")
+    attention_backend: str = Field("auto", description="kernel: auto, math, sdpa, flash_attn, triton, ...")
+    kernels: KernelConfig = Field(KernelConfig(), description="torch or Triton per fusable op")
 
     norm: VariantChoice = VariantChoice(name="layernorm")
     placement: VariantChoice = VariantChoice(name="pre")

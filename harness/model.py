@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from harness.attention_backends import AttentionKernel
 from harness.config import ModelConfig
+from harness.kernels import FusedOp
 from harness.kv_cache import KVCache, LayerKVCache
 from harness.registry import InitTarget, LayerInfo, PositionEncoding, lookup, writes_residual
 
@@ -159,6 +160,19 @@ class GPT(nn.Module):
         attention = 4 * self.cfg.n_layer * self.cfg.n_head * self.cfg.head_dim * self.cfg.context_length
         forward = linear + attention
         return 3 * forward if training else forward
+
+    def kernel_report(self) -> dict[str, str]:
+        """What computed attention and each fusable op, and why a requested kernel was not
+        used: recorded on the run once the model has run."""
+        report = self.attention_kernel.report()
+        switches = [op for m in self.modules() for op in vars(m).values() if isinstance(op, FusedOp)]
+        for op in dict.fromkeys(switch.op for switch in switches):
+            mine = [switch for switch in switches if switch.op == op]
+            report[f"kernel_{op}"] = ",".join(dict.fromkeys(u for s in mine for u in s.used)) or "(not run yet)"
+            fallbacks = "; ".join(dict.fromkeys(f for s in mine for f in s.fallbacks))
+            if fallbacks:
+                report[f"kernel_{op}_fallbacks"] = fallbacks
+        return report
 
     def summary(self) -> str:
         lines = [

@@ -11,8 +11,10 @@ from harness.config import ModelConfig
 from harness.data import DataConfig
 from harness.training.config import TrainConfig
 
-# settings that choose where and how fast a run computes, not what it computes
-EXECUTION_FIELDS = {"device", "compile"}
+# settings that choose where and how fast a run computes, not what it computes: the
+# kernels give the same numbers within rounding, so they do not make a run a new one
+EXECUTION_FIELDS = {"device", "compile", "tf32"}
+MODEL_EXECUTION_FIELDS = {"attention_backend", "kernels"}
 
 
 class RunSpec(pydantic.BaseModel):
@@ -29,7 +31,8 @@ class RunSpec(pydantic.BaseModel):
         """Hash of everything that determines the result (not the study or arm labels, not the
         device): the same run is recognised however the study that asked for it was written."""
         train = self.train.model_dump(mode="json", exclude=EXECUTION_FIELDS)
-        identity = {"model": self.model.model_dump(mode="json"), "train": train,
+        model = self.model.model_dump(mode="json", exclude=MODEL_EXECUTION_FIELDS)
+        identity = {"model": model, "train": train,
                     "data": self.data.model_dump(mode="json"), "seed": self.seed}
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

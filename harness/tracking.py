@@ -199,8 +199,9 @@ class TrackedRun:
         from mlflow.entities import RunTag
 
         self.flush(wait=True)
-        tags = {"state": result.status, "attention_backend": result.info.get("attention_backend", ""),
-                "attention_backend_fallbacks": result.info.get("attention_backend_fallbacks", "")}
+        tags = {"state": result.status}
+        # what computed attention and the fused ops, and the fallbacks taken
+        tags.update({k: str(v) for k, v in result.info.items() if k.startswith(("attention_backend", "kernel_"))})
         if result.reason:
             tags["failure_reason"] = result.reason
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])

@@ -1,5 +1,11 @@
+import os
+
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    # our Triton kernels run on the CPU through Triton's interpreter (read when they are defined)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from harness.config import ModelConfig
 from harness.model import GPT
@@ -26,7 +32,5 @@ def _deterministic():
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     """Tokenizers and token arrays go to a cache of the test session's own."""
-    import os
-
     os.environ["ABLATE_CACHE_DIR"] = str(tmp_path_factory.mktemp("ablate-cache"))
     yield

@@ -15,3 +15,31 @@ def test_benchmark_prints_a_ratio_measured_in_one_process(name, label):
     assert result.returncode == 0, result.stderr
     ratio = float(re.search(rf"{re.escape(label)}: ([\d.]+)", result.stdout).group(1))
     assert ratio > 0
+
+
+def test_speed_benchmark_prints_throughput_kernel_and_overhead_tables():
+    command = [sys.executable, "-c", "from harness.cli import main; main()", "bench", "speed", "--steps", "3",
+               "--eager-only"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "no GPU here: a small shape stands in for GPT-2 small" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    # the nanoGPT-style anchor and every attention backend, each with a tokens/s figure
+    for label in ("nanoGPT-style", "| math", "| sdpa", "| flash_attn", "| triton"):
+        assert any(label in row for row in rows), f"no row for {label}:\n{out}"
+    assert "kernel timings skipped" in out
+    assert float(re.search(r"harness/bare: ([\d.]+)", out).group(1)) > 0
+
+
+def test_kernel_table_times_each_triton_kernel_against_torch():
+    """The GPU kernel table, run here through Triton's interpreter on a tiny shape: every
+    kernel gets a time and a ratio (the figures mean nothing on the CPU)."""
+    pytest.importorskip("triton")
+    import torch
+
+    from harness.bench.speed import Shape, kernel_table
+
+    table = kernel_table(torch.device("cpu"), Shape(1, 32, 2, 16, 64, batch_size=2), iterations=1, compiled=False)
+    assert list(table["kernel"]) == ["rmsnorm", "swiglu", "attention (vs sdpa)"]
+    assert (table["eager/triton"] > 0).all() and (table["triton ms"] > 0).all()

@@ -1,6 +1,7 @@
 """`ablate run` end to end: MLflow holds the study, a re-run trains nothing, the report is
 rebuilt from MLflow alone and its numbers agree with results.csv."""
 
+import os
 import re
 import subprocess
 import sys
@@ -13,19 +14,21 @@ STUDY = """
 name: tiny_study
 description: Two placements of a tiny model.
 base:
-  model: {n_layer: 2, d_model: 32, n_head: 2, context_length: 32}
+  model: {n_layer: 2, d_model: 32, n_head: 2, context_length: 32, norm: rmsnorm, kernels: {rmsnorm: triton}}
   train: {steps: 20, batch_size: 4, log_interval: 5, eval_interval: 10, eval_batches: 2}
 grid: {model.placement: [pre, post]}
 seeds: 2
 report: {baseline: pre}
 """
 METRICS = {"train_loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "step_time_ms", "tokens", "wall_time_s"}
-TAGS = {"study", "arm", "seed", "run_key", "git_commit", "device", "attention_backend", "state"}
+TAGS = {"study", "arm", "seed", "run_key", "git_commit", "device", "attention_backend", "state", "kernel_rmsnorm"}
 
 
 def ablate(*args, cwd):
     command = [sys.executable, "-c", "from harness.cli import main; main()", *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=600)
+    # without the interpreter the Triton RMSNorm cannot run on the CPU: the run says so
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=600, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +61,8 @@ def test_mlflow_holds_one_parent_and_a_child_per_arm_and_seed(study_dir):
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert child.info.status == "FINISHED" and child.data.tags["state"] == "finished"
         assert METRICS <= set(child.data.metrics) and TAGS <= set(child.data.tags)
+        assert child.data.tags["kernel_rmsnorm"] == "torch"
+        assert "Triton kernels need CUDA" in child.data.tags["kernel_rmsnorm_fallbacks"]
         assert child.data.params["placement"] == child.data.tags["arm"]
         assert child.data.params["model.placement.name"] == child.data.tags["arm"]
         assert {"params", "flops_per_token", "unigram_loss", "bigram_loss", "train.lr"} <= set(child.data.params)

@@ -39,11 +39,13 @@ def test_a_grid_expands_to_its_product_times_the_seeds_seed_major(tmp_path):
     assert len({r.key() for r in runs}) == 8
 
 
-def test_run_keys_are_stable_and_ignore_labels_and_device(tmp_path):
+def test_run_keys_are_stable_and_ignore_labels_device_and_kernels(tmp_path):
     first = expand(load_study(_write(tmp_path, VALID)))[0]
     relabelled = first.model_copy(update={"arm": "other", "study": "other"})
-    elsewhere = first.model_copy(update={"train": first.train.model_copy(update={"device": "cuda"})})
-    assert first.key() == relabelled.key() == elsewhere.key()
+    elsewhere = first.model_copy(update={"train": first.train.model_copy(update={"device": "cuda", "tf32": False})})
+    fused = first.model_copy(update={"model": first.model.model_copy(
+        update={"attention_backend": "triton", "kernels": {"rmsnorm": "triton"}})})
+    assert first.key() == relabelled.key() == elsewhere.key() == fused.key()
     assert first.key() != first.model_copy(update={"seed": 99}).key()
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from harness.registry import Options, mark_residual_output, register
+from harness.registry import Options, fused_op, mark_residual_output, register
 
 
 class MLPOptions(Options):
@@ -53,6 +53,17 @@ class GatedFeedForward(nn.Module):
         return self.down(self.activation(gate) * up)
 
 
+class SwiGLUFeedForward(GatedFeedForward):
+    """The gated MLP with SiLU, whose activation can run as one fused Triton kernel."""
+
+    def __init__(self, cfg, hidden: int):
+        super().__init__(cfg, hidden, F.silu)
+        self.swiglu = fused_op("swiglu", cfg)  # torch's, or our Triton kernel
+
+    def forward(self, x):
+        return self.down(self.swiglu(self.gate_up(x)))
+
+
 def plain_hidden(cfg, options: MLPOptions) -> int:
     return options.hidden_dim or round(options.hidden_ratio * cfg.d_model)
 
@@ -82,7 +93,7 @@ def swiglu(cfg, options: GatedMLPOptions, layer):
 
     Hidden width 2/3 * hidden_ratio * d_model, rounded, so parameters match the GELU MLP.
     """
-    return GatedFeedForward(cfg, gated_hidden(cfg, options), F.silu)
+    return SwiGLUFeedForward(cfg, gated_hidden(cfg, options))
 
 
 @register("mlp", "geglu", GatedMLPOptions)

@@ -21,6 +21,8 @@ from harness.registry.contracts import (
     mark_residual_output,
     writes_residual,
 )
+# fusable ops (RMSNorm, SwiGLU) whose Triton kernel a variant offers when cfg.kernels asks for it
+from harness.kernels import fused_op
 from harness.registry.core import MODEL_SLOTS, SLOTS, NoOptions, Options, Variant, lookup, register, variants
 from harness.registry.loading import ENTRY_POINT_GROUP, load_installed, load_plugin
 
@@ -38,6 +40,7 @@ __all__ = [
     "TaskDataset",
     "TextSource",
     "Variant",
+    "fused_op",
     "load_installed",
     "load_plugin",
     "lookup",

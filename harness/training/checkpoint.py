@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from harness.errors import AblateError
+from harness.training.faults import RunFailed
 
 FORMAT = 1
 
@@ -27,11 +27,11 @@ def save_checkpoint(path: Path, payload: dict) -> None:
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise AblateError(f"checkpoint {path} does not exist")
+        raise RunFailed(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise AblateError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from None
+        raise RunFailed(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise AblateError(f"{path} is not an ablate checkpoint (format {FORMAT})")
+        raise RunFailed(f"{path} is not an ablate checkpoint (format {FORMAT})")
     return payload

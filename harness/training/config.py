@@ -30,6 +30,7 @@ class TrainConfig(pydantic.BaseModel):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="autocast dtype; auto = bf16 on CUDA")
     compile: bool | None = Field(None, description="torch.compile; default on for CUDA")
+    tf32: bool = Field(True, description="TF32 tensor cores for fp32 matmuls on CUDA")
     init_from: str | None = Field(None, description="checkpoint whose weights (and tokenizer) start this run")
 
     @pydantic.model_validator(mode="after")

@@ -63,7 +63,10 @@ def resolve_device(name: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AblateError(f"train.device '{name}' is not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise AblateError(f"train.device is '{name}' but CUDA is not available here; use device: auto or cpu")
     return device
@@ -79,6 +82,10 @@ class Trainer:
         # only rank 0 reports and saves; the others train their share in lockstep
         self.observer = (observer if self.parallel.is_main else None) or _Silent()
         self.device = self.parallel.device(resolve_device(self.cfg.device))
+        if self.device.type == "cuda":
+            # what bf16 autocast leaves in fp32 (the loss, the optimizer) may use TF32 tensor cores
+            torch.backends.cuda.matmul.allow_tf32 = self.cfg.tf32
+            torch.backends.cudnn.allow_tf32 = self.cfg.tf32
 
         start_from = load_checkpoint(self.cfg.init_from) if self.cfg.init_from else None
         tokenizer = Tokenizer.from_state(start_from["tokenizer"]) if start_from else None
@@ -119,7 +126,7 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
             return x.pin_memory().to(self.device, non_blocking=True)
         return x.to(self.device)
@@ -177,7 +184,7 @@ class Trainer:
         self.model.eval()
         total_loss, total_rows, exact = 0.0, 0, 0
         for x, y in self.eval_batches:
-            x, y = self._to_device(x), self._to_device(y)
+            x, y = self.to_device(x), self.to_device(y)
             with self._autocast():
                 logits, loss = self.step_model(x, y)
             total_loss += loss.item() * x.size(0)
@@ -213,7 +220,7 @@ class Trainer:
                     group["lr"] = lr
                 for _ in range(cfg.grad_accum):
                     x, y = self.dataset.train_batch(cfg.batch_size, self.spec.model.context_length, self.data_rng)
-                    x, y = self._to_device(self.parallel.shard(x)), self._to_device(self.parallel.shard(y))
+                    x, y = self.to_device(self.parallel.shard(x)), self.to_device(self.parallel.shard(y))
                     with self._autocast():
                         _, loss = self.step_model(x, y)
                     (loss / cfg.grad_accum).backward()
@@ -260,7 +267,7 @@ class Trainer:
                 if stop:
                     raise KeyboardInterrupt
 
-        info.update(self.model.attention_kernel.report())  # known once attention has run
+        info.update(self.model.kernel_report())  # known once the model has run
         final = _final_metrics(history)
         final["wall_time_s"] = earlier_wall + time.perf_counter() - wall_start
         final["steps_trained"] = trained_steps

@@ -87,3 +87,16 @@ def test_register_refuses_unknown_slots():
 def test_a_model_chooses_one_variant_for_each_of_the_seven_block_slots():
     assert MODEL_SLOTS == ("norm", "placement", "attention", "mlp", "position", "init", "dropout")
     assert set(MODEL_SLOTS) < set(SLOTS)
+
+
+def test_variants_import_nothing_of_harness_but_the_registry():
+    """The built-ins are written like plugins: the registry's public API is all they see."""
+    import ast
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parents[2].joinpath("variants").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert not name.startswith("harness") or name == "harness.registry", f"{path.name} imports {name}"

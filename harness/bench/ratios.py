@@ -1,12 +1,14 @@
-"""Benchmarks that print ratios measured in one process (never timed tests).
+"""Ratios measured in one process: harness against bare loop, tracked against untracked,
+pruned against unpruned.
 
 `overhead`: the trainer's step time against a bare PyTorch loop doing the same work (same
-model, batches, optimizer groups, schedule and clipping), timed alternately so that both
-see the same machine state.
+model, batches, optimizer groups, schedule, clipping, compilation and autocast), timed
+alternately so that both see the same machine state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass
@@ -35,9 +37,10 @@ class BenchResult:
         return f"{self.setting}\n{times}   {self.ratio_label}: {self.ratio:.3f}"
 
 
-def _setting(steps: int, repeats: int, batch_size: int, what: str) -> str:
-    shape = ", ".join(f"{k}={v}" for k, v in OVERHEAD_MODEL.items())
-    return f"model {shape}, batch {batch_size}, {what}, {steps} steps x {repeats} alternating repeats, CPU"
+def _setting(steps: int, repeats: int, spec: RunSpec, what: str) -> str:
+    shape = ", ".join(f"{k}={getattr(spec.model, k)}" for k in OVERHEAD_MODEL)
+    device = spec.train.device + (", compiled" if spec.train.compile else "")
+    return f"model {shape}, batch {spec.train.batch_size}, {what}, {spec.train.steps} steps x {repeats} alternating repeats, {device}"
 
 
 class _StepClock:
@@ -65,16 +68,22 @@ def _bare_step_time(spec: RunSpec, trainer: Trainer, warmup: int) -> float:
     """nanoGPT's loop: batch, forward, backward, clip, step."""
     torch.manual_seed(spec.seed)
     model = GPT(trainer.model.cfg).to(trainer.device)
+    step_model = torch.compile(model) if spec.train.compile else model
     optimizer = make_optimizer(model, spec.train, trainer.device)
     generator = torch.Generator().manual_seed(spec.seed)
     cfg, context = spec.train, spec.model.context_length
+    autocast = (torch.autocast(trainer.device.type, dtype=trainer.autocast_dtype) if trainer.autocast_dtype
+                else contextlib.nullcontext())
+    loss = torch.zeros((), device=trainer.device)
     for step in range(cfg.steps):
         if step == warmup:
+            loss.item()  # the warm-up steps are done on the device too
             start = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         x, y = trainer.dataset.train_batch(cfg.batch_size, context, generator)
-        _, loss = model(x.to(trainer.device), y.to(trainer.device))
+        with autocast:
+            _, loss = step_model(trainer.to_device(x), trainer.to_device(y))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -83,22 +92,24 @@ def _bare_step_time(spec: RunSpec, trainer: Trainer, warmup: int) -> float:
     return (time.perf_counter() - start) / (cfg.steps - warmup)
 
 
-def _bench_spec(steps: int, batch_size: int, log_interval: int, eval_interval: int) -> RunSpec:
-    return RunSpec(model=OVERHEAD_MODEL, train=dict(steps=steps, batch_size=batch_size, log_interval=log_interval,
-                                                   eval_interval=eval_interval, eval_batches=1, device="cpu",
-                                                   compile=False))
+def _bench_spec(steps: int, batch_size: int, log_interval: int, eval_interval: int, **overrides) -> RunSpec:
+    """The CPU benchmark run; `overrides` (model, data, device, compile) move it elsewhere."""
+    train = dict(steps=steps, batch_size=batch_size, log_interval=log_interval, eval_interval=eval_interval,
+                 eval_batches=1, device=overrides.pop("device", "cpu"), compile=overrides.pop("compile", False))
+    return RunSpec(model=overrides.pop("model", OVERHEAD_MODEL), train=train, **overrides)
 
 
-def overhead(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) -> BenchResult:
+def overhead(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8, **overrides) -> BenchResult:
+    """Harness step time / bare loop step time; `overrides` as in `_bench_spec`."""
     warmup = 10
-    spec = _bench_spec(steps, batch_size, warmup, 10 * steps)
+    spec = _bench_spec(steps, batch_size, warmup, 10 * steps, **overrides)
     reference = Trainer(spec, run_dir)
     harness_times, bare_times = [], []
     for _ in range(repeats):
         bare_times.append(_bare_step_time(spec, reference, warmup))
         harness_times.append(_trainer_step_time(spec, run_dir, warmup))
     harness, bare = statistics.median(harness_times), statistics.median(bare_times)
-    return BenchResult(_setting(steps, repeats, batch_size, "same batches, optimizer and schedule"),
+    return BenchResult(_setting(steps, repeats, spec, "same batches, optimizer and schedule"),
                        {"bare loop": 1000 * bare, "harness": 1000 * harness}, "harness/bare", harness / bare)
 
 
@@ -119,7 +130,7 @@ def tracking(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) ->
         tracked_times.append(_trainer_step_time(spec, run_dir, warmup, run))
         run.flush(wait=True)
     tracked, silent = statistics.median(tracked_times), statistics.median(silent_times)
-    return BenchResult(_setting(steps, repeats, batch_size, "every step logged to MLflow (sqlite), evaluation every 10"),
+    return BenchResult(_setting(steps, repeats, spec, "every step logged to MLflow (sqlite), evaluation every 10"),
                        {"untracked": 1000 * silent, "tracked": 1000 * tracked}, "tracked/untracked", tracked / silent)
 
 

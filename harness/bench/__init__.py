@@ -1,0 +1,6 @@
+"""Benchmarks that print ratios measured in one process (never timed tests)."""
+
+from harness.bench.ratios import BenchResult, overhead, pruning, tracking
+from harness.bench.speed import speed
+
+__all__ = ["BenchResult", "overhead", "pruning", "speed", "tracking"]
