@@ -24,6 +24,7 @@ from harness.sampling import training_sample
 from harness.spec import RunSpec
 from harness.study import StudySpec
 from harness.tracking import DONE_STATES, Tracker
+from harness.training.faults import RunFailed
 from harness.training.optim import make_optimizer
 from harness.training.trainer import Trainer, resolve_device
 
@@ -99,7 +100,12 @@ class RunTrainer:
         self.experiment_id = tracker.experiment_id(study.name)
 
     def train(self, spec: RunSpec) -> tuple[str, float | None]:
-        """The run's final state ('done' when MLflow had it already) and its report metric."""
+        """The run's final state ('done' when MLflow had it already) and its report metric.
+
+        A run that cannot go on (out of memory, an unusable checkpoint) ends 'failed', its
+        reason tagged, and the study goes on; anything else stops the study, the run marked
+        interrupted so that the next `ablate run` resumes it.
+        """
         metric = self.study.report.metric
         prior = self.tracker.runs_by_key(self.experiment_id, spec.key()).get(spec.key())
         if prior is not None and prior.data.tags.get("state") in DONE_STATES:
@@ -109,6 +115,11 @@ class RunTrainer:
         try:
             trainer = Trainer(spec, self.runs_dir / self.study.name / spec.key(), Observers(tracked, bar))
             result = trainer.run()
+        except RunFailed as fault:
+            tracked.end("failed", "FAILED", str(fault))
+            bar.close()
+            self.progress.console.print(f"[yellow]failed:[/] {spec.arm} seed {spec.seed}: {fault}")
+            return "failed", None
         except BaseException:
             tracked.interrupted()
             raise

@@ -4,7 +4,7 @@
 (`ablate run --jobs N` on this machine, `ablate worker` on others sharing the storage)
 claim waiting trials one at a time. A claimed trial beats a heartbeat while its run trains;
 when a worker dies, the next worker to look fails the stale trial and
-`RetryFailedTrialCallback` puts a copy back in the queue, so the run is trained by someone
+`RetryHeartbeatStaleTrialCallback` puts a copy back in the queue, so the run is trained by someone
 else (from the dead worker's checkpoint when the run folder is shared). Optuna's
 PostgreSQL storage lets machines share one queue (`SELECT ... FOR UPDATE` hands each
 waiting trial to one worker); the default sqlite file suits one machine.
@@ -31,7 +31,7 @@ SETTLED = ("WAITING", "RUNNING", "COMPLETE", "PRUNED")
 
 def open_storage(url: str):
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     # a run's own failure is reported by ablate; Optuna would repeat it with a traceback
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -39,7 +39,7 @@ def open_storage(url: str):
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                          heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=3))
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
     except ModuleNotFoundError as err:
         raise AblateError(f"the Optuna storage {redact(url)} needs the Python package '{err.name}' "
                           "(for PostgreSQL: pip install 'ablate[dist]')") from None
@@ -47,6 +47,10 @@ def open_storage(url: str):
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise AblateError(f"the Optuna storage {redact(url)} is unreachable ({first_line[:200]}); "
                           "check --storage") from None
+
+
+class RunFailedInLedger(Exception):
+    """A run ended failed (out of memory, an unusable checkpoint): its trial fails."""
 
 
 @dataclass
@@ -123,6 +127,8 @@ class Ledger:
                 outcome.done_already += 1
             else:
                 outcome.trained += 1
+            if state == "failed":  # FAIL: not settled, so the next `ablate run` plans it again
+                raise RunFailedInLedger(key)
             if state == "diverged" or value is None:
                 raise optuna.TrialPruned(f"run ended {state}")
             return value
@@ -135,4 +141,4 @@ class Ledger:
             if not any(t.state == TrialState.WAITING for t in open_trials):
                 time.sleep(poll_seconds)  # a run in flight elsewhere may still fail and come back
                 continue
-            study.optimize(objective, n_trials=1)
+            study.optimize(objective, n_trials=1, catch=(RunFailedInLedger,))

@@ -38,8 +38,11 @@ def sample_from_checkpoint(path: Path, prompt: str, max_new_tokens: int, tempera
 
 
 def training_sample(trainer) -> str:
-    """A short sample logged with a finished run (none for tasks such as addition)."""
+    """A short sample logged with a run (none for tasks such as addition, nor from a model
+    whose weights went non-finite when it diverged)."""
     if trainer.dataset.exact_match:
+        return ""
+    if not all(torch.isfinite(p).all() for p in trainer.model.parameters()):
         return ""
     trainer.model.eval()
     return sample_text(trainer.model, trainer.dataset.tokenizer, "\n", 300, temperature=0.8, top_k=50, seed=0)

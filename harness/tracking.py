@@ -25,7 +25,8 @@ from harness.spec import RunSpec
 RUN_KIND = "arm_run"
 TUNE_KIND = "tune_trial"
 STUDY_KIND = "study"
-DONE_STATES = ("finished", "diverged")
+DONE_STATES = ("finished", "diverged")  # a re-run does not train these again
+REPORTED_STATES = (*DONE_STATES, "failed")  # failed: out of memory or an unusable checkpoint; retried
 
 
 def redact(uri: str) -> str:

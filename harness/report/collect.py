@@ -5,13 +5,13 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.errors import AblateError
-from harness.tracking import DONE_STATES, TUNE_KIND, Tracker
+from harness.tracking import REPORTED_STATES, TUNE_KIND, Tracker
 
 NUMERIC_PARAMS = ["params", "params_non_embedding", "flops_per_token", "tokens_per_step", "unigram_loss", "bigram_loss"]
 
 
 def collect_runs(tracker: Tracker, study: str) -> tuple[pd.DataFrame, dict]:
-    """Finished and diverged runs of the study (the newest per run key), and the study's settings."""
+    """Finished, diverged and failed runs of the study (the newest per run key), and the study's settings."""
     experiment_id = tracker.experiment_id(study, create=False)
     if experiment_id is None:
         raise AblateError(f"no MLflow experiment '{study}' in {tracker.uri}; run the study first")
@@ -20,7 +20,7 @@ def collect_runs(tracker: Tracker, study: str) -> tuple[pd.DataFrame, dict]:
     rows = []
     for key, run in tracker.runs_by_key(experiment_id).items():
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-        if tags.get("state") not in DONE_STATES:
+        if tags.get("state") not in REPORTED_STATES:
             continue
         row = {"run_id": run.info.run_id, "arm": tags["arm"], "seed": int(tags["seed"]), "run_key": key,
                "state": tags["state"], "failure_reason": tags.get("failure_reason", ""),
@@ -28,7 +28,7 @@ def collect_runs(tracker: Tracker, study: str) -> tuple[pd.DataFrame, dict]:
         row.update({name: float(params[name]) if name in params else float("nan") for name in NUMERIC_PARAMS})
         row.update(metrics)
         rows.append(row)
-    if not rows:
+    if not any(row["state"] == "finished" for row in rows):
         raise AblateError(f"MLflow experiment '{study}' has no finished runs yet")
     frame = pd.DataFrame(rows)
     order = settings.get("arms", "").split(",")

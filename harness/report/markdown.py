@@ -45,6 +45,7 @@ def render(study: str, settings: dict, results: pd.DataFrame, summary: pd.DataFr
         "arm": summary["arm"],
         "seeds": summary["seeds"],
         "diverged": summary["diverged"],
+        "failed": summary["failed"],
         f"{metric} mean ± std": [f"{fmt(m)} ± {fmt(s)}" for m, s in zip(summary["mean"], summary["std"])],
         "95% CI": [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(summary["ci_low"], summary["ci_high"])],
         "Δ vs baseline": [fmt(d) for d in summary["diff"]],

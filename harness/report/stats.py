@@ -37,6 +37,7 @@ def summarize(results: pd.DataFrame, metric: str, baseline: str, goal: str, arm_
         runs = results[results["arm"] == arm]
         values = done.loc[done["arm"] == arm, metric].to_numpy(float)
         row = {"arm": arm, "seeds": len(values), "diverged": int((runs["state"] == "diverged").sum()),
+               "failed": int((runs["state"] == "failed").sum()),
                "mean": _mean(values), "std": _std(values)}
         row["ci_low"], row["ci_high"] = _t_interval(values)
         row.update(_versus_baseline(values, base_values) if arm != baseline else _empty_comparison())

@@ -25,7 +25,8 @@ class TrainConfig(pydantic.BaseModel):
     eval_interval: int = Field(50, gt=0, description="steps between validation passes")
     eval_batches: int = Field(8, gt=0, description="validation batches per pass")
     log_interval: int = Field(10, gt=0, description="steps between training-loss records")
-    checkpoint_interval: int = Field(0, ge=0, description="steps between checkpoints; 0 = only at the end")
+    checkpoint_interval: int | None = Field(
+        None, ge=0, description="steps between checkpoints; none = at every evaluation, 0 = only at the end")
     divergence_factor: float = Field(3.0, gt=1, description="stop when the loss exceeds this times its start")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="autocast dtype; auto = bf16 on CUDA")

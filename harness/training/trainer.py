@@ -23,6 +23,7 @@ from harness.model import GPT
 from harness.spec import RunSpec
 from harness.training.checkpoint import load_checkpoint, save_checkpoint
 from harness.training.distributed import DataParallel
+from harness.training.faults import out_of_memory_fails_the_run
 from harness.training.interrupt import deferred_interrupt
 from harness.training.optim import lr_at, make_optimizer
 from harness.training.throughput import mfu
@@ -97,15 +98,17 @@ class Trainer:
 
         torch.manual_seed(spec.seed)
         model_cfg = spec.model.model_copy(update={"vocab_size": self.dataset.vocab_size})
-        self.model = GPT(model_cfg).to(self.device)
-        if start_from:
-            self._load_weights(start_from)
-        self.optimizer = make_optimizer(self.model, self.cfg, self.device)
+        with out_of_memory_fails_the_run("setting up the run"):
+            self.model = GPT(model_cfg).to(self.device)
+            if start_from:
+                self._load_weights(start_from)
+            self.optimizer = make_optimizer(self.model, self.cfg, self.device)
+            self.eval_batches = self.dataset.eval_batches(self.cfg.batch_size, model_cfg.context_length,
+                                                          self.cfg.eval_batches)
         self.data_rng = torch.Generator().manual_seed(spec.seed)
         self.autocast_dtype = self._autocast_dtype()
         use_compile = self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"
         self.step_model = self.parallel.wrap(torch.compile(self.model) if use_compile else self.model)
-        self.eval_batches = self.dataset.eval_batches(self.cfg.batch_size, model_cfg.context_length, self.cfg.eval_batches)
         self.flops_per_token = self.model.flops_per_token()
 
     def _load_weights(self, start_from: dict) -> None:
@@ -200,6 +203,15 @@ class Trainer:
         return metrics
 
     def run(self, resume: bool = True) -> TrainResult:
+        with out_of_memory_fails_the_run("while training"):
+            return self._run(resume)
+
+    @property
+    def checkpoint_every(self) -> int:
+        interval = self.cfg.checkpoint_interval
+        return self.cfg.eval_interval if interval is None else interval
+
+    def _run(self, resume: bool) -> TrainResult:
         cfg = self.cfg
         step, history, (interval_sum, interval_count, start_loss, earlier_wall) = 0, [], (0.0, 0, None, 0.0)
         if resume and self.checkpoint_path.exists():
@@ -261,7 +273,7 @@ class Trainer:
                     self.observer.on_metrics(step, metrics)
                     timer_start, timer_steps = time.perf_counter(), 0
                 stop = interrupted()
-                if (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0) or last or stop:
+                if (self.checkpoint_every and step % self.checkpoint_every == 0) or last or stop:
                     wall = earlier_wall + time.perf_counter() - wall_start
                     self._save(step, history, (float(interval_loss), interval_count, start_loss, wall))
                 if stop:

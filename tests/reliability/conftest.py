@@ -1,0 +1,46 @@
+"""What the fault tests share: the `ablate` command in a subprocess, reading MLflow back, and
+the fault count printed at the end of the session."""
+
+import subprocess
+import sys
+
+from mlflow.tracking import MlflowClient
+
+ABLATE = [sys.executable, "-c", "from harness.cli import main; main()"]
+
+# updated by the fault tests; printed in pytest's summary
+FAULTS = {"runs interrupted": 0, "runs recovered": 0, "metric points lost": 0}
+
+
+def pytest_terminal_summary(terminalreporter):
+    if any(FAULTS.values()):
+        terminalreporter.write_line("fault tests: " + ", ".join(f"{name}: {value}" for name, value in FAULTS.items()))
+
+
+def ablate(folder, *args, timeout=600, **popen):
+    return subprocess.run([*ABLATE, *args], cwd=folder, capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def start_ablate(folder, *args, **popen):
+    return subprocess.Popen([*ABLATE, *args], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen)
+
+
+def arm_runs(tracking_uri: str, study: str) -> list:
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(study)
+    return client.search_runs([experiment.experiment_id], "tags.`ablate.kind` = 'arm_run'", max_results=1000)
+
+
+def lost_points(tracking_uri: str, run, steps: int, log_interval: int, eval_interval: int) -> int:
+    """Metric points a finished run should have in MLflow and does not; a point logged twice
+    fails the test outright."""
+    client = MlflowClient(tracking_uri)
+    expected = {"train_loss": {s for s in range(1, steps + 1) if s % log_interval == 0 or s == steps},
+                "val_loss": {s for s in range(1, steps + 1) if s % eval_interval == 0 or s == steps}}
+    lost = 0
+    for metric, want in expected.items():
+        got = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+        assert len(got) == len(set(got)), f"{metric} logged twice at some step: {sorted(got)}"
+        lost += len(want - set(got))
+    return lost

@@ -1,0 +1,56 @@
+"""Faults that end one run but not the study: NaN loss, out of memory, a missing checkpoint.
+Each run is marked failed (or diverged) with its reason as a tag, the study goes on, and the
+report counts them."""
+
+import pandas as pd
+
+from tests.reliability.conftest import FAULTS, ablate, arm_runs
+
+STUDY = """
+name: faulty
+base:
+  model: {n_layer: 1, d_model: 16, n_head: 2, context_length: 16}
+  train: {steps: 20, batch_size: 4, log_interval: 5, eval_interval: 10, eval_batches: 1}
+arms:
+  - name: healthy
+  - name: nan_loss
+    set: {train: {lr: 1.0e+6, grad_clip: 0}}
+  - name: out_of_memory
+    set: {train: {batch_size: 1000000000000}}
+  - name: missing_checkpoint
+    set: {train: {init_from: gone/checkpoint.pt}}
+seeds: 1
+report: {baseline: healthy}
+"""
+
+
+def test_a_faulty_run_is_marked_with_its_reason_and_the_study_goes_on(tmp_path):
+    (tmp_path / "study.yaml").write_text(STUDY)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+
+    runs = {run.data.tags["arm"]: run for run in arm_runs(uri, "faulty")}
+    assert runs["healthy"].info.status == "FINISHED" and runs["healthy"].data.tags["state"] == "finished"
+    expected = {"nan_loss": ("diverged", "training loss"), "out_of_memory": ("failed", "out of memory"),
+                "missing_checkpoint": ("failed", "gone/checkpoint.pt does not exist")}
+    for arm, (state, reason) in expected.items():
+        tags = runs[arm].data.tags
+        assert runs[arm].info.status == "FAILED" and tags["state"] == state, (arm, tags)
+        assert reason in tags["failure_reason"], (arm, tags["failure_reason"])
+        assert reason in result.stderr or state == "diverged"
+
+    results = pd.read_csv(tmp_path / "reports" / "faulty" / "results.csv")
+    assert dict(zip(results["arm"], results["state"])) == {"healthy": "finished", **{a: s for a, (s, _) in expected.items()}}
+    summary = pd.read_csv(tmp_path / "reports" / "faulty" / "summary.csv").set_index("arm")
+    assert summary.loc["out_of_memory", "failed"] == 1 and summary.loc["nan_loss", "diverged"] == 1
+    report = (tmp_path / "reports" / "faulty" / "report.md").read_text()
+    assert "missing_checkpoint seed 0 failed: checkpoint gone/checkpoint.pt does not exist" in report
+
+    # failed runs are tried again by the next `ablate run`; finished and diverged ones are not
+    again = ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri)
+    assert again.returncode == 0, again.stderr
+    assert "4 runs planned, 2 queued" in again.stderr
+    assert len(arm_runs(uri, "faulty")) == 4  # retried in their own MLflow runs, not new ones
+    FAULTS["runs interrupted"] += 3
