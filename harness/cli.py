@@ -190,6 +190,7 @@ def run(
         if study.tune:
             specs, datasets = _tuned(study, study_file, ledger, tracker, runs_dir, console,
                                      tune_here=jobs == 1, parent=parent)
+        ledger.release_dead_local_claims()  # an `ablate run` killed here before: its run goes back in the queue
         queued = ledger.plan([spec.key() for spec in specs])
         console.print(f"{len(specs)} runs planned, {queued} queued, "
                       f"{len(specs) - queued} finished or in progress already")

@@ -53,6 +53,16 @@ class RunFailedInLedger(Exception):
     """A run ended failed (out of memory, an unusable checkpoint): its trial fails."""
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 @dataclass
 class WorkerOutcome:
     trained: int = 0
@@ -83,6 +93,22 @@ class Ledger:
             study.enqueue_trial({"run_key": key}, user_attrs={"run_key": key})
         study.set_user_attr("planned", True)
         return len(missing)
+
+    def release_dead_local_claims(self) -> int:
+        """Fail the running trials of workers on this machine whose process is gone (killed
+        with SIGKILL, say), so that the plan queues their runs now instead of after the
+        heartbeat grace period. Returns how many were released."""
+        from optuna.trial import TrialState
+
+        study = self._load()
+        host = socket.gethostname()
+        released = 0
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker_host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
+            if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+                self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                released += 1
+        return released
 
     def wait_until_planned(self, poll_seconds: float = 2.0) -> None:
         study = self._load()

@@ -206,7 +206,8 @@ class TrackedRun:
         if result.reason:
             tags["failure_reason"] = result.reason
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        self.client.log_metric(self.run_id, "wall_time_s", result.metrics.get("wall_time_s", 0.0))
+        for name in ("wall_time_s", "steps_trained"):  # steps_trained: by this execution, after a resume
+            self.client.log_metric(self.run_id, name, result.metrics.get(name, 0.0))
         self.client.log_text(self.run_id, yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False), "config.yaml")
         self.client.log_text(self.run_id, summary, "model_summary.txt")
         if sample:
