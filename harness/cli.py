@@ -6,6 +6,7 @@ on stderr and exit code 2. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -174,6 +175,7 @@ def run(
         return
     console = Console(stderr=True)
     tracker = Tracker(tracking_uri)
+    _send_kept(tracker, runs_dir / study.name, console)
     storage = storage or DEFAULT_STORAGE
     ledger = Ledger(storage, study.name)
     parent = tracker.start_study(tracker.experiment_id(study.name), study, len(specs), str(study_file))
@@ -205,14 +207,23 @@ def run(
     except BaseException:
         for process in workers:
             process.terminate()
-        tracker.end_study(parent, "KILLED")
+        with contextlib.suppress(Exception):  # the store may be what failed
+            tracker.end_study(parent, "KILLED")
         raise
-    tracker.end_study(parent)
-    result = build_report(tracker, study.name, reports_dir, parent)
+    _send_kept(tracker, runs_dir / study.name, console)
+    tracker.patiently(lambda: tracker.end_study(parent), "ending the study")
+    result = tracker.patiently(lambda: build_report(tracker, study.name, reports_dir, parent), "reading the study back")
     console.print(f"report: {result.folder / 'report.md'}")
     for row in result.results[result.results["state"] != "finished"].itertuples():
         console.print(f"[yellow]{row.state}:[/] {row.arm} seed {row.seed}: {row.failure_reason}")
     typer.echo((result.folder / "report.md").read_text().split("## Arms")[0].rstrip())
+
+
+def _send_kept(tracker, folder: Path, console: Console) -> None:
+    """Send what runs kept on disk while the tracking store was unreachable."""
+    sent = tracker.patiently(lambda: tracker.send_kept(folder), "sending kept records")
+    if sent:
+        console.print(f"sent the tracking records that {sent} runs kept while the tracking store was away")
 
 
 def _tuned(study, study_file, ledger, tracker, runs_dir, console, tune_here: bool, parent: str):
@@ -283,8 +294,9 @@ def worker(
 
     study, specs, datasets = _prepare(study_file, set_, plugin, profile)
     tracker = Tracker(tracking_uri)
-    ledger = Ledger(storage or DEFAULT_STORAGE, study.name)
     console = Console(stderr=True)
+    _send_kept(tracker, runs_dir / study.name, console)
+    ledger = Ledger(storage or DEFAULT_STORAGE, study.name)
     if study.tune:  # help tune every arm; the runs are planned once every arm's budget is spent
         from harness.tuning import tune_all
 

@@ -19,6 +19,7 @@ from harness.data import load_dataset
 from harness.errors import AblateError
 from harness.ledger import Ledger, WorkerOutcome
 from harness.model import GPT
+from harness.outbox import OUTBOX_NAME
 from harness.progress import Observers, RunProgress, make_progress
 from harness.sampling import training_sample
 from harness.spec import RunSpec
@@ -107,13 +108,19 @@ class RunTrainer:
         interrupted so that the next `ablate run` resumes it.
         """
         metric = self.study.report.metric
-        prior = self.tracker.runs_by_key(self.experiment_id, spec.key()).get(spec.key())
+        # what earlier runs kept while the store was away goes first
+        self.tracker.patiently(lambda: self.tracker.send_kept(self.runs_dir / self.study.name), "sending kept records")
+        prior = self.tracker.patiently(
+            lambda: self.tracker.runs_by_key(self.experiment_id, spec.key()).get(spec.key()), "looking up a run")
         if prior is not None and prior.data.tags.get("state") in DONE_STATES:
             return "done", prior.data.metrics.get(metric)
-        tracked = self.tracker.open_run(self.experiment_id, self.parent_run_id, spec, existing=prior)
+        run_dir = self.runs_dir / self.study.name / spec.key()
+        tracked = self.tracker.patiently(lambda: self.tracker.open_run(
+            self.experiment_id, self.parent_run_id, spec, existing=prior, outbox_path=run_dir / OUTBOX_NAME),
+            "starting a run")
         bar = RunProgress(self.progress, f"{spec.arm} seed {spec.seed}", spec.train.steps)
         try:
-            trainer = Trainer(spec, self.runs_dir / self.study.name / spec.key(), Observers(tracked, bar))
+            trainer = Trainer(spec, run_dir, Observers(tracked, bar))
             result = trainer.run()
         except RunFailed as fault:
             tracked.end("failed", "FAILED", str(fault))
