@@ -20,7 +20,7 @@ from rich.table import Table
 from harness import registry
 from harness.errors import AblateError
 from harness.progress import RunProgress, make_progress
-from harness.tracking import redact
+from harness.redaction import redact
 
 app = typer.Typer(help="Ablation studies of GPT blocks, tracked in MLflow.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -132,7 +132,9 @@ TrackingOption = Annotated[Optional[str], typer.Option(
 
 
 StorageOption = Annotated[Optional[str], typer.Option(
-    "--storage", help="Optuna storage of the study ledger (default sqlite:///optuna.db; postgresql://... for many machines)")]
+    "--storage", envvar="ABLATE_STORAGE", show_envvar=False,
+    help="Optuna storage of the study ledger (default: $ABLATE_STORAGE, else sqlite:///optuna.db; "
+         "postgresql://... for many machines)")]
 ProfileOption = Annotated[Optional[str], typer.Option(help="apply a named profile of the study (e.g. gpu)")]
 RunsDirOption = Annotated[Path, typer.Option(help="folder for checkpoints (share it between workers to resume)")]
 
@@ -188,7 +190,7 @@ def run(
             options = [*(f"--set {s}" for s in set_ or []), *(f"--plugin {p}" for p in plugin or []),
                        *([f"--profile {profile}"] if profile else [])]
             console.print(f"start workers with: ablate worker {study_file} --storage {redact(storage)} "
-                          f"--tracking-uri {redact(tracker.uri)} {' '.join(options)}".rstrip())
+                          f"--tracking-uri {redact(tracker.uri)} {' '.join(options)}".rstrip(), soft_wrap=True)
         if study.tune:
             specs, datasets = _tuned(study, study_file, ledger, tracker, runs_dir, console,
                                      tune_here=jobs == 1, parent=parent)
@@ -255,14 +257,14 @@ def _start_workers(jobs, study_file, set_, plugin, profile, tracking_uri, storag
 
     import torch
 
-    command = [sys.executable, "-m", "harness.cli", "worker", str(study_file), "--tracking-uri", tracking_uri,
-               "--storage", storage, "--runs-dir", str(runs_dir)]
+    # the URLs go by environment, not argv, where any user of the machine could read a password
+    command = [sys.executable, "-m", "harness.cli", "worker", str(study_file), "--runs-dir", str(runs_dir)]
     command += [a for s in set_ or [] for a in ("--set", s)] + [a for p in plugin or [] for a in ("--plugin", p)]
     command += ["--profile", profile] if profile else []
     gpus = torch.cuda.device_count()
     workers = []
     for index in range(jobs):
-        env = dict(os.environ)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "ABLATE_STORAGE": storage}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
         workers.append(subprocess.Popen(command, env=env))
@@ -341,7 +343,7 @@ def ui(
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
     command = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port), "--backend-store-uri", uri]
-    typer.echo(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C stops it")
+    typer.echo(f"MLflow UI on http://{host}:{port} (store {redact(uri)}); Ctrl-C stops it")
     os.execvp(command[0], command)
 
 

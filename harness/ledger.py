@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from harness.errors import AblateError
-from harness.tracking import redact
+from harness.redaction import redact
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 HEARTBEAT_SECONDS = int(os.environ.get("ABLATE_HEARTBEAT_INTERVAL", "10"))

@@ -9,6 +9,7 @@ import pydantic
 
 from harness.config import ModelConfig
 from harness.data import DataConfig
+from harness.redaction import redact
 from harness.training.config import TrainConfig
 
 # settings that choose where and how fast a run computes, not what it computes: the
@@ -42,7 +43,8 @@ class RunSpec(pydantic.BaseModel):
         flat: dict[str, str] = {"seed": str(self.seed)}
         for section in ("model", "train", "data"):
             _flatten(getattr(self, section).model_dump(mode="json"), section, flat)
-        return flat
+        # a data URL may carry credentials: they are not a parameter
+        return {key: redact(value) if "://" in value else value for key, value in flat.items()}
 
 
 def _flatten(value, prefix: str, out: dict[str, str]) -> None:

@@ -16,11 +16,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
 from harness.errors import AblateError
+from harness.redaction import redact
 from harness.outbox import Outbox, send_kept
 from harness.registry import MODEL_SLOTS
 from harness.spec import RunSpec
@@ -30,17 +30,6 @@ TUNE_KIND = "tune_trial"
 STUDY_KIND = "study"
 DONE_STATES = ("finished", "diverged")  # a re-run does not train these again
 REPORTED_STATES = (*DONE_STATES, "failed")  # failed: out of memory or an unusable checkpoint; retried
-
-
-def redact(uri: str) -> str:
-    """The URI with any password replaced, fit for messages, tags and reports."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def git_commit() -> str:

@@ -1,4 +1,5 @@
 import os
+import uuid
 
 import pytest
 import torch
@@ -34,3 +35,24 @@ def _private_cache(tmp_path_factory):
     """Tokenizers and token arrays go to a cache of the test session's own."""
     os.environ["ABLATE_CACHE_DIR"] = str(tmp_path_factory.mktemp("ablate-cache"))
     yield
+
+
+@pytest.fixture
+def databases():
+    """Two fresh PostgreSQL databases: (Optuna ledger URL, MLflow store URL)."""
+    admin_url = os.environ.get("ABLATE_TEST_POSTGRES")
+    if not admin_url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide PostgreSQL in $ABLATE_TEST_POSTGRES (.ci/run starts it)")
+        pytest.skip("no PostgreSQL: set $ABLATE_TEST_POSTGRES to run the distributed-study tests")
+    import psycopg
+
+    names = [f"ablate_test_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        for name in names:
+            connection.execute(f"CREATE DATABASE {name}")
+    base = admin_url.rsplit("/", 1)[0]
+    yield tuple(f"{base}/{name}" for name in names)
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        for name in names:
+            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

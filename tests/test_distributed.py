@@ -9,10 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 STUDY = """
@@ -23,27 +21,6 @@ base:
 grid: {model.placement: [pre, post, sandwich]}
 seeds: 2
 """
-
-
-@pytest.fixture
-def databases():
-    """Two fresh PostgreSQL databases: (Optuna ledger URL, MLflow store URL)."""
-    admin_url = os.environ.get("ABLATE_TEST_POSTGRES")
-    if not admin_url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide PostgreSQL in $ABLATE_TEST_POSTGRES (.ci/run starts it)")
-        pytest.skip("no PostgreSQL: set $ABLATE_TEST_POSTGRES to run the distributed-study tests")
-    import psycopg
-
-    names = [f"ablate_test_{uuid.uuid4().hex[:10]}" for _ in range(2)]
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        for name in names:
-            connection.execute(f"CREATE DATABASE {name}")
-    base = admin_url.rsplit("/", 1)[0]
-    yield tuple(f"{base}/{name}" for name in names)
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        for name in names:
-            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def ablate(*args, cwd, env=None, background=False):

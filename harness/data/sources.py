@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from harness.errors import AblateError
+from harness.redaction import redact
 from harness.registry import NoOptions, Options, TextSource, register
 
 
@@ -82,7 +83,7 @@ def downloaded_text(cfg, options: URLOptions, cache_dir: Path) -> TextSource:
                 data = response.read()
         except OSError as err:
             raise AblateError(
-                f"dataset 'url': cannot download {url} ({err}); without network, put the file at {path}") from None
+                f"dataset 'url': cannot download {redact(url)} ({err}); without network, put the file at {path}") from None
         path.with_suffix(".part").write_bytes(data)
         path.with_suffix(".part").replace(path)
     data = path.read_bytes()

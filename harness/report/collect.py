@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.errors import AblateError
+from harness.redaction import redact
 from harness.tracking import REPORTED_STATES, TUNE_KIND, Tracker
 
 NUMERIC_PARAMS = ["params", "params_non_embedding", "flops_per_token", "tokens_per_step", "unigram_loss", "bigram_loss"]
@@ -14,7 +15,7 @@ def collect_runs(tracker: Tracker, study: str) -> tuple[pd.DataFrame, dict]:
     """Finished, diverged and failed runs of the study (the newest per run key), and the study's settings."""
     experiment_id = tracker.experiment_id(study, create=False)
     if experiment_id is None:
-        raise AblateError(f"no MLflow experiment '{study}' in {tracker.uri}; run the study first")
+        raise AblateError(f"no MLflow experiment '{study}' in {redact(tracker.uri)}; run the study first")
     experiment = tracker.client.get_experiment(experiment_id)
     settings = {key.removeprefix("ablate."): value for key, value in experiment.tags.items() if key.startswith("ablate.")}
     rows = []

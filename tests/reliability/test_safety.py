@@ -1,0 +1,95 @@
+"""Nothing in a study, a checkpoint or a URL can run code or leak a password, and plugin
+code runs only when the user names it."""
+
+import json
+import os
+
+import optuna
+import torch
+from mlflow.tracking import MlflowClient
+
+from tests.reliability.conftest import ablate
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))  # creates the marker file when loaded
+
+
+def test_yaml_that_would_construct_python_objects_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    (tmp_path / "study.yaml").write_text(
+        f"name: evil\nbase: !!python/object/apply:os.system [\"touch {marker}\"]\nseeds: 1\n")
+    result = ablate(tmp_path, "run", "study.yaml", "--dry-run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "not valid YAML" in result.stderr
+    assert not marker.exists()
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"format": 1, "model": _RunsCodeWhenUnpickled(marker)}, tmp_path / "evil.pt")
+    result = ablate(tmp_path, "generate", "evil.pt")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "evil.pt cannot be read" in result.stderr
+    assert not marker.exists()
+
+
+def test_plugin_code_is_imported_only_when_named(tmp_path):
+    marker = tmp_path / "imported"
+    (tmp_path / "nosy_plugin.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    assert ablate(tmp_path, "variants").returncode == 0
+    assert not marker.exists(), "a plugin file next to the user's work was imported unasked"
+    assert ablate(tmp_path, "variants", "--plugin", "nosy_plugin.py").returncode == 0
+    assert marker.exists()
+
+
+STUDY = """
+name: secretive
+base:
+  model: {n_layer: 1, d_model: 16, n_head: 2, context_length: 16}
+  train: {steps: 6, batch_size: 4, log_interval: 3, eval_interval: 3, eval_batches: 1}
+grid: {model.placement: [pre, post]}
+seeds: 1
+"""
+
+
+def test_passwords_in_storage_and_tracking_urls_never_leave_them(tmp_path, databases):
+    """A study on PostgreSQL (ledger and MLflow store, both with a password): the password is
+    in no output, param, tag, artifact, report, ledger attribute or file the study writes."""
+    storage, tracking = databases
+    password = tracking.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    assert len(password) >= 6
+    (tmp_path / "study.yaml").write_text(STUDY)
+    result = ablate(tmp_path, "run", "study.yaml", "--storage", storage, "--tracking-uri", tracking)
+    assert result.returncode == 0, result.stderr
+    planned = ablate(tmp_path, "run", "study.yaml", "--storage", storage, "--tracking-uri", tracking, "--jobs", "0")
+    assert "--storage postgresql://ablate:***@" in planned.stderr  # the worker command it prints
+    report = ablate(tmp_path, "report", "secretive", "--tracking-uri", tracking)
+    unreachable = ablate(tmp_path, "report", "secretive", "--tracking-uri",
+                         tracking.replace("127.0.0.1", "127.0.0.1:9"))
+    assert unreachable.returncode == 2
+
+    seen = [result.stdout, result.stderr, planned.stdout, planned.stderr, report.stdout, report.stderr,
+            unreachable.stdout, unreachable.stderr]
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("secretive")
+    seen.append(json.dumps(experiment.tags))
+    for run in client.search_runs([experiment.experiment_id]):
+        seen += [json.dumps(run.data.params), json.dumps(run.data.tags), run.info.run_name]
+        for artifact in client.list_artifacts(run.info.run_id):
+            if not artifact.is_dir:
+                seen.append(open(client.download_artifacts(run.info.run_id, artifact.path, str(tmp_path / "dl")),
+                                 errors="replace").read())
+    for trial in optuna.load_study(study_name="ablate:secretive", storage=storage).trials:
+        seen.append(json.dumps(trial.user_attrs))
+    for root, _, files in os.walk(tmp_path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as handle:
+                seen.append(handle.read().decode("latin-1"))
+    assert len(seen) > 20
+    leaks = [text[:200] for text in seen if password in text]
+    assert not leaks, leaks
