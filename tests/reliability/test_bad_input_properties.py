@@ -1,0 +1,160 @@
+"""Property-based: generated malformed studies and command lines are either valid or end with
+one message and exit code 2, never a traceback.
+
+Studies are mutations of a valid one (a field set to a value of the wrong kind, a missing or
+an unknown key, a strange override) and raw text; each goes through everything `ablate run`
+checks before it touches MLflow, and every arm's model is built (on the meta device). The
+command lines mix real and made-up commands, options and values, and run in-process.
+"""
+
+import contextlib
+import copy
+import io
+import math
+import os
+
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness.cli import _prepare, main
+from harness.errors import AblateError
+from harness.model import GPT
+
+VALID = {
+    "name": "props",
+    "base": {"model": {"n_layer": 1, "d_model": 16, "n_head": 2, "context_length": 16},
+             "train": {"steps": 4, "batch_size": 2, "lr": 1e-3}},
+    "data": {"dataset": "pydoc", "tokenizer": "char"},
+    "grid": {"model.placement": ["pre", "post"]},
+    "seeds": [0, 1],
+    "report": {"metric": "val_loss", "baseline": "pre", "goal": "minimize"},
+}
+
+PATHS = [
+    ("name",), ("description",), ("base",), ("base", "model"), ("base", "train"), ("data",), ("grid",), ("arms",),
+    ("seeds",), ("report",), ("report", "baseline"), ("report", "goal"), ("report", "metric"), ("match",),
+    ("plugins",), ("profiles",), ("tune",), ("tune", "trials"), ("tune", "space"),
+    *[("base", "model", field) for field in ("n_layer", "d_model", "n_head", "context_length", "vocab_size", "norm",
+                                             "placement", "attention", "mlp", "position", "init", "dropout",
+                                             "attention_backend", "kernels", "bias")],
+    *[("base", "train", field) for field in ("steps", "batch_size", "lr", "warmup_steps", "schedule", "grad_accum",
+                                             "device", "dtype", "eval_interval", "init_from", "betas")],
+    *[("data", field) for field in ("dataset", "tokenizer", "val_fraction")],
+    ("grid", "model.placement"), ("grid", "model.d_model"), ("grid", "train.lr"), ("unknown_key",),
+]
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 300), st.sampled_from([0, -1, 10**12, 2**63]),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.sampled_from(["pre", "post", "rmsnorm", "gqa", "swiglu", "rope", "alibi", "auto", "cpu", "cuda:7", "triton",
+                     "minimize", "params", "bf16", "bfloat16", "missing.txt", "base.model.n_layer", "{", "]"]),
+)
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                       st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+                      max_leaves=6)
+
+
+@st.composite
+def studies(draw):
+    study = copy.deepcopy(VALID)
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(PATHS))
+        node = study
+        for key in path[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        if draw(st.booleans()) and path[-1] in node:
+            del node[path[-1]]
+        else:
+            node[path[-1]] = draw(values)
+    return study
+
+
+overrides = st.lists(st.one_of(
+    st.builds(lambda path, value: f"{path}={value}", st.sampled_from(
+        ["base.model.n_layer", "base.train.lr", "base.model.mlp", "model.norm", "seeds", "name", "base", "x.y.z", ""]),
+        st.one_of(st.text(max_size=10), st.integers(-2, 100).map(str), st.sampled_from(["[1, 2", "{a: 1}", "null"]))),
+    st.text(max_size=15)), max_size=2)
+
+
+def _check(study_file, sets=None, profile=None):
+    """What `ablate run` checks before MLflow, then every arm's model on the meta device."""
+    try:
+        _, specs, datasets = _prepare(study_file, sets, None, profile)
+    except AblateError as err:
+        assert str(err).strip(), "an error without a message"
+        return
+    for spec in specs:
+        vocab = datasets[spec.data.model_dump_json()].vocab_size
+        with torch.device("meta"):
+            GPT(spec.model.model_copy(update={"vocab_size": vocab}))
+
+
+def _write(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("study") / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(study=studies(), sets=overrides, profile=st.sampled_from([None, None, "gpu", "nope"]))
+def test_a_generated_study_is_valid_or_fails_with_one_message(tmp_path_factory, study, sets, profile):
+    if profile == "gpu":
+        study["profiles"] = {"gpu": {"base.model.n_layer": 2}}
+    _check(_write(tmp_path_factory, yaml.safe_dump(study, allow_unicode=True)), sets, profile)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(st.text(max_size=80), st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
+                      st.sampled_from(["name: [", "- a\n- b", "name: x\narms: 3", "name: x\n\tgrid: {}", "---\n...",
+                                       "name: x\nseeds: -1", "&a [*a]", "name: !!binary aGk="])))
+def test_any_text_as_a_study_is_valid_or_fails_with_one_message(tmp_path_factory, text):
+    _check(_write(tmp_path_factory, text))
+
+
+BAD_STUDY = "name: bad\nbase: {model: {n_head: 3, d_model: 16}}\n"
+WORDS = ["run", "worker", "report", "train", "generate", "variants", "bogus", "--set", "--plugin", "--profile",
+         "--tracking-uri", "--storage", "--jobs", "--runs-dir", "--json", "--prompt", "--max-new-tokens", "--top-k",
+         "--temperature", "--seed", "--device", "--help", "-x", "bad.yaml", "missing.yaml", "nope.pt", "gpu",
+         "sqlite:///t.db", "http://127.0.0.1:9", "postgresql://u:p@127.0.0.1:9/db", "-1", "0", "3", "nan", "x=1",
+         "base.model.n_layer=0", ""]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=st.lists(st.one_of(st.sampled_from(WORDS), st.text(max_size=8)), max_size=6))
+def test_any_command_line_exits_0_or_2_with_one_message(tmp_path_factory, monkeypatch, argv):
+    folder = tmp_path_factory.mktemp("cli")
+    (folder / "bad.yaml").write_text(BAD_STUDY)
+    if argv and argv[0] == "run":
+        argv = [*argv, "--dry-run"]  # a valid study would only be planned, never trained
+    stdout, stderr = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(folder)
+    monkeypatch.setattr("sys.argv", ["ablate", *argv])
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        os.chdir(cwd)
+    assert code in (0, 2), (argv, code, stderr.getvalue()[-2000:])
+    assert "Traceback" not in stderr.getvalue() + stdout.getvalue(), (argv, stderr.getvalue()[-2000:])
+    if code == 2:  # the message, or the usage when no command was given
+        assert (stderr.getvalue() or stdout.getvalue()).strip(), (argv, "exit 2 without a message")
+
+
+def test_the_study_strategy_starts_from_a_valid_study(tmp_path_factory):
+    _, specs, _ = _prepare(_write(tmp_path_factory, yaml.safe_dump(VALID)), None, None, None)
+    assert len(specs) == 4 and not math.isnan(specs[0].train.lr)
+
+
+@pytest.mark.parametrize("text", [BAD_STUDY, "name: [", "name: x\narms: 3"])
+def test_known_malformed_studies_fail_with_one_message(tmp_path_factory, text):
+    with pytest.raises(AblateError):
+        _prepare(_write(tmp_path_factory, text), None, None, None)
