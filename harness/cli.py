@@ -330,6 +330,10 @@ def report(
     typer.echo(f"report: {result.folder / 'report.md'}")
 
 
+# MLflow's UI opens experiments in its GenAI view unless asked for the model-training one
+UI_VIEW = "workflowType=machine_learning"
+
+
 @app.command()
 def ui(
     host: Annotated[str, typer.Option(help="address to bind; keep 127.0.0.1 unless you mean to share")] = "127.0.0.1",
@@ -343,7 +347,7 @@ def ui(
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
     command = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port), "--backend-store-uri", uri]
-    typer.echo(f"MLflow UI on http://{host}:{port} (store {redact(uri)}); Ctrl-C stops it")
+    typer.echo(f"MLflow UI on http://{host}:{port}/#/experiments?{UI_VIEW} (store {redact(uri)}); Ctrl-C stops it")
     os.execvp(command[0], command)
 
 

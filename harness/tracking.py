@@ -125,6 +125,8 @@ class Tracker:
         return self.client.create_experiment(name)
 
     def start_study(self, experiment_id: str, study, runs: int, study_file: str) -> str:
+        # the MLflow UI opens a training experiment on its runs and charts, not on GenAI traces
+        self.client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
         for key, value in {"description": study.description, "baseline": study.baseline, "study_file": study_file,
                            "metric": study.report.metric, "goal": study.report.goal,
                            "arms": ",".join(a.name for a in study.arm_list())}.items():

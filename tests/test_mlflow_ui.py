@@ -1,0 +1,138 @@
+"""The MLflow UI in a real browser: `ablate ui` serves a finished study on loopback, and
+Chromium (Debian's, driven by Playwright) finds the study's parent run with its children,
+the chart of val_loss per run, and the runs grouped by arm. Screenshots are saved."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from harness.cli import UI_VIEW
+
+CHROMIUM = "/usr/bin/chromium"
+STUDY = """
+name: ui_study
+description: Pre-norm against post-norm, browsed in the MLflow UI.
+base:
+  model: {n_layer: 1, d_model: 16, n_head: 2, context_length: 16}
+  train: {steps: 30, batch_size: 4, log_interval: 5, eval_interval: 10, eval_batches: 1}
+grid: {model.placement: [pre, post]}
+seeds: 2
+report: {baseline: pre}
+"""
+CHILDREN = ["pre seed=0", "post seed=0", "pre seed=1", "post seed=1"]
+
+
+def _browser_or_skip():
+    if not os.path.exists(CHROMIUM) or shutil.which("chromium") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium (.ci/run does)")
+        pytest.skip("no /usr/bin/chromium: apt-get install chromium to run the MLflow UI test")
+    return pytest.importorskip("playwright.sync_api")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _outward_address() -> str | None:
+    """This machine's address on its network, if it has one (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2)
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    """A finished study, and `ablate ui` serving it: (base URL, experiment id, folder)."""
+    folder = tmp_path_factory.mktemp("ui")
+    (folder / "study.yaml").write_text(STUDY)
+    uri = f"sqlite:///{folder}/mlflow.db"
+    ran = subprocess.run([sys.executable, "-m", "harness.cli", "run", "study.yaml", "--tracking-uri", uri],
+                         cwd=folder, capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "harness.cli", "ui", "--port", str(port), "--tracking-uri", uri],
+                              cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    assert server.stdout.readline().startswith(f"MLflow UI on {base}/#/experiments?{UI_VIEW}")
+    deadline = time.time() + 120
+    while not _answers(f"{base}/health"):
+        assert server.poll() is None and time.time() < deadline, server.communicate()[0]
+        time.sleep(0.5)
+    experiment = MlflowClient(uri).get_experiment_by_name("ui_study").experiment_id
+    yield base, experiment, folder, port
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+def test_ablate_ui_listens_on_loopback_only(ui):
+    base, _, _, port = ui
+    assert _answers(f"{base}/health")
+    outward = _outward_address()
+    if outward is None:
+        pytest.skip("this machine has no address besides loopback to check against")
+    assert not _answers(f"http://{outward}:{port}/health"), "ablate ui answers from the network"
+
+
+def test_the_study_browsed_in_chromium(ui):
+    sync_api = _browser_or_skip()
+    base, experiment, folder, _ = ui
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            # the link `ablate ui` prints opens MLflow's model-training view, not its GenAI one
+            page.goto(f"{base}/#/experiments/{experiment}?{UI_VIEW}", wait_until="domcontentloaded")
+            parent = page.get_by_text("ui_study 20").first
+            parent.wait_for(timeout=60_000)
+            assert page.get_by_text(CHILDREN[0], exact=True).count() == 0  # nested under the parent
+            if page.get_by_role("button", name="Close").count():
+                page.get_by_role("button", name="Close").first.click()  # the assistant panel
+            page.locator("button[data-component-id*='runnamecellrenderer']").first.click()  # expand the parent
+            for child in CHILDREN:
+                page.get_by_text(child, exact=True).wait_for(timeout=30_000)
+            page.screenshot(path=folder / "mlflow-ui-runs.png")
+
+            page.locator("label:has(input[value=CHART])").click()
+            page.get_by_placeholder("Search metric charts").fill("val_loss")
+            for child in CHILDREN:
+                page.get_by_text(f"{child} (val_loss)", exact=True).wait_for(timeout=30_000)
+            page.screenshot(path=folder / "mlflow-ui-val-loss.png")
+
+            page.get_by_role("button", name="Group by").click()
+            page.locator("[role=menuitemcheckbox]", has_text="arm").first.click()
+            page.keyboard.press("Escape")
+            for arm in ("pre", "post"):
+                page.get_by_text(f"Group: {arm}", exact=True).wait_for(timeout=30_000)
+                page.get_by_text(f"{arm} (val_loss)", exact=True).wait_for(timeout=30_000)
+            page.screenshot(path=folder / "mlflow-ui-by-arm.png")
+        finally:
+            browser.close()
+    for name in ("mlflow-ui-runs.png", "mlflow-ui-val-loss.png", "mlflow-ui-by-arm.png"):
+        assert (folder / name).stat().st_size > 10_000
+    print(f"screenshots in {folder}")
