@@ -9,6 +9,8 @@ import time
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from tests.reliability.conftest import FAULTS, lost_points
+
 STUDY = """
 name: interrupted
 base:
@@ -49,6 +51,7 @@ def test_ctrl_c_checkpoints_marks_killed_and_the_rerun_resumes_the_same_curve(tm
     run, partial = _val_curve(split)
     assert run.info.status == "KILLED" and run.data.tags["state"] == "interrupted"
     assert 0 < len(partial) < 8
+    FAULTS["runs interrupted"] += 1
 
     assert _start(split).wait(timeout=300) == 0
     assert _start(whole).wait(timeout=300) == 0
@@ -58,3 +61,7 @@ def test_ctrl_c_checkpoints_marks_killed_and_the_rerun_resumes_the_same_curve(tm
     assert resumed == uninterrupted and len(resumed) == 8
     results = pd.read_csv(split / "reports" / "interrupted" / "results.csv")
     assert list(results["state"]) == ["finished"]
+    lost = lost_points(f"sqlite:///{split}/mlflow.db", resumed_run, 400, 10, 50)
+    FAULTS["runs recovered"] += 1
+    FAULTS["metric points lost"] += lost
+    assert lost == 0
