@@ -1,4 +1,5 @@
 import os
+import socket
 import uuid
 
 import pytest
@@ -56,3 +57,10 @@ def databases():
     with psycopg.connect(admin_url, autocommit=True) as connection:
         for name in names:
             connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

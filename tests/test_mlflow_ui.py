@@ -15,6 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness.cli import UI_VIEW
+from tests.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 STUDY = """
@@ -36,12 +37,6 @@ def _browser_or_skip():
             pytest.fail("CI must install Debian's chromium (.ci/run does)")
         pytest.skip("no /usr/bin/chromium: apt-get install chromium to run the MLflow UI test")
     return pytest.importorskip("playwright.sync_api")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _outward_address() -> str | None:
@@ -72,7 +67,7 @@ def ui(tmp_path_factory):
     ran = subprocess.run([sys.executable, "-m", "harness.cli", "run", "study.yaml", "--tracking-uri", uri],
                          cwd=folder, capture_output=True, text=True, timeout=600)
     assert ran.returncode == 0, ran.stderr
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "harness.cli", "ui", "--port", str(port), "--tracking-uri", uri],
                               cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)

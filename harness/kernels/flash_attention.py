@@ -27,14 +27,27 @@ def _blocks(device: torch.device, head_dim: int) -> tuple[int, int, int]:
 
 
 @triton.jit
+def _heads(batch_head, H, groups):
+    """(batch, query head, key/value head) of a program's batch x head index, in 64 bits."""
+    b = (batch_head // H).to(tl.int64)
+    h = (batch_head % H).to(tl.int64)
+    return b, h, h // groups
+
+
+@triton.jit
+def _load_tile(base, positions, dims, stride_t, length, D):
+    """Rows `positions` x columns `dims` of one head's (T, D) matrix, zero past `length` and D."""
+    mask = (positions < length)[:, None] & (dims < D)[None, :]
+    return tl.load(base + positions[:, None] * stride_t + dims[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
 def _forward(Q, K, V, O, LSE, scale, Tq, Tk, H, groups, D,
              sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, so_b, so_h, so_t,
              CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     block_m = tl.program_id(0)
     batch_head = tl.program_id(1)
-    b = (batch_head // H).to(tl.int64)
-    h = (batch_head % H).to(tl.int64)
-    h_kv = h // groups
+    b, h, h_kv = _heads(batch_head, H, groups)
     offset = Tk - Tq  # query i is position i + offset among the keys
     rows = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
@@ -42,8 +55,7 @@ def _forward(Q, K, V, O, LSE, scale, Tq, Tk, H, groups, D,
     row_ok = rows < Tq
     dim_ok = dims < D
 
-    q = tl.load(Q + b * sq_b + h * sq_h + rows[:, None] * sq_t + dims[None, :],
-                mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
+    q = _load_tile(Q + b * sq_b + h * sq_h, rows, dims, sq_t, Tq, D)
     k_base = K + b * sk_b + h_kv * sk_h
     v_base = V + b * sv_b + h_kv * sv_h
     qk_scale = scale * 1.4426950408889634
@@ -68,7 +80,7 @@ def _forward(Q, K, V, O, LSE, scale, Tq, Tk, H, groups, D,
         p = tl.math.exp2(scores - safe_max[:, None])
         rescale = tl.math.exp2(running_max - safe_max)
         running_sum = running_sum * rescale + tl.sum(p, axis=1)
-        v = tl.load(v_base + keys[:, None] * sv_t + dims[None, :], mask=key_ok[:, None] & dim_ok[None, :], other=0.0)
+        v = _load_tile(v_base, keys, dims, sv_t, Tk, D)
         acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v)
         running_max = new_max
 
@@ -97,17 +109,15 @@ def _backward_kv(Q, K, V, DO, LSE, DELTA, DK, DV, scale, Tq, Tk, H, groups, D,
     """dK and dV of one key block for one query head (the caller sums the heads of a group)."""
     block_n = tl.program_id(0)
     batch_head = tl.program_id(1)
-    b = (batch_head // H).to(tl.int64)
-    h = (batch_head % H).to(tl.int64)
-    h_kv = h // groups
+    b, h, h_kv = _heads(batch_head, H, groups)
     offset = Tk - Tq
     keys = block_n * BLOCK_N + tl.arange(0, BLOCK_N)
     dims = tl.arange(0, BLOCK_D)
     key_ok = keys < Tk
     dim_ok = dims < D
     kv_mask = key_ok[:, None] & dim_ok[None, :]
-    k = tl.load(K + b * sk_b + h_kv * sk_h + keys[:, None] * sk_t + dims[None, :], mask=kv_mask, other=0.0)
-    v = tl.load(V + b * sv_b + h_kv * sv_h + keys[:, None] * sv_t + dims[None, :], mask=kv_mask, other=0.0)
+    k = _load_tile(K + b * sk_b + h_kv * sk_h, keys, dims, sk_t, Tk, D)
+    v = _load_tile(V + b * sv_b + h_kv * sv_h, keys, dims, sv_t, Tk, D)
     qk_scale = scale * 1.4426950408889634
     dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
@@ -119,9 +129,8 @@ def _backward_kv(Q, K, V, DO, LSE, DELTA, DK, DV, scale, Tq, Tk, H, groups, D,
     for start in range(begin, Tq, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         row_ok = rows < Tq
-        q_mask = row_ok[:, None] & dim_ok[None, :]
-        q = tl.load(Q + b * sq_b + h * sq_h + rows[:, None] * sq_t + dims[None, :], mask=q_mask, other=0.0)
-        do = tl.load(DO + b * sq_b + h * sq_h + rows[:, None] * sq_t + dims[None, :], mask=q_mask, other=0.0)
+        q = _load_tile(Q + b * sq_b + h * sq_h, rows, dims, sq_t, Tq, D)
+        do = _load_tile(DO + b * sq_b + h * sq_h, rows, dims, sq_t, Tq, D)
         lse = tl.load(LSE + row_base + rows, mask=row_ok, other=float("inf"))
         delta = tl.load(DELTA + row_base + rows, mask=row_ok, other=0.0)
         p = _probabilities(q, k, lse, rows, keys, Tk, offset, qk_scale, CAUSAL)
@@ -141,17 +150,15 @@ def _backward_q(Q, K, V, DO, LSE, DELTA, DQ, scale, Tq, Tk, H, groups, D,
     """dQ of one query block."""
     block_m = tl.program_id(0)
     batch_head = tl.program_id(1)
-    b = (batch_head // H).to(tl.int64)
-    h = (batch_head % H).to(tl.int64)
-    h_kv = h // groups
+    b, h, h_kv = _heads(batch_head, H, groups)
     offset = Tk - Tq
     rows = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
     row_ok = rows < Tq
     dim_ok = dims < D
     q_mask = row_ok[:, None] & dim_ok[None, :]
-    q = tl.load(Q + b * sq_b + h * sq_h + rows[:, None] * sq_t + dims[None, :], mask=q_mask, other=0.0)
-    do = tl.load(DO + b * sq_b + h * sq_h + rows[:, None] * sq_t + dims[None, :], mask=q_mask, other=0.0)
+    q = _load_tile(Q + b * sq_b + h * sq_h, rows, dims, sq_t, Tq, D)
+    do = _load_tile(DO + b * sq_b + h * sq_h, rows, dims, sq_t, Tq, D)
     row_base = batch_head.to(tl.int64) * Tq
     lse = tl.load(LSE + row_base + rows, mask=row_ok, other=float("inf"))
     delta = tl.load(DELTA + row_base + rows, mask=row_ok, other=0.0)
@@ -163,9 +170,8 @@ def _backward_q(Q, K, V, DO, LSE, DELTA, DQ, scale, Tq, Tk, H, groups, D,
         end = tl.minimum(Tk, (block_m + 1) * BLOCK_M + offset)
     for start in range(0, end, BLOCK_N):
         keys = start + tl.arange(0, BLOCK_N)
-        kv_mask = (keys < Tk)[:, None] & dim_ok[None, :]
-        k = tl.load(K + b * sk_b + h_kv * sk_h + keys[:, None] * sk_t + dims[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(V + b * sv_b + h_kv * sv_h + keys[:, None] * sv_t + dims[None, :], mask=kv_mask, other=0.0)
+        k = _load_tile(K + b * sk_b + h_kv * sk_h, keys, dims, sk_t, Tk, D)
+        v = _load_tile(V + b * sv_b + h_kv * sv_h, keys, dims, sv_t, Tk, D)
         p = _probabilities(q, k, lse, rows, keys, Tk, offset, qk_scale, CAUSAL)
         dp = tl.dot(do, tl.trans(v))
         ds = p * (dp - delta[:, None])

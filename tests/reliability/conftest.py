@@ -17,6 +17,27 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line("fault tests: " + ", ".join(f"{name}: {value}" for name, value in FAULTS.items()))
 
 
+# two placements, one seed each: long enough to be killed in the middle, short enough for CI
+STEPS, LOG, EVAL = 400, 10, 50
+
+
+def two_run_study(name: str) -> str:
+    return f"""
+name: {name}
+base:
+  model: {{n_layer: 2, d_model: 32, n_head: 2, context_length: 32}}
+  train: {{steps: {STEPS}, batch_size: 4, log_interval: {LOG}, eval_interval: {EVAL}, eval_batches: 1}}
+grid: {{model.placement: [pre, post]}}
+seeds: 1
+report: {{baseline: pre}}
+"""
+
+
+def lost_in(tracking_uri: str, runs) -> int:
+    """Metric points missing from these runs of a `two_run_study` (see `lost_points`)."""
+    return sum(lost_points(tracking_uri, run, STEPS, LOG, EVAL) for run in runs)
+
+
 def ablate(folder, *args, timeout=600, **popen):
     return subprocess.run([*ABLATE, *args], cwd=folder, capture_output=True, text=True, timeout=timeout, **popen)
 

@@ -5,18 +5,9 @@ metric point of every run exactly once."""
 import signal
 import time
 
-from tests.reliability.conftest import FAULTS, ablate, arm_runs, lost_points, start_ablate
+from tests.reliability.conftest import EVAL, FAULTS, STEPS, ablate, arm_runs, lost_in, start_ablate, two_run_study
 
-STEPS, LOG, EVAL = 400, 10, 50
-STUDY = f"""
-name: killed
-base:
-  model: {{n_layer: 2, d_model: 32, n_head: 2, context_length: 32}}
-  train: {{steps: {STEPS}, batch_size: 4, log_interval: {LOG}, eval_interval: {EVAL}, eval_batches: 1}}
-grid: {{model.placement: [pre, post]}}
-seeds: 1
-report: {{baseline: pre}}
-"""
+STUDY = two_run_study("killed")
 
 
 def test_sigkill_then_the_same_command_completes_the_study_and_loses_nothing(tmp_path):
@@ -47,7 +38,7 @@ def test_sigkill_then_the_same_command_completes_the_study_and_loses_nothing(tmp
     resumed = after["post"]
     assert resumed.info.run_id == before["post"].info.run_id and resumed.data.tags["state"] == "finished"
     assert EVAL <= STEPS - resumed.data.metrics["steps_trained"] < STEPS, "it did not resume from its checkpoint"
-    lost = sum(lost_points(uri, run, STEPS, LOG, EVAL) for run in after.values())
+    lost = lost_in(uri, after.values())
     FAULTS["runs recovered"] += 1
     FAULTS["metric points lost"] += lost
     assert lost == 0

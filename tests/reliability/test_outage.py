@@ -4,7 +4,6 @@ back. A real `mlflow server` is killed and restarted on the same port and databa
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,24 +11,10 @@ import urllib.request
 
 import pytest
 
-from tests.reliability.conftest import FAULTS, arm_runs, lost_points, start_ablate
+from tests.conftest import free_port
+from tests.reliability.conftest import FAULTS, arm_runs, lost_in, start_ablate, two_run_study
 
-STEPS, LOG, EVAL = 400, 10, 50
-STUDY = f"""
-name: outage
-base:
-  model: {{n_layer: 2, d_model: 32, n_head: 2, context_length: 32}}
-  train: {{steps: {STEPS}, batch_size: 4, log_interval: {LOG}, eval_interval: {EVAL}, eval_batches: 1}}
-grid: {{model.placement: [pre, post]}}
-seeds: 1
-report: {{baseline: pre}}
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+STUDY = two_run_study("outage")
 
 
 class TrackingServer:
@@ -59,7 +44,7 @@ class TrackingServer:
 
 @pytest.fixture
 def server(tmp_path):
-    server = TrackingServer(tmp_path, _free_port())
+    server = TrackingServer(tmp_path, free_port())
     server.start()
     yield server
     if server.process.poll() is None:
@@ -91,7 +76,7 @@ def test_training_goes_on_through_an_outage_and_every_point_arrives(tmp_path, se
     runs = arm_runs(server.uri, "outage")
     assert sorted(run.data.tags["arm"] for run in runs) == ["post", "pre"]
     assert all(run.data.tags["state"] == "finished" and run.info.status == "FINISHED" for run in runs)
-    lost = sum(lost_points(server.uri, run, STEPS, LOG, EVAL) for run in runs)
+    lost = lost_in(server.uri, runs)
     FAULTS["runs interrupted"] += 1
     FAULTS["runs recovered"] += 1
     FAULTS["metric points lost"] += lost
@@ -118,7 +103,7 @@ def test_a_server_still_down_at_the_end_leaves_the_records_on_disk_for_the_next_
     assert "sent the tracking records that 1 runs kept" in err
     runs = arm_runs(server.uri, "outage")
     assert len(runs) == 2 and all(run.data.tags["state"] == "finished" for run in runs)
-    lost = sum(lost_points(server.uri, run, STEPS, LOG, EVAL) for run in runs)
+    lost = lost_in(server.uri, runs)
     FAULTS["runs interrupted"] += 1
     FAULTS["runs recovered"] += 1
     FAULTS["metric points lost"] += lost
