@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -60,6 +61,21 @@ def _quick_http_failures():
 PATIENCE_SECONDS = float(os.environ.get("ABLATE_TRACKING_PATIENCE", "600"))
 
 
+def _connect_once(uri: str) -> None:
+    """Open and close one connection to a database store: MLflow itself retries a refused
+    connection for about two minutes before it says so."""
+    if urlsplit(uri).scheme.split("+")[0] not in ("postgresql", "mysql", "mssql"):
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, pool_pre_ping=False)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
 class Tracker:
     def __init__(self, uri: str | None = None):
         import mlflow
@@ -73,6 +89,7 @@ class Tracker:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         with _quick_http_failures():
             try:
+                _connect_once(self.uri)
                 self.client = MlflowClient(tracking_uri=self.uri)
                 self.client.search_experiments(max_results=1)
             except ModuleNotFoundError as err:
