@@ -232,8 +232,11 @@ class TrackedRun:
             self.flush()
 
     def on_checkpoint(self, step: int, path) -> None:
-        # what the checkpoint can resume from must be stored (in MLflow, or kept on disk), not merely queued
-        self.flush(wait=True)
+        # what the checkpoint can resume from must survive a crash: what MLflow has not yet
+        # confirmed is written beside it (sending it twice is harmless: MLflow ignores a
+        # metric point it already holds), and training does not wait for the store
+        self.flush()
+        self.outbox.keep()
 
     def flush(self, wait: bool = False) -> bool:
         """Hand the buffered metrics to the background sender; with `wait`, until it is done

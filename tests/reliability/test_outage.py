@@ -51,6 +51,17 @@ def server(tmp_path):
         server.kill()
 
 
+def _kept_since(folder, moment) -> bool:
+    """Whether a run wrote its unsent records after `moment` (it rewrites them at checkpoints)."""
+    for path in folder.glob("runs/outage/*/unsent_tracking.json"):
+        try:
+            if path.stat().st_mtime > moment:
+                return True
+        except FileNotFoundError:  # sent and removed meanwhile
+            pass
+    return False
+
+
 def _wait_for(condition, process, seconds=300):
     deadline = time.time() + seconds
     while not condition():
@@ -64,8 +75,9 @@ def test_training_goes_on_through_an_outage_and_every_point_arrives(tmp_path, se
     process = start_ablate(tmp_path, "run", "study.yaml", "--tracking-uri", server.uri)
     _wait_for(lambda: list(tmp_path.glob("runs/outage/*/checkpoint.pt")), process)  # the first run is under way
     server.kill()
+    killed_at = time.time()
     # training goes on; at its next checkpoint the run keeps what the server did not take
-    _wait_for(lambda: list(tmp_path.glob("runs/outage/*/unsent_tracking.json")), process)
+    _wait_for(lambda: _kept_since(tmp_path, killed_at), process)
     checkpoints_while_down = len(list(tmp_path.glob("runs/outage/*/checkpoint.pt")))
     server.start()
     out, err = process.communicate(timeout=300)
