@@ -346,9 +346,10 @@ def ui(
     import mlflow
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
-    command = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port), "--backend-store-uri", uri]
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)]
     typer.echo(f"MLflow UI on http://{host}:{port}/#/experiments?{UI_VIEW} (store {redact(uri)}); Ctrl-C stops it")
-    os.execvp(command[0], command)
+    # the store goes by environment, not argv, where any user of the machine could read a password
+    os.execvpe(command[0], command, {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri})
 
 
 bench_app = typer.Typer(help="Benchmarks measured in one process; with no subcommand, `speed`.",

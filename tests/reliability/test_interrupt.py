@@ -7,6 +7,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.reliability.conftest import FAULTS, lost_points
@@ -58,7 +59,10 @@ def test_ctrl_c_checkpoints_marks_killed_and_the_rerun_resumes_the_same_curve(tm
     resumed_run, resumed = _val_curve(split)
     _, uninterrupted = _val_curve(whole)
     assert resumed_run.info.run_id == run.info.run_id and resumed_run.info.status == "FINISHED"
-    assert resumed == uninterrupted and len(resumed) == 8
+    # the same curve; an evaluation may differ in the last float bits (BLAS paths depend on
+    # where the batch lies in memory), training does not
+    assert [step for step, _ in resumed] == [step for step, _ in uninterrupted] and len(resumed) == 8
+    assert [v for _, v in resumed] == pytest.approx([v for _, v in uninterrupted], rel=1e-6, abs=0)
     results = pd.read_csv(split / "reports" / "interrupted" / "results.csv")
     assert list(results["state"]) == ["finished"]
     lost = lost_points(f"sqlite:///{split}/mlflow.db", resumed_run, 400, 10, 50)
