@@ -15,13 +15,18 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+# the test extras (Triton for its interpreter, hypothesis, Playwright, ...) only for the tests
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
 run: setup
 	$(VENV)/bin/ablate run studies/norm_placement.yaml
 
-test: setup
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
 variants: setup
