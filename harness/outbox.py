@@ -74,17 +74,6 @@ class Outbox:
         self.keep()
         return not self.records
 
-    def deliver(self, patience_s: float) -> bool:
-        """Flush until everything has reached MLflow or `patience_s` has passed."""
-        deadline = time.monotonic() + patience_s
-        pause = 1.0
-        while not self.flush(wait=True):
-            if time.monotonic() + pause > deadline:
-                return False
-            time.sleep(pause)
-            pause = min(2 * pause, 30.0)
-        return True
-
     def _send_queued(self) -> None:
         while True:
             with self._lock:
