@@ -173,11 +173,10 @@ def send_kept(client, folder: Path) -> tuple[int, list[Path]]:
                 outbox.flush(wait=True)
             finally:
                 outbox.close()
+            outbox.path = path
+            outbox.keep()  # rewrites what is left, or removes the file
             if outbox.records:
-                outbox.path = path
-                outbox.keep()
                 left.append(path)
             else:
-                path.unlink()
                 sent += 1
     return sent, left
