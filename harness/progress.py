@@ -34,7 +34,7 @@ class RunProgress:
             parts.append(f"{self.latest['tokens_per_s']:,.0f} tok/s")
         self.progress.update(self.task, completed=step, status="  ".join(p for p in parts if p))
 
-    def on_checkpoint(self, step: int, path) -> None:
+    def before_checkpoint(self, step: int, path) -> None:
         pass
 
     def close(self) -> None:
@@ -55,6 +55,6 @@ class Observers:
         for o in self.observers:
             o.on_metrics(step, metrics)
 
-    def on_checkpoint(self, step, path):
+    def before_checkpoint(self, step, path):
         for o in self.observers:
-            o.on_checkpoint(step, path)
+            o.before_checkpoint(step, path)

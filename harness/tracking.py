@@ -231,10 +231,10 @@ class TrackedRun:
         if "val_loss" in metrics or len(self.pending) >= self.FLUSH_EVERY:
             self.flush()
 
-    def on_checkpoint(self, step: int, path) -> None:
-        # what the checkpoint can resume from must survive a crash: what MLflow has not yet
-        # confirmed is written beside it (sending it twice is harmless: MLflow ignores a
-        # metric point it already holds), and training does not wait for the store
+    def before_checkpoint(self, step: int, path) -> None:
+        # every point up to this checkpoint must survive a crash once it is written: what
+        # MLflow has not yet confirmed goes to disk first (sending it twice is harmless:
+        # MLflow ignores a metric point it already holds); training does not wait for the store
         self.flush()
         self.outbox.keep()
 

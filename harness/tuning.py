@@ -83,7 +83,7 @@ class ReportToPruner:
 
     def on_start(self, info): pass
 
-    def on_checkpoint(self, step, path): pass
+    def before_checkpoint(self, step, path): pass
 
     def on_metrics(self, step, metrics):
         if self.metric in metrics:

@@ -55,7 +55,7 @@ class _StepClock:
         if "train_loss" in metrics:
             self.stamps.setdefault(step, time.perf_counter())
 
-    def on_checkpoint(self, step, path): pass
+    def before_checkpoint(self, step, path): pass
 
 
 def _trainer_step_time(spec: RunSpec, run_dir, warmup: int, tracked=None) -> float:

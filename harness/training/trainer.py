@@ -38,7 +38,8 @@ class Observer(Protocol):
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
 
-    def on_checkpoint(self, step: int, path: Path) -> None: ...
+    def before_checkpoint(self, step: int, path: Path) -> None:
+        """The checkpoint of `step` is about to be written to `path`."""
 
 
 class _Silent:
@@ -46,7 +47,7 @@ class _Silent:
 
     def on_metrics(self, step, metrics): pass
 
-    def on_checkpoint(self, step, path): pass
+    def before_checkpoint(self, step, path): pass
 
 
 @dataclass
@@ -159,6 +160,9 @@ class Trainer:
     def _save(self, step: int, history: list[dict], interval: tuple) -> None:
         if not self.parallel.is_main:
             return
+        # observers first: a crash right after the save must not leave the checkpoint ahead
+        # of the metrics it would resume after (the tracker makes them durable here)
+        self.observer.before_checkpoint(step, self.checkpoint_path)
         save_checkpoint(self.checkpoint_path, {
             "step": step, "spec": self.spec.model_dump(mode="json"),
             "model_config": self.model.cfg.model_dump(mode="json"),
@@ -168,7 +172,6 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "history": history, "interval": list(interval), "processes": self.parallel.world,
         })
-        self.observer.on_checkpoint(step, self.checkpoint_path)
 
     def _restore(self) -> tuple[int, list[dict], tuple]:
         state = load_checkpoint(self.checkpoint_path)

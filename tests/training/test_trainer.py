@@ -21,18 +21,18 @@ def _losses(history, key="train_loss"):
 
 
 class StopAt:
-    """An observer that interrupts the run right after the checkpoint at `step`."""
+    """An observer that interrupts the run at its first metrics after the checkpoint at `step`."""
 
     def __init__(self, step):
         self.step = step
 
     def on_start(self, info): pass
 
-    def on_metrics(self, step, metrics): pass
-
-    def on_checkpoint(self, step, path):
-        if step == self.step:
+    def on_metrics(self, step, metrics):
+        if step > self.step:
             raise KeyboardInterrupt
+
+    def before_checkpoint(self, step, path): pass
 
 
 def test_val_loss_falls_well_below_the_unigram_loss_on_pydoc(tmp_path):
@@ -105,3 +105,20 @@ def test_metrics_carry_throughput_and_tokens(tmp_path):
     assert "mfu" not in entry  # MFU is reported against a GPU's peak only
     assert math.isfinite(entry["grad_norm"]) and entry["lr"] > 0
     assert result.info["attention_backend"] == "sdpa"
+
+
+def test_observers_hear_of_a_checkpoint_before_it_is_written(tmp_path):
+    """So that the tracker can make the metrics up to it durable first: a crash right after
+    the save must not leave the checkpoint ahead of what it resumes after."""
+    from harness.training.checkpoint import load_checkpoint
+
+    on_disk = []
+
+    class Watcher(StopAt):
+        def on_metrics(self, step, metrics): pass
+
+        def before_checkpoint(self, step, path):
+            on_disk.append((step, load_checkpoint(path)["step"] if path.exists() else None))
+
+    Trainer(_spec(steps=30, checkpoint_interval=10), tmp_path, Watcher(0)).run()
+    assert on_disk == [(10, None), (20, 10), (30, 20)]
