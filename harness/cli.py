@@ -1,4 +1,5 @@
-"""The `ablate` command line.
+"""The `ablate` command line: it parses arguments and prints; the work is done by the Python
+API (harness.Study and the packages below it).
 
 User mistakes raise AblateError anywhere below; :func:`main` turns them into one message
 on stderr and exit code 2. Anything else is a bug and keeps its traceback.
@@ -6,9 +7,10 @@ on stderr and exit code 2. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
+import numbers
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -17,9 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness import registry
+from harness import __version__
 from harness.errors import AblateError
-from harness.progress import RunProgress, make_progress
 from harness.redaction import redact
 
 app = typer.Typer(help="Ablation studies of GPT blocks, tracked in MLflow.", no_args_is_help=True,
@@ -27,6 +28,18 @@ app = typer.Typer(help="Ablation studies of GPT blocks, tracked in MLflow.", no_
 
 PluginOption = Annotated[Optional[list[str]], typer.Option(
     "--plugin", help="module name or .py file registering variants (repeatable)")]
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="override a study field: path.to.field=value, read as YAML (repeatable)")]
+ProfileOption = Annotated[Optional[str], typer.Option(help="apply a named profile of the study (e.g. gpu)")]
+TrackingOption = Annotated[Optional[str], typer.Option(
+    "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's default)")]
+StorageOption = Annotated[Optional[str], typer.Option(
+    "--storage", envvar="ABLATE_STORAGE", show_envvar=False,
+    help="Optuna storage of the study ledger (default: $ABLATE_STORAGE, else sqlite:///optuna.db; "
+         "postgresql://... for many machines)")]
+RunsDirOption = Annotated[Path, typer.Option(help="folder for checkpoints (share it between workers to resume)")]
+ReportsDirOption = Annotated[Path, typer.Option(help="folder for reports")]
+StudyArgument = Annotated[str, typer.Argument(help="study name (the MLflow experiment) or study file")]
 
 
 class Interrupted(Exception):
@@ -44,10 +57,51 @@ def interruptible(command):
     return wrapper
 
 
-def load_plugins(plugins: list[str] | None) -> None:
-    for plugin in plugins or []:
-        registry.load_plugin(plugin)
+def _console() -> Console:
+    return Console(stderr=True)
 
+
+def _study_name(study: str) -> str:
+    """A study given by name, or by its file."""
+    if study.endswith((".yaml", ".yml")):
+        from harness.study.schema import load_study
+
+        return load_study(study).name
+    return study
+
+
+def _load(study_file: Path, set_, plugin, profile, tracking_uri=None, storage=None, runs_dir=Path("runs"),
+          reports_dir=Path("reports")):
+    from harness import Study
+
+    return Study.load(study_file, set_, profile, plugin, tracking_uri=tracking_uri, storage=storage,
+                      runs_dir=runs_dir, reports_dir=reports_dir, console=_console())
+
+
+def _table(frame, title: str) -> Table:
+    from pandas.api.types import is_numeric_dtype
+
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column), justify="right" if is_numeric_dtype(frame[column]) else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(_cell(value) for value in row))
+    return table
+
+
+def _cell(value) -> str:
+    import pandas as pd
+
+    if pd.isna(value):
+        return "–"
+    if isinstance(value, numbers.Integral):
+        return f"{value:,}"
+    if isinstance(value, numbers.Real):
+        return f"{value:,.1f}"
+    return str(value)
+
+
+# ---- variants and schema ---------------------------------------------------------------------
 
 @app.command()
 def variants(
@@ -55,27 +109,36 @@ def variants(
     plugin: PluginOption = None,
 ):
     """List every registered variant: slot, name, options with defaults, and origin."""
-    load_plugins(plugin)
+    from harness import registry
+
+    for reference in plugin or []:
+        registry.load_plugin(reference)
     found = registry.variants()
     if as_json:
-        names = {slot: [v.name for v in found if v.slot == slot] for slot in registry.SLOTS}
-        typer.echo(json.dumps(names, indent=2))
+        typer.echo(json.dumps({slot: [v.name for v in found if v.slot == slot] for slot in registry.SLOTS}, indent=2))
         return
     table = Table(title="registered variants")
     for column in ("slot", "name", "options (default)", "from", "what it is"):
         table.add_column(column, overflow="fold")
     for variant in found:
-        options = ", ".join(
-            f"{name}={'required' if field.is_required() else field.default}"
-            for name, field in variant.options.model_fields.items()
-        )
+        options = ", ".join(f"{name}={'required' if field.is_required() else field.default}"
+                            for name, field in variant.options.model_fields.items())
         table.add_row(variant.slot, variant.name, options or "-", variant.source, variant.summary)
     Console(width=200).print(table)
 
 
-SetOption = Annotated[Optional[list[str]], typer.Option(
-    "--set", help="override a study field: path.to.field=value (repeatable)")]
+@app.command()
+def schema(plugin: PluginOption = None):
+    """Print the JSON Schema of a study file (for completion and checks in editors)."""
+    from harness import registry
+    from harness.study.schema import study_json_schema
 
+    for reference in plugin or []:
+        registry.load_plugin(reference)
+    typer.echo(json.dumps(study_json_schema(), indent=2))
+
+
+# ---- single runs -------------------------------------------------------------------------------
 
 @app.command()
 @interruptible
@@ -88,66 +151,41 @@ def train(
     fresh: Annotated[bool, typer.Option(help="start over instead of resuming from a checkpoint")] = False,
 ):
     """Train a single run and save its checkpoint."""
-    from harness.study import expand, load_study
-    from harness.training.trainer import Trainer
+    from harness.run_state import RunState
 
-    load_plugins(plugin)
-    study = load_study(run_file, set_)
-    if len(study.arm_list()) > 1:
-        raise AblateError(f"{run_file} has {len(study.arm_list())} arms; `ablate train` runs one, `ablate run` a study")
-    spec = expand(study, str(run_file))[0]
-    if seed is not None:
-        spec = spec.model_copy(update={"seed": seed})
-    run_dir = out / study.name / spec.key()
-    if fresh and (run_dir / "checkpoint.pt").exists():
-        (run_dir / "checkpoint.pt").unlink()
-    with make_progress() as progress:
-        result = Trainer(spec, run_dir, RunProgress(progress, f"{study.name} seed {spec.seed}", spec.train.steps)).run()
-    metrics = ", ".join(f"{k}={result.metrics[k]:.4g}" for k in ("train_loss", "val_loss", "val_exact_match", "tokens_per_s")
-                        if k in result.metrics)
-    typer.echo(f"{result.status} after {result.steps} steps: {metrics}")
-    typer.echo(f"checkpoint: {run_dir / 'checkpoint.pt'}")
-    if result.status == "diverged":
+    study = _load(run_file, set_, plugin, None, runs_dir=out)
+    result, checkpoint = study.train_one(seed, fresh)
+    metrics = ", ".join(f"{k}={result.metrics[k]:.4g}" for k in ("train_loss", "val_loss", "val_exact_match",
+                                                                  "tokens_per_s") if k in result.metrics)
+    typer.echo(f"{result.status.value} after {result.steps} steps: {metrics}")
+    typer.echo(f"checkpoint: {checkpoint}")
+    if result.status == RunState.DIVERGED:
         raise AblateError(f"the run diverged: {result.reason}; its curve up to then is kept. Lower train.lr or add warmup")
 
 
 @app.command()
 def generate(
     checkpoint: Annotated[Path, typer.Argument(help="a checkpoint written by ablate train/run")],
-    prompt: Annotated[str, typer.Option(help="text to continue")] = "\n",
-    max_new_tokens: Annotated[int, typer.Option(min=1)] = 200,
-    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy")] = 0.8,
-    top_k: Annotated[Optional[int], typer.Option(min=1)] = 50,
-    seed: int = 0,
-    device: str = "auto",
+    prompt: Annotated[str, typer.Option(help="text to continue", show_default="a newline")] = "\n",
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="tokens to sample")] = 200,
+    temperature: Annotated[float, typer.Option(min=0.0, help="softmax temperature; 0 = greedy")] = 0.8,
+    top_k: Annotated[Optional[int], typer.Option(min=1, help="sample among the k likeliest tokens")] = 50,
+    seed: Annotated[int, typer.Option(help="seed of the sampler")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps")] = "auto",
 ):
     """Sample text from a checkpoint."""
-    from harness.sampling import sample_from_checkpoint
+    from harness.model.generate import sample_text
+    from harness.training.checkpoint import model_from_checkpoint
+    from harness.training.trainer import resolve_device
 
-    typer.echo(sample_from_checkpoint(checkpoint, prompt, max_new_tokens, temperature, top_k, seed, device))
-
-
-TrackingOption = Annotated[Optional[str], typer.Option(
-    "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's default)")]
-
-
-StorageOption = Annotated[Optional[str], typer.Option(
-    "--storage", envvar="ABLATE_STORAGE", show_envvar=False,
-    help="Optuna storage of the study ledger (default: $ABLATE_STORAGE, else sqlite:///optuna.db; "
-         "postgresql://... for many machines)")]
-ProfileOption = Annotated[Optional[str], typer.Option(help="apply a named profile of the study (e.g. gpu)")]
-RunsDirOption = Annotated[Path, typer.Option(help="folder for checkpoints (share it between workers to resume)")]
+    model, tokenizer = model_from_checkpoint(checkpoint, resolve_device(device))
+    typer.echo(sample_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, seed))
 
 
-def _prepare(study_file: Path, set_, plugin, profile):
-    """Everything a user can get wrong fails here, before MLflow or the ledger is touched."""
-    from harness.executor import check_data
-    from harness.study import expand, load_study
+# ---- studies -----------------------------------------------------------------------------------
 
-    load_plugins(plugin)
-    study = load_study(study_file, set_, profile)
-    specs = expand(study, str(study_file))
-    return study, specs, check_data(specs)
+PLAN_COLUMNS = {"params_non_embedding": "params (non-emb.)", "flops_per_token": "FLOPs/token",
+                "tokens_per_run": "tokens/run", "seconds_per_run": "est. time/run (s)"}
 
 
 @app.command()
@@ -163,119 +201,21 @@ def run(
                                                   "0 only plans the study for `ablate worker`s")] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and train nothing")] = False,
     runs_dir: RunsDirOption = Path("runs"),
-    reports_dir: Annotated[Path, typer.Option(help="folder for reports")] = Path("reports"),
+    reports_dir: ReportsDirOption = Path("reports"),
 ):
     """Train every arm x seed of a study, track it in MLflow, and write its report."""
-    from harness.executor import print_plan, work
-    from harness.ledger import DEFAULT_STORAGE, Ledger
-    from harness.report import build_report
-    from harness.tracking import Tracker
-
-    study, specs, datasets = _prepare(study_file, set_, plugin, profile)
+    study = _load(study_file, set_, plugin, profile, tracking_uri, storage, runs_dir, reports_dir)
     if dry_run:
-        print_plan(study, specs, datasets, Console())
+        plan = study.estimate()
+        title = f"plan of study '{study.name}': {len(study.spec.arm_list())} arms x {len(study.spec.seeds)} seeds"
+        Console().print(_table(plan.rename(columns=PLAN_COLUMNS), title))
+        minutes = (plan["seconds_per_run"] * plan["seeds"]).sum() / 60
+        typer.echo(f"{len(study.runs)} runs, estimated {minutes:.1f} min of training on {study.device}")
         return
-    console = Console(stderr=True)
-    tracker = Tracker(tracking_uri)
-    _send_kept(tracker, runs_dir / study.name, console)
-    storage = storage or DEFAULT_STORAGE
-    ledger = Ledger(storage, study.name)
-    parent = tracker.start_study(tracker.experiment_id(study.name), study, len(specs), str(study_file))
-    ledger.open(parent)
-    workers = []
-    try:
-        if jobs > 1:  # they tune (when the study tunes), then train what the plan below queues
-            workers = _start_workers(jobs, study_file, set_, plugin, profile, tracker.uri, storage, runs_dir)
-        if jobs == 0:
-            options = [*(f"--set {s}" for s in set_ or []), *(f"--plugin {p}" for p in plugin or []),
-                       *([f"--profile {profile}"] if profile else [])]
-            console.print(f"start workers with: ablate worker {study_file} --storage {redact(storage)} "
-                          f"--tracking-uri {redact(tracker.uri)} {' '.join(options)}".rstrip(), soft_wrap=True)
-        if study.tune:
-            specs, datasets = _tuned(study, study_file, ledger, tracker, runs_dir, console,
-                                     tune_here=jobs == 1, parent=parent)
-        ledger.release_dead_local_claims()  # an `ablate run` killed here before: its run goes back in the queue
-        queued = ledger.plan([spec.key() for spec in specs])
-        console.print(f"{len(specs)} runs planned, {queued} queued, "
-                      f"{len(specs) - queued} finished or in progress already")
-        if jobs == 0:  # the workers train; `ablate report` once they are done
-            tracker.end_study(parent)
-            return
-        if jobs == 1:
-            outcome = work(study, specs, datasets, tracker, ledger, runs_dir, console)
-            console.print(f"{outcome.trained} runs trained")
-        else:
-            _wait_for(workers)
-    except BaseException:
-        for process in workers:
-            process.terminate()
-        with contextlib.suppress(Exception):  # the store may be what failed
-            tracker.end_study(parent, "KILLED")
-        raise
-    _send_kept(tracker, runs_dir / study.name, console)
-    tracker.patiently(lambda: tracker.end_study(parent), "ending the study")
-    result = tracker.patiently(lambda: build_report(tracker, study.name, reports_dir, parent), "reading the study back")
-    console.print(f"report: {result.folder / 'report.md'}")
-    for row in result.results[result.results["state"] != "finished"].itertuples():
-        console.print(f"[yellow]{row.state}:[/] {row.arm} seed {row.seed}: {row.failure_reason}")
-    typer.echo((result.folder / "report.md").read_text().split("## Arms")[0].rstrip())
-
-
-def _send_kept(tracker, folder: Path, console: Console) -> None:
-    """Send what runs kept on disk while the tracking store was unreachable."""
-    sent = tracker.patiently(lambda: tracker.send_kept(folder), "sending kept records")
-    if sent:
-        console.print(f"sent the tracking records that {sent} runs kept while the tracking store was away")
-
-
-def _tuned(study, study_file, ledger, tracker, runs_dir, console, tune_here: bool, parent: str):
-    """The study's runs with each arm's best tuned setting, after tuning here or waiting for workers."""
-    from harness.tuning import tune_all, wait_for_tuning
-
-    if tune_here:
-        with make_progress(console) as progress:
-            tune_all(study, ledger.storage, tracker, parent, runs_dir, progress)
-    else:
-        console.print("waiting for the workers to tune every arm")
-        wait_for_tuning(study, ledger.storage)
-    return _best_specs(study, study_file, ledger)
-
-
-def _best_specs(study, study_file, ledger):
-    from harness.executor import check_data
-    from harness.study import expand
-    from harness.tuning import best_settings
-
-    specs = expand(study, str(study_file), best_settings(study, ledger.storage))
-    return specs, check_data(specs)
-
-
-def _start_workers(jobs, study_file, set_, plugin, profile, tracking_uri, storage, runs_dir) -> list:
-    """N `ablate worker` processes on this machine, one GPU each when there are GPUs."""
-    import os
-    import subprocess
-
-    import torch
-
-    # the URLs go by environment, not argv, where any user of the machine could read a password
-    command = [sys.executable, "-m", "harness.cli", "worker", str(study_file), "--runs-dir", str(runs_dir)]
-    command += [a for s in set_ or [] for a in ("--set", s)] + [a for p in plugin or [] for a in ("--plugin", p)]
-    command += ["--profile", profile] if profile else []
-    gpus = torch.cuda.device_count()
-    workers = []
-    for index in range(jobs):
-        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "ABLATE_STORAGE": storage}
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
-        workers.append(subprocess.Popen(command, env=env))
-    return workers
-
-
-def _wait_for(workers: list) -> None:
-    codes = [process.wait() for process in workers]
-    if any(codes):
-        raise AblateError(f"{sum(1 for c in codes if c)} of {len(workers)} workers failed (exit codes {codes}); "
-                          "run the same command again to finish the study")
+    summary = study.run(jobs)
+    if summary is not None:
+        for row in summary[summary["arm"] != study.spec.baseline].itertuples():
+            typer.echo(f"{row.arm} vs {study.spec.baseline}: {row.verdict}")
 
 
 @app.command()
@@ -290,44 +230,73 @@ def worker(
     runs_dir: RunsDirOption = Path("runs"),
 ):
     """Claim and train queued runs of a planned study until none is left (start any number)."""
-    from harness.executor import work
-    from harness.ledger import DEFAULT_STORAGE, Ledger
-    from harness.tracking import Tracker
-
-    study, specs, datasets = _prepare(study_file, set_, plugin, profile)
-    tracker = Tracker(tracking_uri)
-    console = Console(stderr=True)
-    _send_kept(tracker, runs_dir / study.name, console)
-    ledger = Ledger(storage or DEFAULT_STORAGE, study.name)
-    if study.tune:  # help tune every arm; the runs are planned once every arm's budget is spent
-        from harness.tuning import tune_all
-
-        with make_progress(console) as progress:
-            tune_all(study, ledger.storage, tracker, ledger.parent_run_id(), runs_dir, progress)
-    ledger.wait_until_planned()
-    if study.tune:
-        specs, datasets = _best_specs(study, study_file, ledger)
-    outcome = work(study, specs, datasets, tracker, ledger, runs_dir, console)
+    outcome = _load(study_file, set_, plugin, profile, tracking_uri, storage, runs_dir).work()
     typer.echo(f"worker done: {outcome.trained} runs trained, {outcome.done_already} found finished in MLflow")
 
 
 @app.command()
 def report(
-    study: Annotated[str, typer.Argument(help="study name (the MLflow experiment) or study file")],
+    study: StudyArgument,
     tracking_uri: TrackingOption = None,
-    reports_dir: Annotated[Path, typer.Option(help="folder for reports")] = Path("reports"),
+    reports_dir: ReportsDirOption = Path("reports"),
 ):
     """Rebuild a study's report from what MLflow holds."""
     from harness.report import build_report
-    from harness.tracking import Tracker
+    from harness.tracking.tracker import Tracker
 
-    name = study
-    if study.endswith((".yaml", ".yml")):
-        from harness.study import load_study
-
-        name = load_study(study).name
-    result = build_report(Tracker(tracking_uri), name, reports_dir)
+    result = build_report(Tracker(tracking_uri), _study_name(study), reports_dir)
     typer.echo(f"report: {result.folder / 'report.md'}")
+
+
+@app.command()
+def status(
+    study: StudyArgument,
+    tracking_uri: TrackingOption = None,
+    storage: StorageOption = None,
+    set_: SetOption = None,
+    plugin: PluginOption = None,
+    profile: ProfileOption = None,
+):
+    """Where a study stands: per arm finished, running, queued, failed and diverged runs, the
+    runs in flight (worker, step, last heartbeat), and an ETA from the finished runs' wall times.
+    Given the study file (with the same --set/--profile as `ablate run`), runs not yet planned count too."""
+    from harness.study.ledger import DEFAULT_STORAGE, Ledger
+    from harness.study.status import study_status
+    from harness.tracking.tracker import Tracker
+
+    if study.endswith((".yaml", ".yml")):
+        state = _load(Path(study), set_, plugin, profile, tracking_uri, storage).status()
+    else:
+        state = study_status(study, Tracker(tracking_uri), Ledger(storage or DEFAULT_STORAGE, study))
+    console = Console()
+    console.print(_table(state.arms, f"study '{state.name}'"))
+    running = state.running[["arm", "seed", "worker", "step", "steps", "heartbeat_age_s"]].astype(
+        {"step": "Int64", "steps": "Int64"})
+    if len(running):
+        console.print(_table(running.rename(columns={"heartbeat_age_s": "last heartbeat (s ago)"}), "running"))
+    eta = "unknown until a run has finished" if state.eta_seconds is None else f"{state.eta_seconds / 60:.1f} min"
+    typer.echo(f"{(state.runs['state'] == 'finished').sum()} of {len(state.runs)} runs finished; ETA {eta}")
+
+
+@app.command()
+def clean(
+    study: StudyArgument,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be deleted, delete nothing")] = False,
+    tracking_uri: TrackingOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
+):
+    """Delete the checkpoints and locks of a study's settled runs (finished, diverged, pruned).
+    Interrupted and failed runs keep theirs, to resume; so does a run with records not yet sent."""
+    from harness.study.clean import clean_runs
+    from harness.tracking.tracker import Tracker
+
+    result = clean_runs(_study_name(study), Tracker(tracking_uri), runs_dir, dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    for path in result.removed:
+        typer.echo(f"{verb} {path}")
+    for folder in result.kept_unsent:
+        typer.echo(f"kept {folder}: it holds tracking records MLflow has not taken yet (sent by the next `ablate run`)")
+    typer.echo(f"{verb} {len(result.removed)} files, {result.bytes / 2**20:.1f} MiB")
 
 
 # MLflow's UI opens experiments in its GenAI view unless asked for the model-training one
@@ -337,12 +306,10 @@ UI_VIEW = "workflowType=machine_learning"
 @app.command()
 def ui(
     host: Annotated[str, typer.Option(help="address to bind; keep 127.0.0.1 unless you mean to share")] = "127.0.0.1",
-    port: int = 5000,
+    port: Annotated[int, typer.Option(help="port to serve on")] = 5000,
     tracking_uri: TrackingOption = None,
 ):
     """Start the MLflow UI on this machine's loopback address."""
-    import os
-
     import mlflow
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
@@ -352,10 +319,11 @@ def ui(
     os.execvpe(command[0], command, {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri})
 
 
+# ---- benchmarks --------------------------------------------------------------------------------
+
 bench_app = typer.Typer(help="Benchmarks measured in one process; with no subcommand, `speed`.",
                         invoke_without_command=True)
 app.add_typer(bench_app, name="bench")
-
 
 BenchSteps = Annotated[int, typer.Option(min=20, help="timed steps per repeat")]
 BenchRepeats = Annotated[int, typer.Option(min=1, help="alternating repeats; the median is reported")]
@@ -411,8 +379,15 @@ def bench_pruning(steps: Annotated[int, typer.Option(min=20, help="steps per tri
     _bench("pruning", steps, repeats)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"ablate {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _group() -> None:
+def _group(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                 help="print the version and exit")] = False) -> None:
     """ablate: does this block change actually help?"""
 
 

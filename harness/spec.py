@@ -7,8 +7,8 @@ import json
 
 import pydantic
 
-from harness.config import ModelConfig
 from harness.data import DataConfig
+from harness.model.config import ModelConfig
 from harness.redaction import redact
 from harness.training.config import TrainConfig
 

@@ -9,8 +9,8 @@ if not torch.cuda.is_available():
     # our Triton kernels run on the CPU through Triton's interpreter (read when they are defined)
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from harness.config import ModelConfig
-from harness.model import GPT
+from harness.model.config import ModelConfig
+from harness.model.gpt import GPT
 
 
 def tiny_config(**overrides) -> ModelConfig:

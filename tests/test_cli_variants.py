@@ -30,7 +30,7 @@ def test_table_shows_slot_options_and_origin():
     result = ablate("variants")
     assert result.returncode == 0, result.stderr
     assert "n_kv_heads=required" in result.stdout
-    assert "entry point attention (ablate)" in result.stdout
+    assert "variants.attention (package ablate)" in result.stdout
 
 
 def test_plugin_file_appears_and_builds_a_model():
@@ -63,11 +63,11 @@ def test_installed_plugin_package_registers_through_its_entry_point(installed_pl
     assert result.returncode == 0, result.stderr
     assert "relu2" in json.loads(result.stdout)["mlp"]
     table = ablate("variants", env=env).stdout
-    assert "entry point relu2 (ablate-relu2)" in table
+    assert "ablate_relu2.mlp (package ablate-relu2)" in table
 
     build = [sys.executable, "-c",
-             "from harness.config import ModelConfig; from harness.model import GPT; import torch;"
-             "m = GPT(ModelConfig(mlp={'name': 'relu2', 'hidden_ratio': 2}));"
+             "from harness.model.config import ModelConfig; from harness.model.gpt import GPT; import torch;"
+             "m = GPT(ModelConfig(vocab_size=256, mlp={'name': 'relu2', 'hidden_ratio': 2}));"
              "print(type(m.blocks[0].mlp).__name__, m(torch.zeros(1, 4, dtype=torch.long))[0].shape)"]
     built = subprocess.run(build, capture_output=True, text=True, env=env, timeout=120)
     assert built.returncode == 0, built.stderr

@@ -5,7 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.study import expand, load_study
+from harness.study.plan import expand
+from harness.study.schema import load_study
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -16,10 +17,10 @@ def _blocks(language):
 
 def test_the_plugin_example_registers_and_builds(tmp_path):
     plugin = tmp_path / "readme_plugin.py"
-    plugin.write_text(_blocks("python")[0])
-    code = ("from harness.registry import load_plugin; from harness.config import ModelConfig;"
-            "from harness.model import GPT; import torch;"
-            f"load_plugin({str(plugin)!r}); m = GPT(ModelConfig(mlp='relu2'));"
+    plugin.write_text(next(block for block in _blocks("python") if "@register" in block))
+    code = ("from harness.registry import load_plugin; from harness.model.config import ModelConfig;"
+            "from harness.model.gpt import GPT; import torch;"
+            f"load_plugin({str(plugin)!r}); m = GPT(ModelConfig(vocab_size=256, mlp='relu2'));"
             "print(m(torch.zeros(1, 3, dtype=torch.long))[0].shape)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.model import GPT
+from harness.model.gpt import GPT
 from harness.progress import Observers
 from harness.spec import RunSpec
 from harness.training.optim import lr_at, make_optimizer
@@ -116,7 +116,7 @@ def overhead(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8, **
 def tracking(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) -> BenchResult:
     """Step time with every metric going to MLflow (sqlite store, log_interval 1, an evaluation
     every 10 steps) against the same run tracked by nobody."""
-    from harness.tracking import Tracker
+    from harness.tracking.tracker import RUN_KIND, Tracker
 
     warmup = 10
     spec = _bench_spec(steps, batch_size, 1, 10)
@@ -126,7 +126,7 @@ def tracking(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) ->
     tracked_times, silent_times = [], []
     for _ in range(repeats):
         silent_times.append(_trainer_step_time(spec, run_dir, warmup))
-        run = tracker.open_run(experiment, parent, spec)
+        run = tracker.open_run(experiment, parent, spec, kind=RUN_KIND, name="bench", tags={})
         tracked_times.append(_trainer_step_time(spec, run_dir, warmup, run))
         run.flush(wait=True)
     tracked, silent = statistics.median(tracked_times), statistics.median(silent_times)
@@ -141,7 +141,8 @@ def pruning(run_dir, steps: int = 120, repeats: int = 1, trials: int = 12) -> Be
     import numpy as np
     import optuna
 
-    from harness.tuning import ReportToPruner
+    from harness.study.lifecycle import RunPruned
+    from harness.study.tuning import ReportToPruner
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     spec = RunSpec(model=dict(n_layer=2, d_model=32, n_head=2, context_length=32),
@@ -161,6 +162,8 @@ def pruning(run_dir, steps: int = 120, repeats: int = 1, trials: int = 12) -> Be
             clock.stamps.clear()
             try:
                 return Trainer(run, run_dir, Observers(clock, ReportToPruner(trial, "val_loss"))).run(resume=False).metrics["val_loss"]
+            except RunPruned as pruned:
+                raise optuna.TrialPruned(str(pruned)) from None
             finally:
                 spent[0] += max(clock.stamps, default=0)
 

@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from harness.attention_backends import _BACKENDS, backend_names
 from harness.bench.nanogpt import NanoGPT
 from harness.bench.ratios import overhead
-from harness.config import ModelConfig
-from harness.kernels import triton_unavailable
-from harness.model import GPT
+from harness.model.attention import backend, backend_names
+from harness.model.config import ModelConfig
+from harness.model.gpt import GPT
+from harness.model.kernels import triton_unavailable
+from harness.training.config import TrainConfig
 from harness.training.optim import make_optimizer
 from harness.training.throughput import mfu
-from harness.training.config import TrainConfig
 from harness.training.trainer import resolve_device
 
 
@@ -128,12 +128,12 @@ def throughput_table(device: torch.device, shape: Shape, steps: int, compile_mod
         flops = GPT(_model_config(shape, "sdpa")).flops_per_token()
         rows.append(_throughput_row("nanoGPT-style", "sdpa", compiled, reference, device, shape, steps, flops))
         del reference
-        for backend in backend_names():
-            if backend == "auto":
+        for name in backend_names():
+            if name == "auto":
                 continue
             torch.manual_seed(0)
-            model = GPT(_model_config(shape, backend)).to(device)
-            rows.append(_throughput_row("ablate GPT", backend, compiled, model, device, shape, steps, flops))
+            model = GPT(_model_config(shape, name)).to(device)
+            rows.append(_throughput_row("ablate GPT", name, compiled, model, device, shape, steps, flops))
             del model
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -155,10 +155,10 @@ def _model_config(shape: Shape, backend: str) -> ModelConfig:
 def kernel_table(device: torch.device, shape: Shape, iterations: int, compiled: bool = True) -> pd.DataFrame:
     """Forward + backward time of each Triton kernel against torch eager (and torch.compile)
     on the activations of one training batch of `shape`, in bf16 on a GPU."""
-    from harness.kernels.flash_attention import flash_attention
-    from harness.kernels.references import rms_norm_reference, swiglu_reference
-    from harness.kernels.rmsnorm import rms_norm
-    from harness.kernels.swiglu import swiglu
+    from harness.model.kernels.flash_attention import flash_attention
+    from harness.model.kernels.references import rms_norm_reference, swiglu_reference
+    from harness.model.kernels.rmsnorm import rms_norm
+    from harness.model.kernels.swiglu import swiglu
 
     rows_of_tokens = shape.batch_size * shape.context_length
     hidden = round(2 / 3 * 4 * shape.d_model)
@@ -170,7 +170,7 @@ def kernel_table(device: torch.device, shape: Shape, iterations: int, compiled: 
     qkv = torch.randn(3, shape.batch_size, shape.n_head, shape.context_length, head_dim, device=device, dtype=dtype)
 
     def sdpa(q, k, v):
-        return _BACKENDS["sdpa"].kernel(q, k, v, bias=None, causal=True, dropout_p=0.0, scale=head_dim ** -0.5)
+        return backend("sdpa")(q, k, v, bias=None, causal=True, dropout_p=0.0, scale=head_dim ** -0.5)
 
     cases = [
         ("rmsnorm", f"{rows_of_tokens} x {shape.d_model}", lambda x, w: rms_norm(x, w, 1e-6),

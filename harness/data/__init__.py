@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import pydantic
 
-from harness.config import VariantChoice
 from harness.data.cache import cache_dir
 from harness.data.corpus import TokenizedCorpus
 from harness.data.reference import reference_losses
 from harness.data.tokenizers import Tokenizer, TokenizerConfig, build_tokenizer
+from harness.model.config import VariantChoice, slot_field
 from harness.registry import TextSource, lookup
 
 
 class DataConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    dataset: VariantChoice = VariantChoice(name="pydoc")
-    tokenizer: TokenizerConfig = TokenizerConfig()
+    dataset: VariantChoice = slot_field("dataset", "pydoc")
+    tokenizer: TokenizerConfig = pydantic.Field(TokenizerConfig(), json_schema_extra=TokenizerConfig.as_written)
     val_fraction: float = pydantic.Field(0.1, gt=0, lt=1, description="tail of a corpus kept for validation")
 
     @pydantic.model_validator(mode="after")

@@ -40,6 +40,13 @@ class TokenizerConfig(pydantic.BaseModel):
             return {"name": value}
         return value
 
+    @staticmethod
+    def as_written(schema: dict) -> None:
+        """JSON Schema of the field as users write it: also a string."""
+        reference = schema.pop("$ref")
+        schema["anyOf"] = [{"type": "string", "description": "char, bpe, or tiktoken:<encoding>"}, {"$ref": reference}]
+        schema["default"] = "char"
+
     @pydantic.model_validator(mode="after")
     def _encoding_given(self):
         if self.name == "tiktoken" and not self.encoding:

@@ -10,7 +10,10 @@
         def __init__(self, cfg, options, layer): ...
 """
 
+# fusable ops (RMSNorm, SwiGLU) whose Triton kernel a variant offers when cfg.kernels asks for it
+from harness.model.kernels import fused_op
 from harness.registry.contracts import (
+    AttentionBackend,
     DropoutSchedule,
     Initializer,
     InitTarget,
@@ -21,12 +24,11 @@ from harness.registry.contracts import (
     mark_residual_output,
     writes_residual,
 )
-# fusable ops (RMSNorm, SwiGLU) whose Triton kernel a variant offers when cfg.kernels asks for it
-from harness.kernels import fused_op
 from harness.registry.core import MODEL_SLOTS, SLOTS, NoOptions, Options, Variant, lookup, register, variants
 from harness.registry.loading import ENTRY_POINT_GROUP, load_installed, load_plugin
 
 __all__ = [
+    "AttentionBackend",
     "MODEL_SLOTS",
     "SLOTS",
     "ENTRY_POINT_GROUP",

@@ -18,9 +18,21 @@ dataset     ``cache_dir``                               :class:`TextSource` (a c
                                                         into windows and tokenized by the
                                                         data config's tokenizer), or a
                                                         :class:`TaskDataset`
+attention_  (none)                                      :class:`AttentionBackend`
+backend
 ==========  ==========================================  =====================================
 
 A dataset factory gets the data configuration instead of the model configuration.
+
+What the engine relies on beyond the table:
+
+- mlp: ``match: params`` gives every arm the baseline's non-embedding parameter count by
+  setting the MLP variant's ``hidden_dim`` option (int, the explicit hidden width, which
+  overrides any ratio). An MLP variant without a ``hidden_dim`` option cannot be matched;
+  the study says so before it runs.
+- attention_backend: a runtime choice, not part of the model: every backend computes the
+  same function within rounding, so the backend is not part of a run's identity, and a call
+  a backend cannot serve goes down a chain to one that can (the run records which ran).
 
 An attention module exposes ``n_kv_heads`` and ``head_dim`` (the KV cache is sized from
 them); a placement module keeps its attention module as ``.attention``.
@@ -104,6 +116,29 @@ class DropoutSchedule(Protocol):
 
     def rate(self, layer: int, n_layer: int) -> float:
         """Dropout probability of block `layer` (attention weights and residual branches)."""
+
+
+class AttentionBackend:
+    """An attention kernel: softmax(q k^T * scale + bias + causal mask) v for queries
+    (B, H, Tq, D) and keys/values (B, H_kv, Tk, D), H a multiple of H_kv (grouped-query
+    attention); with a KV cache the queries are the last Tq positions of the Tk keys.
+
+    It must agree with the ``math`` backend within floating-point tolerance.
+    """
+
+    #: its place in the chain `attention_backend: auto` tries (lowest first); None: by name only
+    auto_rank: int | None = None
+
+    def __init__(self, cfg=None, options=None):
+        pass
+
+    def unavailable(self, q: torch.Tensor, bias: torch.Tensor | None, dropout_p: float) -> str | None:
+        """Why this backend cannot serve such a call (no CUDA, no bias support, ...), or None."""
+        return None
+
+    def __call__(self, q, k, v, *, bias: torch.Tensor | None, causal: bool, dropout_p: float,
+                 scale: float) -> torch.Tensor:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ SLOTS: dict[str, str] = {
     "init": "weight initialisation of the whole model",
     "dropout": "dropout rate of each layer",
     "dataset": "training data: a text corpus or a synthetic task",
+    "attention_backend": "attention kernel: a runtime choice, same numbers (not part of a run's identity)",
 }
 #: the slots a model configuration chooses a variant for
 MODEL_SLOTS: tuple[str, ...] = ("norm", "placement", "attention", "mlp", "position", "init", "dropout")
@@ -63,7 +64,7 @@ class Variant:
 
 
 _VARIANTS: dict[str, dict[str, Variant]] = {slot: {} for slot in SLOTS}
-_source_of_current_import: list[str] = []
+_source_of_current_import: list[tuple[str, bool]] = []  # (where from, whether to name the module)
 
 
 def register(slot: str, name: str, options: type[Options] = NoOptions):
@@ -77,7 +78,10 @@ def register(slot: str, name: str, options: type[Options] = NoOptions):
         raise TypeError(f"options of {slot}/{name} must subclass harness.registry.Options")
 
     def add(factory):
-        source = _source_of_current_import[-1] if _source_of_current_import else factory.__module__
+        source = factory.__module__
+        if _source_of_current_import:
+            label, name_module = _source_of_current_import[-1]
+            source = f"{factory.__module__} ({label})" if name_module else label
         existing = _VARIANTS[slot].get(name)
         if existing is not None and _qualname(existing.factory) != _qualname(factory):
             raise AblateError(

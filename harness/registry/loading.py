@@ -29,7 +29,8 @@ def load_installed() -> None:
     _loaded_entry_points = True
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = entry.dist.name if entry.dist else "unknown package"
-        with _registering_as(f"entry point {entry.name} ({dist})"):
+        # variants are named by their module: one entry point may import many (the built-ins do)
+        with _registering_as(f"package {dist}", name_module=True):
             try:
                 entry.load()
             except Exception as err:
@@ -91,13 +92,15 @@ def _load_plugin_file(path: Path) -> None:
 
 
 class _registering_as:
-    """Context in which registrations are attributed to `source` (shown by `ablate variants`)."""
+    """Context in which registrations are attributed to `source` (shown by `ablate variants`),
+    with the registering module's name first when `name_module`."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, name_module: bool = False):
         self.source = source
+        self.name_module = name_module
 
     def __enter__(self):
-        core._source_of_current_import.append(self.source)
+        core._source_of_current_import.append((self.source, self.name_module))
 
     def __exit__(self, *exc):
         core._source_of_current_import.pop()

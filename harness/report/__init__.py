@@ -14,7 +14,7 @@ from harness.report.collect import collect_curves, collect_runs, collect_tuning
 from harness.report.markdown import render
 from harness.report.plots import plot_curves, plot_final, plot_tuning
 from harness.report.stats import summarize
-from harness.tracking import Tracker
+from harness.tracking.tracker import Tracker
 
 SHARED_TRAINING = ["train.steps", "train.batch_size", "train.lr", "train.warmup_steps", "train.schedule",
                    "train.weight_decay", "train.grad_clip"]

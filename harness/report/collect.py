@@ -6,8 +6,11 @@ import pandas as pd
 
 from harness.errors import AblateError
 from harness.redaction import redact
-from harness.tracking import REPORTED_STATES, TUNE_KIND, Tracker
+from harness.run_state import RunState
+from harness.tracking.tracker import TUNE_KIND, Tracker
 
+# failed runs are listed beside the finished and diverged ones; interrupted ones are not over yet
+REPORTED_STATES = {RunState.FINISHED, RunState.DIVERGED, RunState.FAILED}
 NUMERIC_PARAMS = ["params", "params_non_embedding", "flops_per_token", "tokens_per_step", "unigram_loss", "bigram_loss"]
 
 
@@ -21,7 +24,7 @@ def collect_runs(tracker: Tracker, study: str) -> tuple[pd.DataFrame, dict]:
     rows = []
     for key, run in tracker.runs_by_key(experiment_id).items():
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-        if tags.get("state") not in REPORTED_STATES:
+        if RunState.of(tags) not in REPORTED_STATES:
             continue
         row = {"run_id": run.info.run_id, "arm": tags["arm"], "seed": int(tags["seed"]), "run_key": key,
                "state": tags["state"], "failure_reason": tags.get("failure_reason", ""),
@@ -51,7 +54,7 @@ def collect_curves(tracker: Tracker, runs: pd.DataFrame, metric: str) -> pd.Data
 def collect_tuning(tracker: Tracker, study: str, metric: str) -> pd.DataFrame:
     """One row per tuning trial: arm, trial number, state, metric, tuned values (JSON)."""
     experiment_id = tracker.experiment_id(study, create=False)
-    runs = tracker.client.search_runs([experiment_id], f"tags.`ablate.kind` = '{TUNE_KIND}'", max_results=5000)
+    runs = tracker.find_runs(experiment_id, TUNE_KIND)
     rows = [{"arm": r.data.tags["arm"], "trial": int(r.data.tags["trial"]), "state": r.data.tags.get("state", ""),
              "value": r.data.metrics.get(metric, float("nan")) if r.data.tags.get("state") == "finished" else float("nan"),
              "tuned": r.data.tags.get("tuned", "")} for r in runs]

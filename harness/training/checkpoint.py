@@ -11,9 +11,12 @@ from pathlib import Path
 
 import torch
 
+from harness.data import Tokenizer
+from harness.model.config import ModelConfig
+from harness.model.gpt import GPT
 from harness.training.faults import RunFailed
 
-FORMAT = 1
+FORMAT = 2
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -33,5 +36,14 @@ def load_checkpoint(path: str | Path) -> dict:
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
         raise RunFailed(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise RunFailed(f"{path} is not an ablate checkpoint (format {FORMAT})")
+        raise RunFailed(f"{path} is not an ablate checkpoint of format {FORMAT} (an older ablate may have written "
+                        "it); delete it to start its run again")
     return payload
+
+
+def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[GPT, Tokenizer]:
+    """The trained model (in eval mode) and its tokenizer, rebuilt from a checkpoint."""
+    state = load_checkpoint(path)
+    model = GPT(ModelConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), Tokenizer.from_state(state["tokenizer"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -19,7 +19,8 @@ import torch
 
 from harness.data import Tokenizer, load_dataset, reference_losses
 from harness.errors import AblateError
-from harness.model import GPT
+from harness.model.gpt import GPT
+from harness.run_state import RunState
 from harness.spec import RunSpec
 from harness.training.checkpoint import load_checkpoint, save_checkpoint
 from harness.training.distributed import DataParallel
@@ -51,8 +52,18 @@ class _Silent:
 
 
 @dataclass
+class LoopState:
+    """What the loop carries between steps besides model, optimizer and RNGs; checkpointed."""
+
+    interval_loss_sum: float = 0.0  # training loss summed since the last log record
+    interval_steps: int = 0  # steps in that sum
+    start_loss: float | None = None  # the first step's loss, which divergence is judged against
+    wall_time_s: float = 0.0  # training time of earlier attempts at this run
+
+
+@dataclass
 class TrainResult:
-    status: str  # "finished" or "diverged"
+    status: RunState  # FINISHED or DIVERGED
     reason: str
     steps: int
     metrics: dict[str, float]
@@ -97,8 +108,11 @@ class Trainer:
         except ValueError as err:
             raise AblateError(f"data: {err}") from None
 
+        try:
+            model_cfg = spec.model.for_vocabulary(self.dataset.vocab_size)
+        except ValueError as err:
+            raise AblateError(str(err)) from None
         torch.manual_seed(spec.seed)
-        model_cfg = spec.model.model_copy(update={"vocab_size": self.dataset.vocab_size})
         with out_of_memory_fails_the_run("setting up the run"):
             self.model = GPT(model_cfg).to(self.device)
             if start_from:
@@ -147,7 +161,8 @@ class Trainer:
         if hasattr(self.dataset, "tokens"):
             references = reference_losses(self.dataset.tokens["train"], self.dataset.tokens["val"], self.dataset.vocab_size)
         return {
-            "device": str(self.device), "processes": self.parallel.world, "vocab_size": self.dataset.vocab_size,
+            "device": str(self.device), "processes": self.parallel.world, "threads": torch.get_num_threads(),
+            "vocab_size": self.dataset.vocab_size,
             "params": self.model.num_parameters(), "params_non_embedding": self.model.num_parameters(non_embedding=True),
             "flops_per_token": self.flops_per_token, "tokens_per_step": self.tokens_per_step,
             **references, **data,
@@ -157,7 +172,7 @@ class Trainer:
     def tokens_per_step(self) -> int:
         return self.cfg.batch_size * self.cfg.grad_accum * self.spec.model.context_length
 
-    def _save(self, step: int, history: list[dict], interval: tuple) -> None:
+    def _save(self, step: int, history: list[dict], loop: LoopState) -> None:
         if not self.parallel.is_main:
             return
         # observers first: a crash right after the save must not leave the checkpoint ahead
@@ -170,10 +185,10 @@ class Trainer:
             "tokenizer": self.dataset.tokenizer.state(),
             "torch_rng": torch.get_rng_state(), "data_rng": self.data_rng.get_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-            "history": history, "interval": list(interval), "processes": self.parallel.world,
+            "history": history, "loop": asdict(loop), "processes": self.parallel.world,
         })
 
-    def _restore(self) -> tuple[int, list[dict], tuple]:
+    def _restore(self) -> tuple[int, list[dict], LoopState]:
         state = load_checkpoint(self.checkpoint_path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -181,7 +196,7 @@ class Trainer:
         self.data_rng.set_state(state["data_rng"])
         if state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        return state["step"], state["history"], tuple(state["interval"])
+        return state["step"], state["history"], LoopState(**state["loop"])
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -216,15 +231,16 @@ class Trainer:
 
     def _run(self, resume: bool) -> TrainResult:
         cfg = self.cfg
-        step, history, (interval_sum, interval_count, start_loss, earlier_wall) = 0, [], (0.0, 0, None, 0.0)
+        step, history, resumed = 0, [], LoopState()
         if resume and self.checkpoint_path.exists():
-            step, history, (interval_sum, interval_count, start_loss, earlier_wall) = self._restore()
+            step, history, resumed = self._restore()
+        interval_count, start_loss, earlier_wall = resumed.interval_steps, resumed.start_loss, resumed.wall_time_s
         info = self.info()
         self.observer.on_start(info)
         self.model.train()
 
-        interval_loss = torch.zeros((), device=self.device) + interval_sum
-        status, reason = "finished", ""
+        interval_loss = torch.zeros((), device=self.device) + resumed.interval_loss_sum
+        status, reason = RunState.FINISHED, ""
         wall_start = time.perf_counter()
         timer_start, timer_steps = time.perf_counter(), 0
         trained_steps = 0
@@ -267,7 +283,7 @@ class Trainer:
                     interval_count = 0
                     reason = self._divergence(train_loss, start_loss)
                     if reason:
-                        status = "diverged"
+                        status = RunState.DIVERGED
                         break
                     timer_start, timer_steps = time.perf_counter(), 0
                 if step % cfg.eval_interval == 0 or last:
@@ -278,7 +294,7 @@ class Trainer:
                 stop = interrupted()
                 if (self.checkpoint_every and step % self.checkpoint_every == 0) or last or stop:
                     wall = earlier_wall + time.perf_counter() - wall_start
-                    self._save(step, history, (float(interval_loss), interval_count, start_loss, wall))
+                    self._save(step, history, LoopState(float(interval_loss), interval_count, start_loss, wall))
                 if stop:
                     raise KeyboardInterrupt
 

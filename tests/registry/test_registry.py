@@ -3,8 +3,8 @@
 import pytest
 from pydantic import Field
 
-from harness.config import ModelConfig
 from harness.errors import AblateError
+from harness.model.config import ModelConfig
 from harness.registry import MODEL_SLOTS, SLOTS, Options, lookup, register, variants
 
 BUILT_IN = {
@@ -22,7 +22,7 @@ def test_every_built_in_variant_arrives_through_the_entry_points():
     for slot, names in BUILT_IN.items():
         found = {v.name: v for v in variants(slot)}
         assert names <= set(found), f"{slot} lacks {names - set(found)}"
-        assert all(found[name].source.startswith("entry point") for name in names)
+        assert all(found[name].source.endswith("(package ablate)") for name in names)
 
 
 def test_every_variant_has_a_docstring_and_defaults_that_validate_or_say_what_to_give():

@@ -19,9 +19,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.cli import _prepare, main
+from harness import Study
+from harness.cli import main
 from harness.errors import AblateError
-from harness.model import GPT
+from harness.model.gpt import GPT
 
 VALID = {
     "name": "props",
@@ -84,14 +85,14 @@ overrides = st.lists(st.one_of(
 def _check(study_file, sets=None, profile=None):
     """What `ablate run` checks before MLflow, then every arm's model on the meta device."""
     try:
-        _, specs, datasets = _prepare(study_file, sets, None, profile)
+        study = Study.load(study_file, sets, profile)
     except AblateError as err:
         assert str(err).strip(), "an error without a message"
         return
-    for spec in specs:
-        vocab = datasets[spec.data.model_dump_json()].vocab_size
+    for spec in study.runs:
+        vocab = study.datasets[spec.data.model_dump_json()].vocab_size
         with torch.device("meta"):
-            GPT(spec.model.model_copy(update={"vocab_size": vocab}))
+            GPT(spec.model.for_vocabulary(vocab))
 
 
 def _write(tmp_path_factory, text):
@@ -117,7 +118,8 @@ def test_any_text_as_a_study_is_valid_or_fails_with_one_message(tmp_path_factory
 
 
 BAD_STUDY = "name: bad\nbase: {model: {n_head: 3, d_model: 16}}\n"
-WORDS = ["run", "worker", "report", "train", "generate", "variants", "bogus", "--set", "--plugin", "--profile",
+WORDS = ["run", "worker", "report", "train", "generate", "variants", "status", "clean", "schema", "bogus", "--set",
+         "--plugin", "--profile", "--version", "--dry-run",
          "--tracking-uri", "--storage", "--jobs", "--runs-dir", "--json", "--prompt", "--max-new-tokens", "--top-k",
          "--temperature", "--seed", "--device", "--help", "-x", "bad.yaml", "missing.yaml", "nope.pt", "gpu",
          "sqlite:///t.db", "http://127.0.0.1:9", "postgresql://u:p@127.0.0.1:9/db", "-1", "0", "3", "nan", "x=1",
@@ -150,11 +152,11 @@ def test_any_command_line_exits_0_or_2_with_one_message(tmp_path_factory, monkey
 
 
 def test_the_study_strategy_starts_from_a_valid_study(tmp_path_factory):
-    _, specs, _ = _prepare(_write(tmp_path_factory, yaml.safe_dump(VALID)), None, None, None)
-    assert len(specs) == 4 and not math.isnan(specs[0].train.lr)
+    runs = Study.load(_write(tmp_path_factory, yaml.safe_dump(VALID))).runs
+    assert len(runs) == 4 and not math.isnan(runs[0].train.lr)
 
 
 @pytest.mark.parametrize("text", [BAD_STUDY, "name: [", "name: x\narms: 3"])
 def test_known_malformed_studies_fail_with_one_message(tmp_path_factory, text):
     with pytest.raises(AblateError):
-        _prepare(_write(tmp_path_factory, text), None, None, None)
+        Study.load(_write(tmp_path_factory, text))

@@ -2,7 +2,7 @@
 
 import torch
 
-from harness.model import AttentionContext
+from harness.model.gpt import AttentionContext
 from tests.conftest import tiny_model
 
 

@@ -1,0 +1,181 @@
+"""The study ledger: every planned run of a study is an Optuna trial in shared storage.
+
+`ablate run` plans a study (one waiting trial per run key) and any number of workers
+(`ablate run --jobs N` on this machine, `ablate worker` on others sharing the storage)
+claim waiting trials one at a time. A claimed trial beats a heartbeat while its run trains;
+when a worker dies, the next worker to look fails the stale trial and
+`RetryHeartbeatStaleTrialCallback` puts a copy back in the queue, so the run is trained by someone
+else (from the dead worker's checkpoint when the run folder is shared). Optuna's
+PostgreSQL storage lets machines share one queue (`SELECT ... FOR UPDATE` hands each
+waiting trial to one worker); the default sqlite file suits one machine.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+from typing import Callable
+
+from harness.errors import AblateError
+from harness.redaction import redact
+from harness.run_state import RunState
+from harness.spec import RunSpec
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+HEARTBEAT_SECONDS = int(os.environ.get("ABLATE_HEARTBEAT_INTERVAL", "10"))
+GRACE_SECONDS = int(os.environ.get("ABLATE_HEARTBEAT_GRACE", "60"))
+# a run with a trial in these states needs no new one; a failed trial's run is planned again
+PLANNED_OR_SETTLED = ("WAITING", "RUNNING", "COMPLETE", "PRUNED")
+
+
+def open_storage(url: str):
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    # a run's own failure is reported by ablate; Optuna would repeat it with a traceback
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+    except ModuleNotFoundError as err:
+        raise AblateError(f"the Optuna storage {redact(url)} needs the Python package '{err.name}' "
+                          "(for PostgreSQL: pip install 'ablate[dist]')") from None
+    except Exception as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise AblateError(f"the Optuna storage {redact(url)} is unreachable ({first_line[:200]}); "
+                          "check --storage") from None
+
+
+def worker_name() -> str:
+    """host:pid, recorded on the trials a process claims."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def release_dead_local_claims(study) -> int:
+    """Fail the running trials of an Optuna study whose worker ran on this machine and is gone
+    (killed with SIGKILL, say), so that their runs go back in the queue now instead of after
+    the heartbeat grace period. Returns how many were released."""
+    from optuna.trial import TrialState
+
+    host = socket.gethostname()
+    released = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker_host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
+        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            released += 1
+    return released
+
+
+class Ledger:
+    def __init__(self, storage_url: str, study_name: str):
+        self.url = storage_url
+        self.storage = open_storage(storage_url)
+        self.name = f"ablate:{study_name}"
+
+    def open(self, parent_run_id: str) -> None:
+        """Start an execution of the study: workers attach their MLflow runs to `parent_run_id`
+        and wait (tuning first, if the study tunes) until :meth:`plan` has queued the runs."""
+        import optuna
+
+        study = optuna.create_study(study_name=self.name, storage=self.storage, load_if_exists=True)
+        study.set_user_attr("mlflow_parent_run_id", parent_run_id)
+        study.set_user_attr("planned", False)
+
+    def plan(self, specs: list[RunSpec]) -> int:
+        """Queue every run that has no waiting, running or settled trial; returns how many.
+        A trial carries its run's key, arm and seed."""
+        study = self._load()
+        taken = {t.user_attrs.get("run_key") for t in study.get_trials(deepcopy=False)
+                 if t.state.name in PLANNED_OR_SETTLED}
+        missing = [spec for spec in specs if spec.key() not in taken]
+        for spec in missing:
+            study.enqueue_trial({"run_key": spec.key()},
+                                user_attrs={"run_key": spec.key(), "arm": spec.arm, "seed": spec.seed})
+        study.set_user_attr("planned", True)
+        return len(missing)
+
+    def release_dead_local_claims(self) -> int:
+        """See :func:`release_dead_local_claims`."""
+        return release_dead_local_claims(self._load())
+
+    def wait_until_planned(self, poll_seconds: float = 2.0) -> None:
+        study = self._load()
+        while not study.user_attrs.get("planned"):
+            time.sleep(poll_seconds)
+            study = self._load()
+
+    def _load(self):
+        import optuna
+
+        try:
+            return optuna.load_study(study_name=self.name, storage=self.storage)
+        except KeyError:
+            raise AblateError(f"no planned study '{self.name}' in {redact(self.url)}; plan it first with "
+                              "`ablate run STUDY.yaml --storage URL --jobs 0`") from None
+
+    def parent_run_id(self) -> str:
+        return self._load().user_attrs["mlflow_parent_run_id"]
+
+    def trials(self) -> list:
+        """Every trial of the ledger (frozen), oldest first; [] before the study is planned."""
+        import optuna
+
+        try:
+            return optuna.load_study(study_name=self.name, storage=self.storage).get_trials(deepcopy=False)
+        except KeyError:
+            return []
+
+    def has_open_runs(self) -> tuple[bool, bool]:
+        """(whether any run is waiting or running anywhere, whether one is waiting), after
+        failing the trials of workers whose heartbeat went stale."""
+        import optuna
+        from optuna.trial import TrialState
+
+        study = self._load()
+        optuna.storages.fail_stale_trials(study)
+        states = {t.state for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))}
+        return bool(states), TrialState.WAITING in states
+
+    def run_next(self, train: Callable[[object, str], tuple[RunState, float | None]]) -> None:
+        """Claim one waiting run and train it, its trial beating a heartbeat meanwhile.
+
+        `train(trial, run_key)` returns the run's final state and metric; the trial ends in
+        that state's trial state, with the metric as its value.
+        """
+        import optuna
+        from optuna.trial import TrialState
+
+        def objective(trial):
+            key = trial.user_attrs.get("run_key")
+            if key is None:  # another worker claimed the last waiting trial first
+                trial.set_user_attr("empty", True)
+                raise optuna.TrialPruned("no planned run was left to claim")
+            trial.set_user_attr("worker", worker_name())
+            state, value = train(trial, key)
+            trial.set_user_attr("state", state.value)
+            if state.trial_state == TrialState.FAIL:  # not settled: the next `ablate run` plans it again
+                raise RunNotSettled(f"run {key} ended {state.value}")
+            if state.trial_state == TrialState.PRUNED or value is None:
+                raise optuna.TrialPruned(f"run {key} ended {state.value}")
+            return value
+
+        self._load().optimize(objective, n_trials=1, catch=(RunNotSettled,))
+
+
+class RunNotSettled(Exception):
+    """A run ended failed: its trial fails, so that the next plan queues the run again."""

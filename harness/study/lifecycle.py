@@ -1,0 +1,92 @@
+"""One run, opened to ended: the same lifecycle for a comparison run and a tuning trial.
+
+    outcome = train_tracked(spec, run_dir, tracker, parent_run_id, progress, kind=RUN_KIND)
+
+- A run MLflow holds as settled (finished, diverged, pruned) is not trained again: its
+  outcome is read back.
+- An earlier attempt that did not settle (interrupted by Ctrl-C, killed, preempted, or
+  failed) continues from its checkpoint in the same MLflow run.
+- Finished or diverged: recorded with its artifacts (MLflow FINISHED / FAILED).
+- :class:`~harness.training.faults.RunFailed` (out of memory, an unusable checkpoint): FAILED
+  with the reason; the caller goes on, and the next `ablate run` tries the run again.
+- :class:`RunPruned`, raised by an observer (the tuner's pruner): PRUNED.
+- Ctrl-C or anything else: INTERRUPTED (MLflow KILLED), after the trainer's checkpoint,
+  and raised again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from harness.model.generate import sample_text
+from harness.progress import Observers, RunProgress
+from harness.run_state import RunState
+from harness.spec import RunSpec
+from harness.tracking.outbox import OUTBOX_NAME
+from harness.tracking.tracker import Tracker
+from harness.training.faults import RunFailed
+from harness.training.trainer import Trainer
+
+
+class RunPruned(Exception):
+    """Raised by an observer to stop a run early on purpose; the message says why."""
+
+
+@dataclass
+class RunOutcome:
+    state: RunState
+    metrics: dict[str, float] = field(default_factory=dict)
+    trained: bool = True  # False: MLflow had the run settled already
+    reason: str = ""
+
+
+def train_tracked(spec: RunSpec, run_dir: Path, tracker: Tracker, parent_run_id: str, progress, *, kind: str,
+                  identity: dict[str, str] | None = None, name: str | None = None,
+                  tags: dict[str, str] | None = None, observers: tuple = ()) -> RunOutcome:
+    """Train `spec` in `run_dir`, tracked as a child of `parent_run_id`.
+
+    `identity` (tags; default the run key) finds an earlier attempt at the same run; `name`
+    and `tags` label a new MLflow run; `observers` see the trainer's events beside the
+    tracker and the progress bar.
+    """
+    experiment_id = tracker.experiment_id(spec.study)
+    identity = identity or {"run_key": spec.key()}
+    prior = tracker.patiently(lambda: tracker.find_run(experiment_id, kind, identity), "looking up a run")
+    if prior is not None and RunState.of(prior.data.tags).settled:
+        return RunOutcome(RunState.of(prior.data.tags), dict(prior.data.metrics), trained=False)
+    label = name or f"{spec.arm} seed={spec.seed}"
+    tracked = tracker.patiently(lambda: tracker.open_run(
+        experiment_id, parent_run_id, spec, kind=kind, name=label, tags={**identity, **(tags or {})},
+        existing=prior, outbox_path=run_dir / OUTBOX_NAME), "starting a run")
+    bar = RunProgress(progress, label, spec.train.steps)
+    try:
+        trainer = Trainer(spec, run_dir, Observers(tracked, bar, *observers))
+        result = trainer.run()
+    except RunFailed as fault:
+        tracked.end(RunState.FAILED, str(fault))
+        progress.console.print(f"[yellow]failed:[/] {label}: {fault}")
+        return RunOutcome(RunState.FAILED, reason=str(fault))
+    except RunPruned as pruned:
+        tracked.end(RunState.PRUNED, str(pruned))
+        return RunOutcome(RunState.PRUNED, dict(bar.latest), reason=str(pruned))
+    except BaseException:
+        tracked.end(RunState.INTERRUPTED)
+        raise
+    finally:
+        bar.close()
+    tracked.finish(result, trainer.model.summary(), training_sample(trainer))
+    return RunOutcome(result.status, result.metrics, reason=result.reason)
+
+
+def training_sample(trainer: Trainer) -> str:
+    """A short sample logged with a run (none for tasks such as addition, nor from a model
+    whose weights went non-finite when it diverged)."""
+    if trainer.dataset.exact_match:
+        return ""
+    if not all(torch.isfinite(p).all() for p in trainer.model.parameters()):
+        return ""
+    trainer.model.eval()
+    return sample_text(trainer.model, trainer.dataset.tokenizer, "\n", 300, temperature=0.8, top_k=50, seed=0)

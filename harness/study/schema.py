@@ -1,0 +1,254 @@
+"""The study file: a YAML mapping that names the arms to compare, validated before anything runs.
+
+    name: norm_placement
+    description: pre-norm against post-norm
+    base:
+      model: {n_layer: 8, d_model: 128, n_head: 4, context_length: 128}
+      train: {steps: 400, batch_size: 16, lr: 3.0e-3}
+    data: {dataset: pydoc, tokenizer: char}
+    grid: {model.placement: [pre, post]}       # or arms: [{name: ..., set: {...}}, ...]
+    seeds: [0, 1, 2]
+    report: {metric: val_loss, baseline: pre, goal: minimize}
+
+Everything a user can get wrong is found here or in the plan (harness.study.plan), before
+any training, and reported as one message naming the file, the field and what is allowed.
+`ablate schema` prints this schema as JSON Schema, for editors.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import pydantic
+import yaml
+from pydantic import Field
+
+from harness.data import DataConfig
+from harness.errors import AblateError, describe_validation_error
+from harness.model.config import ModelConfig, VariantChoice
+from harness.registry import load_plugin
+from harness.study.paths import parse_override, set_study_field
+from harness.training.config import TrainConfig
+
+
+def _partial(model: type[pydantic.BaseModel], name: str, doc: str) -> type[pydantic.BaseModel]:
+    """`model`'s fields, each optional and unset unless the study sets it: what every arm of
+    a study starts from. The whole run is validated once each arm's settings are on top."""
+    fields = {}
+    for field_name, info in model.model_fields.items():
+        annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        if info.annotation is VariantChoice:  # a slot, kept as written (a name or {name: ..., options})
+            annotation = Union[str, dict[str, Any]]
+        fields[field_name] = (Optional[annotation], Field(None, description=info.description,
+                                                          json_schema_extra=info.json_schema_extra))
+    return pydantic.create_model(name, __doc__=doc, __config__=pydantic.ConfigDict(extra="forbid"), **fields)
+
+
+ModelSettings = _partial(ModelConfig, "ModelSettings", "Model fields and one variant per slot, shared by every arm.")
+TrainSettings = _partial(TrainConfig, "TrainSettings", "Training fields shared by every arm.")
+
+
+class BaseSettings(pydantic.BaseModel):
+    """What every arm shares; an arm's `set` goes on top."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    model: ModelSettings = Field(default_factory=ModelSettings, description="model fields and one variant per slot")
+    train: TrainSettings = Field(default_factory=TrainSettings, description="training fields")
+
+    def run_tree(self) -> dict[str, dict]:
+        """The fields this study sets, as nested mappings (model and train)."""
+        return {"model": self.model.model_dump(exclude_unset=True), "train": self.train.model_dump(exclude_unset=True)}
+
+
+class Arm(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted paths (model.norm) -> values")
+
+
+class ReportSettings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    metric: str = "val_loss"
+    baseline: str | None = Field(None, description="arm the others are compared with; default the first")
+    goal: Literal["minimize", "maximize"] = "minimize"
+
+
+class SearchDimension(pydantic.BaseModel):
+    """One tuned field: a float or int range (optionally log-scaled) or a list of choices."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _complete(self):
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical dimension needs choices")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"a {self.type} dimension needs low < high")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scaled dimension needs low > 0")
+        return self
+
+
+class TuneSettings(pydantic.BaseModel):
+    """Per-arm tuning with one budget for every arm, before the comparison over seeds."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    space: dict[str, SearchDimension] = Field(min_length=1, description="run field path -> range or choices")
+    trials: int = Field(8, gt=0, description="trials per arm (pruned ones count)")
+    timeout_s: float | None = Field(None, gt=0, description="time budget per arm, on top of trials")
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    seed: int = Field(0, description="training seed of the tuning trials (and the sampler's seed)")
+
+    @pydantic.model_validator(mode="after")
+    def _paths_and_grid(self):
+        for path in self.space:
+            if path.split(".")[0] not in ("model", "train", "data"):
+                raise ValueError(f"tune.space.{path} must start with model., train. or data.")
+        if self.sampler == "grid" and any(d.type != "categorical" for d in self.space.values()):
+            raise ValueError("the grid sampler needs categorical dimensions only")
+        return self
+
+
+def _list_or_count(schema: dict) -> None:
+    items = {key: schema.pop(key) for key in ("type", "items", "minItems")}
+    schema["anyOf"] = [items, {"type": "integer", "minimum": 1}]
+
+
+class StudySpec(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="letters, digits, _ . -")
+    description: str = ""
+    base: BaseSettings = BaseSettings()
+    data: DataConfig = DataConfig()
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="path -> values; arms are their product")
+    arms: list[Arm] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, json_schema_extra=_list_or_count,
+                             description="the seeds, or how many (0, 1, ...)")
+    plugins: list[str] = Field(default_factory=list)
+    match: Literal["params"] | None = Field(None, description="params: equal non-embedding parameters per arm")
+    report: ReportSettings = ReportSettings()
+    tune: TuneSettings | None = None
+    profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="named sets of overrides (path: value), chosen with --profile")
+
+    @pydantic.field_validator("seeds", mode="before")
+    @classmethod
+    def _count_or_list(cls, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                raise ValueError("seeds must be a positive count or a list of seeds")
+            return list(range(value))
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _arms_well_formed(self):
+        if self.grid and self.arms:
+            raise ValueError("give either grid or arms, not both")
+        for path, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid.{path} has no values")
+        names = [arm.name for arm in self.arm_list()]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"arm names must be unique; repeated: {', '.join(duplicates)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must not repeat")
+        if self.report.baseline is not None and self.report.baseline not in names:
+            raise ValueError(f"report.baseline '{self.report.baseline}' is not an arm; arms: {', '.join(names)}")
+        return self
+
+    def arm_list(self) -> list[Arm]:
+        if self.arms:
+            return self.arms
+        if not self.grid:
+            return [Arm(name="base")]
+        paths = list(self.grid)
+        arms = []
+        for values in itertools.product(*(self.grid[p] for p in paths)):
+            labels = [_label(v) for v in values]
+            name = labels[0] if len(paths) == 1 else ",".join(f"{_short(p)}={l}" for p, l in zip(paths, labels))
+            arms.append(Arm(name=name, set=dict(zip(paths, values))))
+        return arms
+
+    @property
+    def baseline(self) -> str:
+        return self.report.baseline or self.arm_list()[0].name
+
+
+def _label(value) -> str:
+    if isinstance(value, dict) and "name" in value:
+        extra = {k: v for k, v in value.items() if k != "name"}
+        return value["name"] + ("(" + ",".join(f"{k}={v}" for k, v in extra.items()) + ")" if extra else "")
+    return str(value)
+
+
+def _short(path: str) -> str:
+    return path.split(".")[-1]
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None, profile: str | None = None) -> StudySpec:
+    """Read, apply a profile and overrides, load plugins and validate a study file."""
+    path = Path(path)
+    if not path.is_file():
+        raise AblateError(f"study file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        place = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise AblateError(f"{path}{place}: not valid YAML: {problem}") from None
+    except UnicodeDecodeError:
+        raise AblateError(f"{path}: not a UTF-8 text file") from None
+    if not isinstance(raw, dict):
+        raise AblateError(f"{path}: a study is a mapping with at least 'name'; got {type(raw).__name__}")
+    if profile is not None:
+        profiles = raw.get("profiles") or {}
+        if profile not in profiles:
+            raise AblateError(f"{path}: no profile '{profile}'; profiles: {', '.join(profiles) or '(none)'}")
+        if not isinstance(profiles[profile], dict):
+            raise AblateError(f"{path}: profiles.{profile} must map paths to values")
+        for key, value in profiles[profile].items():
+            set_study_field(raw, str(key), value, str(path))
+    for text in overrides or []:
+        key, value = parse_override(text)
+        set_study_field(raw, key, value, str(path))
+    plugins = raw.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise AblateError(f"{path}: plugins must be a list of module names or .py files")
+    for plugin in plugins:
+        try:
+            load_plugin(plugin, base_dir=path.parent)
+        except AblateError as err:
+            raise AblateError(f"{path}: plugins: {err}") from None
+    try:
+        return StudySpec(**raw)
+    except pydantic.ValidationError as err:
+        raise AblateError(describe_validation_error(err, str(path))) from None
+    except AblateError as err:
+        raise AblateError(f"{path}: {err}") from None
+    except TypeError as err:  # keys that are not strings
+        raise AblateError(f"{path}: {err}") from None
+
+
+def study_json_schema() -> dict:
+    """The JSON Schema of a study file, with the variants registered now (plugins included)."""
+    schema = StudySpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "ablate study"
+    return schema

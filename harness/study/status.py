@@ -1,0 +1,114 @@
+"""Where a study stands, read from the ledger (what is queued or running, on which worker,
+how far along) and from MLflow (what settled, and how long finished runs took).
+
+A run is, in this order of precedence:
+
+- queued or running when its newest ledger trial waits or runs;
+- finished or diverged when MLflow holds it settled;
+- failed or interrupted when its last attempt ended so (the next `ablate run` queues it);
+- not planned when no `ablate run` has queued it yet.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+
+from harness.errors import AblateError
+from harness.redaction import redact
+from harness.run_state import RunState
+from harness.spec import RunSpec
+from harness.study.ledger import Ledger
+from harness.tracking.tracker import Tracker
+
+STATES = ["finished", "running", "queued", "failed", "interrupted", "diverged", "not planned"]
+
+
+@dataclass
+class StudyStatus:
+    name: str
+    runs: pd.DataFrame  # one row per run: arm, seed, run_key, state, worker, step, steps, heartbeat_age_s
+    arms: pd.DataFrame  # one row per arm: a count per state, and the mean wall time of its finished runs
+    eta_seconds: float | None  # None until a run has finished
+
+    @property
+    def running(self) -> pd.DataFrame:
+        return self.runs[self.runs["state"] == "running"]
+
+
+def study_status(name: str, tracker: Tracker, ledger: Ledger, planned: list[RunSpec] | None = None) -> StudyStatus:
+    """The status of every run of `planned` (default: every run the ledger or MLflow knows)."""
+    trials = {}  # run key -> its newest ledger trial
+    for trial in ledger.trials():
+        if "run_key" in trial.user_attrs:
+            trials[trial.user_attrs["run_key"]] = trial
+    experiment_id = tracker.experiment_id(name, create=False)
+    tracked = tracker.runs_by_key(experiment_id) if experiment_id else {}
+    if not trials and not tracked and planned is None:
+        raise AblateError(f"study '{name}' has not been run with these stores (no MLflow experiment in "
+                          f"{redact(tracker.uri)}, no ledger in {redact(ledger.url)}); check --tracking-uri and --storage")
+
+    if planned is not None:
+        runs = [(spec.arm, spec.seed, spec.key()) for spec in planned]
+    else:
+        known = {key: (t.user_attrs.get("arm", "?"), int(t.user_attrs.get("seed", -1))) for key, t in trials.items()}
+        known.update({key: (run.data.tags["arm"], int(run.data.tags["seed"])) for key, run in tracked.items()})
+        runs = [(arm, seed, key) for key, (arm, seed) in known.items()]
+
+    now = time.time()
+    rows = []
+    for arm, seed, key in runs:
+        row = {"arm": arm, "seed": seed, "run_key": key, "state": "not planned", "worker": "", "step": math.nan,
+               "steps": math.nan, "heartbeat_age_s": math.nan, "wall_time_s": math.nan}
+        trial, run = trials.get(key), tracked.get(key)
+        recorded = RunState.of(run.data.tags) if run is not None else None
+        if run is not None:
+            row["wall_time_s"] = run.data.metrics.get("wall_time_s", math.nan)
+        if trial is not None and trial.state.name in ("WAITING", "RUNNING"):
+            row["state"] = "queued" if trial.state.name == "WAITING" else "running"
+            if trial.state.name == "RUNNING":
+                progress = trial.user_attrs.get("progress", {})
+                started = trial.datetime_start.timestamp() if trial.datetime_start else now
+                row.update(worker=trial.user_attrs.get("worker", ""), step=progress.get("step", 0),
+                           steps=progress.get("steps", math.nan), heartbeat_age_s=now - progress.get("at", started))
+        elif recorded is not None and recorded.settled:
+            row["state"] = recorded.value
+        elif trial is not None and trial.state.name == "FAIL":
+            row["state"] = trial.user_attrs.get("state", RunState.INTERRUPTED.value)
+        elif recorded is not None:  # its MLflow run says running, but no worker holds it: it was killed
+            row["state"] = recorded.value if recorded == RunState.FAILED else RunState.INTERRUPTED.value
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["arm", "seed", "run_key", "state", "worker", "step", "steps",
+                                        "heartbeat_age_s", "wall_time_s"])
+    return StudyStatus(name, table, _per_arm(table), _eta(table))
+
+
+def _per_arm(runs: pd.DataFrame) -> pd.DataFrame:
+    counts = pd.crosstab(runs["arm"], runs["state"]).reindex(columns=STATES, fill_value=0)
+    counts = counts.reindex(list(dict.fromkeys(runs["arm"])), fill_value=0)  # the plan's order
+    finished = runs[runs["state"] == "finished"].groupby("arm")["wall_time_s"].mean()
+    counts["mean wall time (s)"] = finished.reindex(counts.index)
+    return counts.reset_index()
+
+
+def _eta(runs: pd.DataFrame) -> float | None:
+    """Seconds until every run has settled, at the finished runs' mean wall time per arm (all
+    arms' mean where an arm has none yet), shared among the workers running now."""
+    finished = runs[runs["state"] == "finished"]
+    if finished.empty:
+        return None if (runs["state"] != "diverged").any() else 0.0
+    per_arm = finished.groupby("arm")["wall_time_s"].mean()
+    overall = finished["wall_time_s"].mean()
+    left = 0.0
+    for row in runs.itertuples():
+        seconds = per_arm.get(row.arm, overall)
+        if row.state in ("queued", "failed", "interrupted", "not planned"):
+            left += seconds
+        elif row.state == "running":
+            done = row.step / row.steps if row.steps and not math.isnan(row.steps) else 0.0
+            left += seconds * max(0.0, 1.0 - done)
+    workers = max(1, runs.loc[runs["state"] == "running", "worker"].nunique())
+    return left / workers

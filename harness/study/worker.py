@@ -1,0 +1,85 @@
+"""A worker of a study: claims queued runs from the ledger one at a time and trains each
+through the run lifecycle, until no run is waiting or running anywhere.
+
+Any number of workers can serve one study: `ablate run --jobs N` starts them on this
+machine, `ablate worker` on any machine that shares the ledger and the tracking store.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.errors import AblateError
+from harness.progress import make_progress
+from harness.run_state import RunState
+from harness.spec import RunSpec
+from harness.study.ledger import HEARTBEAT_SECONDS, Ledger
+from harness.study.lifecycle import train_tracked
+from harness.tracking.tracker import RUN_KIND, Tracker
+
+
+@dataclass
+class WorkerOutcome:
+    trained: int = 0
+    done_already: int = 0
+
+
+class LedgerProgress:
+    """An observer that records a run's latest step on its ledger trial, at most once per
+    heartbeat interval, so that `ablate status` can say how far it is and when it last moved."""
+
+    def __init__(self, trial, total_steps: int):
+        self.trial = trial
+        self.total_steps = total_steps
+        self.last = 0.0
+
+    def on_start(self, info): pass
+
+    def on_metrics(self, step: int, metrics: dict) -> None:
+        now = time.time()
+        if now - self.last >= HEARTBEAT_SECONDS or step == self.total_steps:
+            self.trial.set_user_attr("progress", {"step": step, "steps": self.total_steps, "at": now})
+            self.last = now
+
+    def before_checkpoint(self, step, path): pass
+
+
+def work(specs: list[RunSpec], metric: str, tracker: Tracker, ledger: Ledger, runs_dir: Path,
+         console: Console, poll_seconds: float = 2.0) -> WorkerOutcome:
+    """Claim and train queued runs of the study until none is waiting or running anywhere."""
+    by_key = {spec.key(): spec for spec in specs}
+    study = specs[0].study
+    outcome = WorkerOutcome()
+
+    with make_progress(console) as progress:
+        claimed = progress.add_task(f"study {study}: runs claimed by this worker", total=None, status="")
+        parent_run_id = ledger.parent_run_id()
+
+        def train(trial, key: str) -> tuple[RunState, float | None]:
+            if key not in by_key:
+                raise AblateError(f"the ledger holds run {key}, which this study file does not plan; start workers "
+                                  "with the same study file, --set and --profile as `ablate run`")
+            spec = by_key[key]
+            # what earlier runs kept while the store was away goes first
+            tracker.patiently(lambda: tracker.send_kept(runs_dir / study), "sending kept records")
+            result = train_tracked(spec, runs_dir / study / key, tracker, parent_run_id, progress, kind=RUN_KIND,
+                                   observers=(LedgerProgress(trial, spec.train.steps),))
+            if result.trained:
+                outcome.trained += 1
+            else:
+                outcome.done_already += 1
+            progress.update(claimed, advance=1, status=f"last: {spec.arm} seed {spec.seed} {result.state.value}")
+            return result.state, result.metrics.get(metric)
+
+        while True:
+            open_runs, waiting = ledger.has_open_runs()
+            if not open_runs:
+                return outcome
+            if not waiting:
+                time.sleep(poll_seconds)  # a run in flight elsewhere may still fail and come back
+                continue
+            ledger.run_next(train)

@@ -1,0 +1,6 @@
+"""MLflow tracking: experiment = study, one parent run per execution, one child run per run.
+
+    tracker.py      the store: connection, experiments, parent runs, finding runs again
+    tracked_run.py  one run's records (params, metrics, tags, texts) as its trainer produces them
+    outbox.py       records kept until the store has them: never lost to an outage or a crash
+"""

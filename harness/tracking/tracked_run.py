@@ -1,0 +1,99 @@
+"""One run's records, as its trainer produces them: params at the start, metrics batched,
+artifacts and the final state at the end.
+
+Everything goes through an :class:`~harness.tracking.outbox.Outbox`, so an unreachable
+tracking store never stops training and loses nothing: what it could not take is kept in
+`outbox_path` and sent later.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from harness.registry import MODEL_SLOTS
+from harness.run_state import RunState
+from harness.spec import RunSpec
+from harness.tracking.outbox import Outbox
+
+
+class TrackedRun:
+    """An observer of a trainer (see harness.training.trainer.Observer) that records into
+    one MLflow run."""
+
+    FLUSH_EVERY = 500
+
+    def __init__(self, client, run_id: str, spec: RunSpec, logged_until: int, outbox_path: Path | None = None):
+        self.client = client
+        self.run_id = run_id
+        self.spec = spec
+        self.logged_until = logged_until
+        self.outbox = Outbox(client, run_id, outbox_path, label=f"{spec.arm} seed={spec.seed}")
+        self.pending: list[tuple[str, float, int, int]] = []
+
+    def on_start(self, info: dict) -> None:
+        params = dict(self.spec.flat_params())
+        params.update({slot: str(getattr(self.spec.model, slot)) for slot in MODEL_SLOTS})
+        params.update({key: str(value) for key, value in info.items()})
+        self.outbox.params({k: v[:6000] for k, v in params.items()})
+        self.outbox.tags({"device": info["device"]})
+        self.outbox.flush()
+
+    def on_metrics(self, step: int, metrics: dict) -> None:
+        if step <= self.logged_until:  # logged before an interruption; the resumed run recomputed it
+            return
+        now = int(time.time() * 1000)
+        self.pending += [(key, float(value), now, step) for key, value in metrics.items()]
+        if "val_loss" in metrics or len(self.pending) >= self.FLUSH_EVERY:
+            self.flush()
+
+    def before_checkpoint(self, step: int, path) -> None:
+        # every point up to this checkpoint must survive a crash once it is written: what
+        # MLflow has not yet confirmed goes to disk first (sending it twice is harmless:
+        # MLflow ignores a metric point it already holds); training does not wait for the store
+        self.flush()
+        self.outbox.keep()
+
+    def flush(self, wait: bool = False) -> bool:
+        """Hand the buffered metrics to the background sender; with `wait`, until it is done
+        or the store has failed to take them (then they are kept on disk)."""
+        if self.pending:
+            self.outbox.metrics(self.pending)
+            self.pending = []
+        return self.outbox.flush(wait)
+
+    def finish(self, result, summary: str, sample: str) -> None:
+        """End a run whose training loop ended: finished, or diverged (`result.status`)."""
+        tags = {k: str(v) for k, v in result.info.items() if k.startswith(("attention_backend", "kernel_"))}
+        # steps_trained: by this execution, fewer than train.steps after a resume
+        now = int(time.time() * 1000)
+        self.flush()
+        self.outbox.metrics([(name, float(result.metrics.get(name, 0.0)), now, result.steps)
+                             for name in ("wall_time_s", "steps_trained")])
+        self.outbox.text("config.yaml", yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False))
+        self.outbox.text("model_summary.txt", summary)
+        if sample:
+            self.outbox.text("sample.txt", sample)
+        self.end(result.status, result.reason, tags)
+
+    def end(self, state: RunState, reason: str = "", tags: dict[str, str] | None = None) -> None:
+        """Record the run's final state (and why, when it did not finish) and close it."""
+        self.flush()
+        tags = {**(tags or {}), "state": state.value}
+        if reason:
+            tags["failure_reason"] = reason[:5000]
+        self.outbox.tags(tags)
+        self.outbox.terminate(state.mlflow_status)
+        self._close()
+
+    def _close(self) -> None:
+        """Send everything now if the store answers; otherwise keep it on disk and say where."""
+        if not self.outbox.flush(wait=True):
+            where = self.outbox.path or "memory only"
+            print(f"warning: run {self.outbox.label} ended while the tracking store was unreachable "
+                  f"({self.outbox.last_error}); {len(self.outbox.records)} records are kept in {where} and "
+                  "are sent by the next `ablate run` of this study", file=sys.stderr)
+        self.outbox.close()

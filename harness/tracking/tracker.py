@@ -1,0 +1,199 @@
+"""The MLflow tracking store: experiment = study, one parent run per execution of the study,
+one child run per arm x seed (and per tuning trial).
+
+Runs are found again by their identity tags (the run key), which is how a re-run skips
+settled runs and continues interrupted ones in the same MLflow run. Every request that can
+meet an outage goes through :meth:`Tracker.patiently`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from harness.errors import AblateError
+from harness.redaction import redact
+from harness.run_state import RunState
+from harness.spec import RunSpec
+from harness.tracking.outbox import send_kept
+from harness.tracking.tracked_run import TrackedRun
+
+RUN_KIND = "arm_run"
+TUNE_KIND = "tune_trial"
+STUDY_KIND = "study"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@contextlib.contextmanager
+def _quick_http_failures():
+    # MLflow retries an unreachable server for minutes by default; a start-up check should not
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# how long a study waits for a tracking store that stopped answering before it gives up
+PATIENCE_SECONDS = float(os.environ.get("ABLATE_TRACKING_PATIENCE", "600"))
+
+
+def _connect_once(uri: str) -> None:
+    """Open and close one connection to a database store: MLflow itself retries a refused
+    connection for about two minutes before it says so."""
+    if urlsplit(uri).scheme.split("+")[0] not in ("postgresql", "mysql", "mssql"):
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, pool_pre_ping=False)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
+class Tracker:
+    def __init__(self, uri: str | None = None):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+        if self.uri.startswith(("http://", "https://")):
+            # MLflow retries a silent server for minutes per request; ablate keeps the records
+            # and retries them itself, so a request may fail fast
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        with _quick_http_failures():
+            try:
+                _connect_once(self.uri)
+                self.client = MlflowClient(tracking_uri=self.uri)
+                self.client.search_experiments(max_results=1)
+            except ModuleNotFoundError as err:
+                raise AblateError(f"the MLflow tracking store {redact(self.uri)} needs the Python package "
+                                  f"'{err.name}' (for PostgreSQL: pip install 'ablate[dist]')") from None
+            except Exception as err:
+                first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise AblateError(f"the MLflow tracking store {redact(self.uri)} is unreachable ({first_line[:200]}); "
+                                  "start it, or pass another --tracking-uri / MLFLOW_TRACKING_URI") from None
+
+    def patiently(self, call, what: str):
+        """call() now, or once the tracking store answers again (within PATIENCE_SECONDS)."""
+        deadline = time.monotonic() + PATIENCE_SECONDS
+        pause, warned = 1.0, False
+        while True:
+            try:
+                return call()
+            except Exception as err:  # the store is down, or timed out
+                first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                if time.monotonic() + pause > deadline:
+                    raise AblateError(f"the MLflow tracking store {redact(self.uri)} has not answered for "
+                                      f"{PATIENCE_SECONDS:.0f} s ({what}: {first_line}); what the runs could not "
+                                      "send is kept beside their checkpoints. Run the same command again when "
+                                      "it is back") from None
+                if not warned:
+                    print(f"warning: the MLflow tracking store {redact(self.uri)} does not answer ({what}: "
+                          f"{first_line}); waiting up to {PATIENCE_SECONDS:.0f} s for it", file=sys.stderr)
+                    warned = True
+                time.sleep(pause)
+                pause = min(2 * pause, 15.0)
+
+    def send_kept(self, folder: Path) -> int:
+        """Send the records runs under `folder` kept while the store was away; how many runs'."""
+        sent, left = send_kept(self.client, folder)
+        if left:
+            raise ConnectionError(f"the records kept in {', '.join(map(str, left))} were not taken")
+        return sent
+
+    # ---- experiments and parents -----------------------------------------------------------
+
+    def experiment_id(self, name: str, create: bool = True) -> str | None:
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                raise AblateError(f"MLflow experiment '{name}' is deleted; restore it (mlflow experiments restore) "
+                                  "or rename the study")
+            return experiment.experiment_id
+        if not create:
+            return None
+        return self.client.create_experiment(name)
+
+    def start_study(self, experiment_id: str, study, runs: int, study_file: str) -> str:
+        # the MLflow UI opens a training experiment on its runs and charts, not on GenAI traces
+        self.client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
+        for key, value in {"description": study.description, "baseline": study.baseline, "study_file": study_file,
+                           "metric": study.report.metric, "goal": study.report.goal,
+                           "arms": ",".join(a.name for a in study.arm_list())}.items():
+            self.client.set_experiment_tag(experiment_id, f"ablate.{key}", value)
+        run = self.client.create_run(experiment_id, run_name=f"{study.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                                     tags={"ablate.kind": STUDY_KIND, "study": study.name, "git_commit": git_commit(),
+                                           "planned_runs": str(runs), "mlflow.note.content": study.description})
+        return run.info.run_id
+
+    def end_study(self, parent_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(parent_id, status)
+
+    def latest_parent(self, experiment_id: str) -> str | None:
+        runs = self.client.search_runs([experiment_id], f"tags.`ablate.kind` = '{STUDY_KIND}'",
+                                       order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    # ---- runs ----------------------------------------------------------------------------
+
+    def runs_by_key(self, experiment_id: str) -> dict[str, object]:
+        """The newest comparison run of each run key in the experiment."""
+        return {run.data.tags["run_key"]: run for run in self.find_runs(experiment_id, RUN_KIND)}
+
+    def find_run(self, experiment_id: str, kind: str, identity: dict[str, str]):
+        """The newest run of this kind whose tags hold `identity`, or None."""
+        runs = self.find_runs(experiment_id, kind, identity)
+        return runs[-1] if runs else None
+
+    def find_runs(self, experiment_id: str, kind: str, identity: dict[str, str] | None = None) -> list:
+        """Every run of this kind (whose tags hold `identity`: values of letters and digits), oldest first."""
+        query = " and ".join([f"tags.`ablate.kind` = '{kind}'",
+                              *(f"tags.`{k}` = '{v}'" for k, v in (identity or {}).items())])
+        found, page = [], None
+        while True:
+            batch = self.client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"],
+                                            max_results=1000, page_token=page)
+            found += batch
+            page = batch.token
+            if not page:
+                return found
+
+    def open_run(self, experiment_id: str, parent_id: str, spec: RunSpec, *, kind: str, name: str,
+                 tags: dict[str, str], existing=None, outbox_path: Path | None = None) -> TrackedRun:
+        """Continue `existing` (an earlier attempt at the same run) or create a new child run.
+        What the store cannot take while the run trains is kept in `outbox_path`."""
+        if existing is not None:
+            history = self.client.get_metric_history(existing.info.run_id, "train_loss")
+            logged_until = max((m.step for m in history), default=0)
+            self.client.set_tag(existing.info.run_id, "state", RunState.RUNNING.value)
+            self.client.update_run(existing.info.run_id, status=RunState.RUNNING.mlflow_status)
+            return TrackedRun(self.client, existing.info.run_id, spec, logged_until, outbox_path)
+        tags = {
+            "mlflow.parentRunId": parent_id, "ablate.kind": kind, "study": spec.study, "arm": spec.arm,
+            "seed": str(spec.seed), "run_key": spec.key(), "git_commit": git_commit(),
+            "state": RunState.RUNNING.value, **tags,
+        }
+        run = self.client.create_run(experiment_id, run_name=name, tags=tags)
+        return TrackedRun(self.client, run.info.run_id, spec, 0, outbox_path)

@@ -1,0 +1,114 @@
+"""Per-arm tuning: the same budget per arm, pruning, best settings carried into the comparison
+and shown in the report."""
+
+import json
+import os
+import subprocess
+import sys
+
+import optuna
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from harness.errors import AblateError
+from harness.study.schema import load_study
+
+STUDY = """
+name: tuned
+base:
+  model: {n_layer: 2, d_model: 32, n_head: 2, context_length: 32}
+  train: {steps: 40, batch_size: 4, log_interval: 10, eval_interval: 10, eval_batches: 2}
+grid: {model.norm: [layernorm, rmsnorm]}
+seeds: 2
+tune:
+  space:
+    train.lr: {type: float, low: 1.0e-4, high: 3.0e-2, log: true}
+    train.warmup_steps: {type: categorical, choices: [0, 10]}
+  trials: 6
+"""
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tuned")
+    (folder / "study.yaml").write_text(STUDY)
+    command = [sys.executable, "-m", "harness.cli", "run", "study.yaml", "--tracking-uri", f"sqlite:///{folder}/mlflow.db"]
+    result = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def _tuning(folder, arm):
+    return optuna.load_study(study_name=f"ablate:tuned:tune:{arm}", storage=f"sqlite:///{folder}/optuna.db")
+
+
+def test_every_arm_gets_the_same_budget_and_some_trials_are_pruned(tuned):
+    states = {arm: [t.state.name for t in _tuning(tuned, arm).trials] for arm in ("layernorm", "rmsnorm")}
+    assert all(len(s) == 6 for s in states.values())
+    assert sum(s.count("PRUNED") for s in states.values()) >= 1
+    assert all("COMPLETE" in s for s in states.values())
+
+
+def test_trials_are_mlflow_runs_tagged_with_number_and_state(tuned):
+    client = MlflowClient(f"sqlite:///{tuned}/mlflow.db")
+    experiment = client.get_experiment_by_name("tuned").experiment_id
+    trials = client.search_runs([experiment], "tags.`ablate.kind` = 'tune_trial'")
+    assert len(trials) == 12
+    assert {r.data.tags["state"] for r in trials} <= {"finished", "pruned", "failed"}
+    for arm in ("layernorm", "rmsnorm"):
+        study = _tuning(tuned, arm)
+        tagged = {int(r.data.tags["trial"]): r.data.tags["state"] for r in trials if r.data.tags["arm"] == arm}
+        expected = {t.number: {"COMPLETE": "finished", "PRUNED": "pruned"}[t.state.name] for t in study.trials}
+        assert tagged == expected
+
+
+def test_the_comparison_runs_each_arms_best_setting_and_the_report_shows_it(tuned):
+    client = MlflowClient(f"sqlite:///{tuned}/mlflow.db")
+    experiment = client.get_experiment_by_name("tuned").experiment_id
+    runs = client.search_runs([experiment], "tags.`ablate.kind` = 'arm_run'")
+    assert len(runs) == 4
+    report = (tuned / "reports" / "tuned" / "report.md").read_text()
+    assert "## Tuning" in report and (tuned / "reports" / "tuned" / "tuning.png").exists()
+    for arm in ("layernorm", "rmsnorm"):
+        best = _tuning(tuned, arm).best_params
+        for run in (r for r in runs if r.data.tags["arm"] == arm):
+            assert float(run.data.params["train.lr"]) == pytest.approx(best["train.lr"])
+            assert int(run.data.params["train.warmup_steps"]) == best["train.warmup_steps"]
+        setting = json.dumps({"train.lr": best["train.lr"], "train.warmup_steps": best["train.warmup_steps"]},
+                             sort_keys=True)
+        assert setting in report
+    tuning = pd.read_csv(tuned / "reports" / "tuned" / "tuning.csv")
+    assert len(tuning) == 12
+
+
+@pytest.mark.parametrize("space,message", [
+    ("{lr: {type: float, low: 1, high: 2}}", "must start with model., train. or data."),
+    ("{train.lr: {type: float, low: 0.0, high: 0.1, log: true}}", "log-scaled dimension needs low > 0"),
+    ("{train.lr: {type: float, low: 0.1, high: 0.01}}", "needs low < high"),
+    ("{model.norm: {type: categorical}}", "needs choices"),
+])
+def test_a_malformed_search_space_is_refused(tmp_path, space, message):
+    path = tmp_path / "study.yaml"
+    path.write_text(f"name: s\ntune:\n  space: {space}\n")
+    with pytest.raises(AblateError, match=message):
+        load_study(path)
+
+
+def test_local_workers_share_the_tuning_budget_then_the_runs(tmp_path):
+    (tmp_path / "study.yaml").write_text(STUDY.replace("trials: 6", "trials: 3"))
+    command = [sys.executable, "-m", "harness.cli", "run", "study.yaml", "--jobs", "2"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    workers = set()
+    for arm in ("layernorm", "rmsnorm"):
+        trials = _tuning(tmp_path, arm).trials
+        assert 3 <= len(trials) <= 4, "the budget is shared: at most one extra trial per extra worker"
+        workers |= {t.user_attrs["worker"] for t in trials}
+    assert len(workers) == 2
+    ledger = optuna.load_study(study_name="ablate:tuned", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert sorted(t.state.name for t in ledger.trials if not t.user_attrs.get("empty")) == ["COMPLETE"] * 4
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tuned").experiment_id])
+    threads = {r.data.params["threads"] for r in runs if "threads" in r.data.params}
+    assert threads == {str(max(1, os.cpu_count() // 2))}, "each of the two workers gets its share of the cores"

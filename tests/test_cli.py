@@ -1,0 +1,85 @@
+"""The command line itself: a version, help on every option, and the study schema for editors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import jsonschema
+import pytest
+import typer.main
+import yaml
+
+from harness import __version__
+from harness.cli import app
+
+ROOT = Path(__file__).parent.parent
+
+
+def ablate(*args):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_version():
+    result = ablate("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"ablate {__version__}"
+
+
+def _commands(group: click.Group, prefix=()):
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*prefix, name))
+        yield (*prefix, name), command
+
+
+def test_every_command_and_option_has_help():
+    root = typer.main.get_command(app)
+    for path, command in _commands(root):
+        assert (command.help or "").strip(), f"ablate {' '.join(path)} has no help"
+        for parameter in command.params:
+            if isinstance(parameter, click.Option) and parameter.name != "help":
+                assert (parameter.help or "").strip(), f"ablate {' '.join(path)} {parameter.opts[0]} has no help"
+
+
+def test_the_prompt_default_reads_as_words():
+    result = subprocess.run([sys.executable, "-m", "harness.cli", "generate", "--help"], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0
+    assert "[default: (a newline)]" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def schema():
+    result = ablate("schema")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_schema_names_fields_and_registered_variants(schema):
+    jsonschema.Draft202012Validator.check_schema(schema)
+    model = schema["$defs"]["ModelSettings"]["properties"]
+    assert {"n_layer", "d_model", "vocab_size", "norm", "mlp"} <= set(model)
+    names = model["mlp"]["anyOf"][0]["enum"]
+    assert {"gelu", "swiglu", "geglu", "relu"} <= set(names)
+    assert "lr" in schema["$defs"]["TrainSettings"]["properties"]
+
+
+@pytest.mark.parametrize("study", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_study_validates_against_the_schema_and_points_to_it(schema, study):
+    text = study.read_text()
+    jsonschema.validate(yaml.safe_load(text), schema)
+    assert text.startswith("# yaml-language-server: $schema=study.schema.json")
+
+
+def test_the_committed_schema_is_what_ablate_schema_prints(schema):
+    committed = json.loads((ROOT / "studies" / "study.schema.json").read_text())
+    assert committed == schema, "run: ablate schema > studies/study.schema.json"
+
+
+def test_the_schema_catches_a_typo_an_editor_would_underline(schema):
+    study = yaml.safe_load((ROOT / "studies" / "norm_placement.yaml").read_text())
+    study["base"]["model"]["n_layers"] = 4
+    with pytest.raises(jsonschema.ValidationError, match="n_layers"):
+        jsonschema.validate(study, schema)
