@@ -207,10 +207,15 @@ def run(
     study = _load(study_file, set_, plugin, profile, tracking_uri, storage, runs_dir, reports_dir)
     if dry_run:
         plan = study.estimate()
-        title = f"plan of study '{study.name}': {len(study.spec.arm_list())} arms x {len(study.spec.seeds)} seeds"
+        title = f"plan of study '{study.name}': {len(plan)} arms, {len(study.runs)} runs"
         Console().print(_table(plan.rename(columns=PLAN_COLUMNS), title))
-        minutes = (plan["seconds_per_run"] * plan["seeds"]).sum() / 60
-        typer.echo(f"{len(study.runs)} runs, estimated {minutes:.1f} min of training on {study.device}")
+        left = plan["runs"] - plan["finished"]
+        minutes = (plan["seconds_per_run"] * left).sum() / 60
+        typer.echo(f"{len(study.runs)} runs, {plan['finished'].sum()} finished already; the other {left.sum()} "
+                   f"estimated at {minutes:.1f} min of training on {study.device}")
+        if study.spec.sequential:
+            typer.echo(f"seeds are added one at a time while a verdict is unsettled: up to "
+                       f"{study.spec.sequential.max_seeds} per arm, {len(study.possible_runs())} runs at most")
         return
     summary = study.run(jobs)
     if summary is not None:
@@ -237,14 +242,16 @@ def worker(
 @app.command()
 def report(
     study: StudyArgument,
+    plan: Annotated[Optional[str], typer.Option(help="the parent run id of an earlier execution to report "
+                                                     "(default: the newest)")] = None,
     tracking_uri: TrackingOption = None,
     reports_dir: ReportsDirOption = Path("reports"),
 ):
-    """Rebuild a study's report from what MLflow holds."""
+    """Rebuild a study's report from what MLflow holds: the runs of one execution's plan."""
     from harness.report import build_report
     from harness.tracking.tracker import Tracker
 
-    result = build_report(Tracker(tracking_uri), _study_name(study), reports_dir)
+    result = build_report(Tracker(tracking_uri), _study_name(study), reports_dir, plan)
     typer.echo(f"report: {result.folder / 'report.md'}")
 
 
@@ -310,9 +317,9 @@ def ui(
     tracking_uri: TrackingOption = None,
 ):
     """Start the MLflow UI on this machine's loopback address."""
-    import mlflow
+    from harness.tracking.tracker import tracking_uri as resolve_uri
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    uri = resolve_uri(tracking_uri)
     command = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)]
     typer.echo(f"MLflow UI on http://{host}:{port}/#/experiments?{UI_VIEW} (store {redact(uri)}); Ctrl-C stops it")
     # the store goes by environment, not argv, where any user of the machine could read a password
@@ -377,6 +384,24 @@ def bench_pruning(steps: Annotated[int, typer.Option(min=20, help="steps per tri
                   repeats: Annotated[int, typer.Option(min=1, help="kept at 1: one search per setting")] = 1):
     """Share of training steps the median pruner saves on a small tuning study (target >= 30%)."""
     _bench("pruning", steps, repeats)
+
+
+@bench_app.command("sequential")
+def bench_sequential(
+    studies: Annotated[int, typer.Option(min=100, help="simulated studies per scenario")] = 2000,
+    min_seeds: Annotated[int, typer.Option("--min", min=2, help="seeds every arm trains first")] = 3,
+    max_seeds: Annotated[int, typer.Option("--max", min=2, help="most seeds per arm")] = 10,
+    arms: Annotated[int, typer.Option(min=1, help="arms facing the baseline")] = 2,
+    effect: Annotated[float, typer.Option(help="true difference, in standard deviations of a seed's paired "
+                                               "difference")] = 1.5,
+):
+    """The sequential seed rule on simulated studies (no training): family-wise error at no
+    effect (target <= 5%), power at an effect, and seeds used against a fixed max."""
+    from harness.bench import sequential
+
+    if min_seeds > max_seeds:
+        raise AblateError(f"--min ({min_seeds}) must not exceed --max ({max_seeds})")
+    typer.echo(sequential(studies, min_seeds, max_seeds, arms, effect))
 
 
 def _print_version(value: bool) -> None:

@@ -10,6 +10,7 @@ import pydantic
 from harness.data import DataConfig
 from harness.model.config import ModelConfig
 from harness.redaction import redact
+from harness.registry import MODEL_SLOTS
 from harness.training.config import TrainConfig
 
 # settings that choose where and how fast a run computes, not what it computes: the
@@ -27,22 +28,31 @@ class RunSpec(pydantic.BaseModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
+    # what decides the numbers beyond the configuration: the data's content, the tokenizer,
+    # the code of plugin variants (filled in by the plan, harness.study.plan.with_sources)
+    sources: dict[str, str] = pydantic.Field(default_factory=dict)
 
     def key(self) -> str:
         """Hash of everything that determines the result (not the study or arm labels, not the
-        device): the same run is recognised however the study that asked for it was written."""
+        device): the same run is recognised however the study that asked for it was written,
+        and a run of other data, another tokenizer or edited plugin code is another run."""
         train = self.train.model_dump(mode="json", exclude=EXECUTION_FIELDS)
         model = self.model.model_dump(mode="json", exclude=MODEL_EXECUTION_FIELDS)
-        identity = {"model": model, "train": train,
-                    "data": self.data.model_dump(mode="json"), "seed": self.seed}
+        identity = {"model": model, "train": train, "data": self.data.model_dump(mode="json"), "seed": self.seed,
+                    "sources": self.sources}
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def variants(self) -> list[tuple[str, str]]:
+        """(slot, variant name) of every registered variant the run uses."""
+        return [(slot, getattr(self.model, slot).name) for slot in MODEL_SLOTS] + [("dataset", self.data.dataset.name)]
 
     def flat_params(self) -> dict[str, str]:
         """Every resolved field as `section.field` -> text, for tracking."""
         flat: dict[str, str] = {"seed": str(self.seed)}
         for section in ("model", "train", "data"):
             _flatten(getattr(self, section).model_dump(mode="json"), section, flat)
+        _flatten(self.sources, "sources", flat)
         # a data URL may carry credentials: they are not a parameter
         return {key: redact(value) if "://" in value else value for key, value in flat.items()}
 

@@ -10,7 +10,8 @@ TINY_RUN = """
 name: tiny
 base:
   model: {n_layer: 2, d_model: 32, n_head: 2, context_length: 32}
-  train: {steps: 20, batch_size: 4, log_interval: 5, eval_interval: 10, eval_batches: 1}
+  train: {steps: 20, batch_size: 4, log_interval: 5, eval_interval: 10}
+data: {val_windows: 4}
 """
 
 

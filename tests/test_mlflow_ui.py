@@ -23,7 +23,8 @@ name: ui_study
 description: Pre-norm against post-norm, browsed in the MLflow UI.
 base:
   model: {n_layer: 1, d_model: 16, n_head: 2, context_length: 16}
-  train: {steps: 30, batch_size: 4, log_interval: 5, eval_interval: 10, eval_batches: 1}
+  train: {steps: 30, batch_size: 4, log_interval: 5, eval_interval: 10}
+data: {val_windows: 4}
 grid: {model.placement: [pre, post]}
 seeds: 2
 report: {baseline: pre}

@@ -1,6 +1,7 @@
 """Benchmarks that print ratios measured in one process (never timed tests)."""
 
 from harness.bench.ratios import BenchResult, overhead, pruning, tracking
+from harness.bench.sequential import sequential
 from harness.bench.speed import speed
 
-__all__ = ["BenchResult", "overhead", "pruning", "speed", "tracking"]
+__all__ = ["BenchResult", "overhead", "pruning", "sequential", "speed", "tracking"]

@@ -95,8 +95,10 @@ def _bare_step_time(spec: RunSpec, trainer: Trainer, warmup: int) -> float:
 def _bench_spec(steps: int, batch_size: int, log_interval: int, eval_interval: int, **overrides) -> RunSpec:
     """The CPU benchmark run; `overrides` (model, data, device, compile) move it elsewhere."""
     train = dict(steps=steps, batch_size=batch_size, log_interval=log_interval, eval_interval=eval_interval,
-                 eval_batches=1, device=overrides.pop("device", "cpu"), compile=overrides.pop("compile", False))
-    return RunSpec(model=overrides.pop("model", OVERHEAD_MODEL), train=train, **overrides)
+                 device=overrides.pop("device", "cpu"), compile=overrides.pop("compile", False))
+    data = overrides.pop("data", {})
+    return RunSpec(model=overrides.pop("model", OVERHEAD_MODEL), train=train,
+                   data={"val_windows": batch_size, **data}, **overrides)
 
 
 def overhead(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8, **overrides) -> BenchResult:
@@ -146,8 +148,8 @@ def pruning(run_dir, steps: int = 120, repeats: int = 1, trials: int = 12) -> Be
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     spec = RunSpec(model=dict(n_layer=2, d_model=32, n_head=2, context_length=32),
-                   train=dict(steps=steps, batch_size=8, log_interval=10, eval_interval=10, eval_batches=2,
-                              device="cpu", compile=False))
+                   train=dict(steps=steps, batch_size=8, log_interval=10, eval_interval=10, device="cpu",
+                              compile=False), data=dict(val_windows=16))
     rates = np.random.default_rng(0).permutation(np.geomspace(1e-4, 1e-1, trials)).tolist()
 
     def search(pruner):

@@ -24,6 +24,10 @@ class DataConfig(pydantic.BaseModel):
     dataset: VariantChoice = slot_field("dataset", "pydoc")
     tokenizer: TokenizerConfig = pydantic.Field(TokenizerConfig(), json_schema_extra=TokenizerConfig.as_written)
     val_fraction: float = pydantic.Field(0.1, gt=0, lt=1, description="tail of a corpus kept for validation")
+    val_windows: int = pydantic.Field(
+        128, gt=0, description="validation windows of a corpus (context_length tokens each), drawn once from the "
+                               "validation split with a fixed seed: every arm and seed is judged on the same text, "
+                               "whatever its batch size")
 
     @pydantic.model_validator(mode="after")
     def _resolve_dataset(self):
@@ -42,7 +46,7 @@ def load_dataset(cfg: DataConfig, tokenizer: Tokenizer | None = None):
         return made
     split_at = int(len(made.text) * (1 - cfg.val_fraction))
     tokenizer = tokenizer or build_tokenizer(cfg.tokenizer, made.text, made.text[:split_at], cache)
-    return TokenizedCorpus(made.text, tokenizer, cfg.val_fraction, cache, made.metadata)
+    return TokenizedCorpus(made.text, tokenizer, cfg.val_fraction, cfg.val_windows, cache, made.metadata)
 
 
 __all__ = ["DataConfig", "TokenizerConfig", "Tokenizer", "load_dataset", "reference_losses", "cache_dir"]

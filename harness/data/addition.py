@@ -72,7 +72,7 @@ class AdditionTask:
     def train_batch(self, batch_size: int, context_length: int, generator: torch.Generator):
         return self._rows(*self._sample(batch_size, generator, want_val=False))
 
-    def eval_batches(self, batch_size: int, context_length: int, max_batches: int):
+    def eval_batches(self, batch_size: int, context_length: int):
         seed = int(hashlib.sha256(f"addition-{self.digits}".encode()).hexdigest()[:8], 16)
         a, b = self._sample(self.val_examples, torch.Generator().manual_seed(seed), want_val=True)
         x, y = self._rows(a, b)

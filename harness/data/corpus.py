@@ -21,13 +21,14 @@ class TokenizedCorpus:
 
     exact_match = False
 
-    def __init__(self, text: str, tokenizer: Tokenizer, val_fraction: float, cache: Path, metadata: dict):
+    def __init__(self, text: str, tokenizer: Tokenizer, val_fraction: float, val_windows: int, cache: Path,
+                 metadata: dict):
         self.tokenizer = tokenizer
+        self.val_windows = val_windows
         self.vocab_size = tokenizer.vocab_size
         split_at = int(len(text) * (1 - val_fraction))
         self.texts = {"train": text[:split_at], "val": text[split_at:]}
-        tokenizer_key = content_hash(repr(sorted(tokenizer.state().items())))
-        self.tokens = {split: self._tokenize(part, cache, tokenizer_key) for split, part in self.texts.items()}
+        self.tokens = {split: self._tokenize(part, cache, tokenizer.fingerprint()) for split, part in self.texts.items()}
         self.metadata = {**metadata, "train_tokens": len(self.tokens["train"]), "val_tokens": len(self.tokens["val"])}
 
     def _tokenize(self, text: str, cache: Path, tokenizer_key: str) -> np.ndarray:
@@ -57,9 +58,9 @@ class TokenizedCorpus:
         high = len(self.tokens["train"]) - context_length - 1
         return self._windows("train", torch.randint(high, (batch_size,), generator=generator), context_length)
 
-    def eval_batches(self, batch_size: int, context_length: int, max_batches: int):
-        # the same windows for every run: differences between arms are never sampling noise
-        generator = torch.Generator().manual_seed(0)
+    def eval_batches(self, batch_size: int, context_length: int):
+        # the same windows for every arm and seed, whatever their batch size: fixed by the
+        # text, the context length and one seed, so differences are never sampling noise
         high = len(self.tokens["val"]) - context_length - 1
-        return [self._windows("val", torch.randint(high, (batch_size,), generator=generator), context_length)
-                for _ in range(max_batches)]
+        starts = torch.randint(high, (self.val_windows,), generator=torch.Generator().manual_seed(0))
+        return [self._windows("val", chunk, context_length) for chunk in starts.split(batch_size)]

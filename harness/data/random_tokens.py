@@ -26,6 +26,7 @@ class RandomTokens:
 
     def __init__(self, cfg, options: RandomTokensOptions, cache_dir=None):
         self.vocab_size = options.vocab_size
+        self.val_windows = cfg.val_windows
         # one character per id, below the UTF-16 surrogates, so samples and checkpoints work
         self.tokenizer = char_tokenizer("".join(chr(0x100 + i) for i in range(self.vocab_size)))
         self.metadata = {"source": "uniform random tokens", "vocab_size": self.vocab_size}
@@ -40,6 +41,6 @@ class RandomTokens:
     def train_batch(self, batch_size: int, context_length: int, generator: torch.Generator):
         return self._batch(batch_size, context_length, generator)
 
-    def eval_batches(self, batch_size: int, context_length: int, max_batches: int):
-        generator = torch.Generator().manual_seed(0)
-        return [self._batch(batch_size, context_length, generator) for _ in range(max_batches)]
+    def eval_batches(self, batch_size: int, context_length: int):
+        x, y = self._batch(self.val_windows, context_length, torch.Generator().manual_seed(0))
+        return list(zip(x.split(batch_size), y.split(batch_size)))

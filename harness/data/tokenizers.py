@@ -72,6 +72,10 @@ class Tokenizer:
         """Everything needed to rebuild this tokenizer (stored in checkpoints)."""
         return self._state
 
+    def fingerprint(self) -> str:
+        """A hash of the vocabulary: two tokenizers with the same fingerprint encode alike."""
+        return content_hash(repr(sorted(self._state.items())))
+
     @staticmethod
     def from_state(state: dict) -> "Tokenizer":
         if state["kind"] == "char":

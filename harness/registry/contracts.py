@@ -167,5 +167,6 @@ class TaskDataset(Protocol):
     def train_batch(self, batch_size: int, context_length: int, generator: torch.Generator):
         """(x, y) int64 tensors of shape (batch_size, T <= context_length)."""
 
-    def eval_batches(self, batch_size: int, context_length: int, max_batches: int):
-        """The same validation batches at every call."""
+    def eval_batches(self, batch_size: int, context_length: int):
+        """The validation rows, in batches of `batch_size`: the same rows at every call and
+        whatever the batch size, so every arm and seed is judged on the same data."""

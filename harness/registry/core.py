@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
+import importlib.metadata
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import pydantic
@@ -49,7 +52,28 @@ class Variant:
     name: str
     factory: Callable[..., Any]
     options: type[Options]
-    source: str
+    source: str  # where it came from, for people
+    package: str | None = None  # the installed distribution that registered it, if any
+
+    # the file that defines a plugin variant, as it was when the variant was registered
+    # (ablate's own variants are covered by the ablate version recorded on every run)
+    source_text: str = ""
+
+    @property
+    def source_file(self) -> Path | None:
+        """The file that defines the variant's code."""
+        return _source_file(self.factory)
+
+    @property
+    def code(self) -> str:
+        """What identifies a plugin variant's code in a run's identity: its package's name and
+        version when installed, and the hash of its file; empty for ablate's own variants."""
+        if self.package == BUILT_IN_PACKAGE:
+            return ""
+        parts = [f"{self.package}=={importlib.metadata.version(self.package)}"] if self.package else []
+        if self.source_text:
+            parts.append("sha256:" + hashlib.sha256(self.source_text.encode()).hexdigest()[:16])
+        return " ".join(parts)
 
     @property
     def summary(self) -> str:
@@ -63,8 +87,20 @@ class Variant:
             raise ValueError(describe_validation_error(err, f"{self.slot} '{self.name}'")) from None
 
 
+BUILT_IN_PACKAGE = "ablate"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where the registrations of an import come from (see harness.registry.loading)."""
+
+    label: str
+    name_module: bool = False  # put the registering module's name first in `source`
+    package: str | None = None
+
+
 _VARIANTS: dict[str, dict[str, Variant]] = {slot: {} for slot in SLOTS}
-_source_of_current_import: list[tuple[str, bool]] = []  # (where from, whether to name the module)
+_origins: list[Origin] = []  # the imports in progress, innermost last
 
 
 def register(slot: str, name: str, options: type[Options] = NoOptions):
@@ -78,20 +114,38 @@ def register(slot: str, name: str, options: type[Options] = NoOptions):
         raise TypeError(f"options of {slot}/{name} must subclass harness.registry.Options")
 
     def add(factory):
-        source = factory.__module__
-        if _source_of_current_import:
-            label, name_module = _source_of_current_import[-1]
-            source = f"{factory.__module__} ({label})" if name_module else label
+        source, package = factory.__module__, None
+        if _origins:
+            origin = _origins[-1]
+            source = f"{factory.__module__} ({origin.label})" if origin.name_module else origin.label
+            package = origin.package
         existing = _VARIANTS[slot].get(name)
         if existing is not None and _qualname(existing.factory) != _qualname(factory):
             raise AblateError(
                 f"{slot} variant '{name}' is registered twice: by {existing.source} "
                 f"and by {source}; rename one of them"
             )
-        _VARIANTS[slot][name] = Variant(slot, name, factory, options, source)
+        text = "" if package == BUILT_IN_PACKAGE else _source_text(factory)
+        _VARIANTS[slot][name] = Variant(slot, name, factory, options, source, package, text)
         return factory
 
     return add
+
+
+def _source_file(factory) -> Path | None:
+    try:
+        found = inspect.getsourcefile(factory)
+    except TypeError:  # built into Python
+        return None
+    return Path(found) if found else None
+
+
+def _source_text(factory) -> str:
+    path = _source_file(factory)
+    try:
+        return path.read_text(encoding="utf-8") if path is not None else ""
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def _qualname(factory) -> str:

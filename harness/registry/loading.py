@@ -19,6 +19,7 @@ from harness.registry import core
 
 ENTRY_POINT_GROUP = "ablate.variants"
 _loaded_entry_points = False
+_loaded_files: dict[str, str] = {}  # plugin module name -> sha256 of the file it was imported from
 
 
 def load_installed() -> None:
@@ -28,9 +29,10 @@ def load_installed() -> None:
         return
     _loaded_entry_points = True
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = entry.dist.name if entry.dist else "unknown package"
+        package = entry.dist.name if entry.dist else None
+        dist = package or "unknown package"
         # variants are named by their module: one entry point may import many (the built-ins do)
-        with _registering_as(f"package {dist}", name_module=True):
+        with _registering_as(core.Origin(f"package {dist}", name_module=True, package=package)):
             try:
                 entry.load()
             except Exception as err:
@@ -50,7 +52,7 @@ def load_plugin(reference: str, base_dir: Path | None = None) -> None:
     if reference.endswith(".py") or "/" in reference or "\\" in reference:
         _load_plugin_file(_find_file(reference, base_dir))
         return
-    with _registering_as(f"plugin module {reference}"):
+    with _registering_as(core.Origin(f"plugin module {reference}")):
         try:
             importlib.import_module(reference)
         except ModuleNotFoundError as err:
@@ -73,34 +75,35 @@ def _find_file(reference: str, base_dir: Path | None) -> Path:
 
 
 def _load_plugin_file(path: Path) -> None:
-    # one module name per file, so loading the same file twice is a no-op
+    # one module name per file: loading the same file again is a no-op unless it was edited
+    # meanwhile (in a notebook, say), when it is imported again and its variants replaced
     module_name = f"ablate_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-    if module_name in sys.modules:
+    content = hashlib.sha256(path.read_bytes()).hexdigest()
+    if _loaded_files.get(module_name) == content:
         return
+    _loaded_files[module_name] = content
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    with _registering_as(f"plugin file {path}"):
+    with _registering_as(core.Origin(f"plugin file {path}")):
         try:
             spec.loader.exec_module(module)
         except AblateError:
-            del sys.modules[module_name]
+            del sys.modules[module_name], _loaded_files[module_name]
             raise
         except Exception as err:
-            del sys.modules[module_name]
+            del sys.modules[module_name], _loaded_files[module_name]
             raise AblateError(f"plugin file {path} failed to import: {type(err).__name__}: {err}") from err
 
 
 class _registering_as:
-    """Context in which registrations are attributed to `source` (shown by `ablate variants`),
-    with the registering module's name first when `name_module`."""
+    """Context in which registrations are attributed to `origin` (shown by `ablate variants`)."""
 
-    def __init__(self, source: str, name_module: bool = False):
-        self.source = source
-        self.name_module = name_module
+    def __init__(self, origin: core.Origin):
+        self.origin = origin
 
     def __enter__(self):
-        core._source_of_current_import.append((self.source, self.name_module))
+        core._origins.append(self.origin)
 
     def __exit__(self, *exc):
-        core._source_of_current_import.pop()
+        core._origins.pop()

@@ -1,6 +1,15 @@
-"""Read a study back from MLflow: one row per run, and the curves."""
+"""Read one execution of a study back from MLflow: its plan, one row per planned run, the
+curves, the tuning trials.
+
+A report is about one plan: runs are found by the run keys the plan lists, so runs of
+another configuration of the same study are never pooled into an arm (a run whose
+configuration is identical serves every plan that lists it).
+"""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -9,42 +18,62 @@ from harness.redaction import redact
 from harness.run_state import RunState
 from harness.tracking.tracker import TUNE_KIND, Tracker
 
-# failed runs are listed beside the finished and diverged ones; interrupted ones are not over yet
-REPORTED_STATES = {RunState.FINISHED, RunState.DIVERGED, RunState.FAILED}
 NUMERIC_PARAMS = ["params", "params_non_embedding", "flops_per_token", "tokens_per_step", "unigram_loss", "bigram_loss"]
+# a planned run MLflow does not hold yet
+NOT_RUN = "not run"
 
 
-def collect_runs(tracker: Tracker, study: str) -> tuple[pd.DataFrame, dict]:
-    """Finished, diverged and failed runs of the study (the newest per run key), and the study's settings."""
+@dataclass
+class Collected:
+    parent_run_id: str
+    plan: dict
+    results: pd.DataFrame  # one row per planned run, in plan order (arm, then seed)
+    left_out: int  # runs of the study that belong to other plans
+    versions: list[str]  # the ablate versions and commits the runs were trained with
+
+
+def collect_runs(tracker: Tracker, study: str, plan_id: str | None = None) -> Collected:
+    """The runs of the study's newest plan (or of the execution `plan_id`)."""
     experiment_id = tracker.experiment_id(study, create=False)
     if experiment_id is None:
         raise AblateError(f"no MLflow experiment '{study}' in {redact(tracker.uri)}; run the study first")
-    experiment = tracker.client.get_experiment(experiment_id)
-    settings = {key.removeprefix("ablate."): value for key, value in experiment.tags.items() if key.startswith("ablate.")}
+    parent, plan = tracker.plan(experiment_id, plan_id)
+    tracked = tracker.runs_by_key(experiment_id)
     rows = []
-    for key, run in tracker.runs_by_key(experiment_id).items():
-        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-        if RunState.of(tags) not in REPORTED_STATES:
-            continue
-        row = {"run_id": run.info.run_id, "arm": tags["arm"], "seed": int(tags["seed"]), "run_key": key,
-               "state": tags["state"], "failure_reason": tags.get("failure_reason", ""),
-               "device": tags.get("device", ""), "attention_backend": tags.get("attention_backend", "")}
-        row.update({name: float(params[name]) if name in params else float("nan") for name in NUMERIC_PARAMS})
-        row.update(metrics)
+    for planned in plan["runs"]:
+        run = tracked.get(planned["run_key"])
+        row = {"run_id": run.info.run_id if run else "", "arm": planned["arm"], "seed": int(planned["seed"]),
+               "run_key": planned["run_key"], "state": RunState.of(run.data.tags).value if run else NOT_RUN,
+               "failure_reason": run.data.tags.get("failure_reason", "") if run else "",
+               "device": run.data.tags.get("device", "") if run else "",
+               "attention_backend": run.data.tags.get("attention_backend", "") if run else "",
+               "version": _version(run) if run else ""}
+        params = run.data.params if run else {}
+        row.update({name: float(params[name]) if name in params else math.nan for name in NUMERIC_PARAMS})
+        row.update(run.data.metrics if run else {})
         rows.append(row)
-    if not any(row["state"] == "finished" for row in rows):
-        raise AblateError(f"MLflow experiment '{study}' has no finished runs yet")
-    frame = pd.DataFrame(rows)
-    order = settings.get("arms", "").split(",")
-    frame["arm_order"] = frame["arm"].map({arm: i for i, arm in enumerate(order)}).fillna(len(order))
-    frame = frame.sort_values(["arm_order", "seed"]).drop(columns="arm_order").reset_index(drop=True)
-    return frame, settings
+    results = pd.DataFrame(rows)
+    if not (results["state"] == RunState.FINISHED.value).any():
+        raise AblateError(f"study '{study}' has no finished run in its plan yet (execution {parent}); "
+                          "`ablate status` says where it stands")
+    order = {arm["name"]: i for i, arm in enumerate(plan["arms"])}
+    results = results.sort_values(["arm", "seed"], key=lambda c: c.map(order) if c.name == "arm" else c,
+                                  kind="stable").reset_index(drop=True)
+    planned_keys = set(results["run_key"])
+    left_out = sum(key not in planned_keys for key in tracked)
+    versions = sorted({v for v in results["version"] if v})
+    return Collected(parent, plan, results, left_out, versions)
+
+
+def _version(run) -> str:
+    tags = run.data.tags
+    return f"ablate {tags.get('ablate_version', '?')} at {tags.get('git_commit', 'unknown')}"
 
 
 def collect_curves(tracker: Tracker, runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Long table: arm, seed, step, tokens, value, for every run's history of `metric`."""
     rows = []
-    for run in runs.itertuples():
+    for run in runs[runs["run_id"] != ""].itertuples():
         for point in tracker.client.get_metric_history(run.run_id, metric):
             rows.append({"arm": run.arm, "seed": run.seed, "step": point.step,
                          "tokens": point.step * run.tokens_per_step, "value": point.value})

@@ -6,6 +6,8 @@ import math
 
 import pandas as pd
 
+from harness.report.stats import RULES
+
 DIGITS = 4
 
 
@@ -21,37 +23,51 @@ def _count(value) -> str:
     return "–" if isinstance(value, float) and math.isnan(value) else f"{int(value):,}"
 
 
-def render(study: str, settings: dict, results: pd.DataFrame, summary: pd.DataFrame, metric: str,
-           references: dict[str, float], shared: dict[str, str], data: dict[str, str],
-           tuning: pd.DataFrame | None = None) -> str:
-    baseline, goal = settings.get("baseline", summary["arm"].iloc[0]), settings.get("goal", "minimize")
+def render(study: str, collected, summary: pd.DataFrame, references: dict[str, float], shared: dict[str, str],
+           data: dict[str, str], tuning: pd.DataFrame | None = None, rule=None) -> str:
+    plan, results = collected.plan, collected.results
+    metric, goal, baseline = plan["metric"], plan["goal"], plan["baseline"]
     lines = [f"# {study}", ""]
-    if settings.get("description"):
-        lines += [settings["description"].strip(), ""]
-    produced = f"`ablate run {settings['study_file']}`, " if settings.get("study_file") else ""
+    if plan.get("description"):
+        lines += [plan["description"].strip(), ""]
+    produced = f"`ablate run {plan['study_file']}`, " if plan.get("study_file") else ""
     lines += [f"Metric: final `{metric}` ({'lower' if goal == 'minimize' else 'higher'} is better), "
               f"baseline arm `{baseline}`. Produced by {produced}rebuilt from MLflow alone by "
-              f"`ablate report {study}`.", ""]
+              f"`ablate report {study}`. It covers the plan of execution `{collected.parent_run_id}`: "
+              f"{len(plan['arms'])} arms, {len(results)} runs.", ""]
+    notes = []
+    if collected.left_out:
+        notes.append(f"{collected.left_out} runs of other plans of this study are left out: their configuration "
+                     f"differs from this plan's (`ablate report {study} --plan PARENT_RUN_ID` reports another "
+                     "execution).")
+    if len(collected.versions) > 1:
+        notes.append("The runs were trained by different versions: " + "; ".join(collected.versions) + ".")
+    lines += [f"> {note}" for note in notes] + ([""] if notes else [])
 
     lines += ["## Verdicts", ""]
     for row in summary.itertuples():
+        flag = f" — **{row.flag}**" if row.flag else ""
         if row.arm != baseline:
-            lines.append(f"- **{row.arm} vs {baseline}**: {row.verdict}")
-    lines += ["", "Differences are arm minus baseline with a 95% Welch interval; p-values are Welch's "
-              "t-test, Holm-adjusted over the arms compared with the baseline.", ""]
+            lines.append(f"- **{row.arm} vs {baseline}**: {row.verdict}{flag}")
+        elif flag:
+            lines.append(f"- **{baseline}** (baseline){flag}")
+    adjustment = (rule.describe(len(summary) - 1) if rule else
+                  "p-values are Holm-adjusted over the arms compared with the baseline.")
+    lines += ["", f"{RULES} {adjustment}", ""]
 
     lines += ["## Arms", ""]
     table = pd.DataFrame({
         "arm": summary["arm"],
-        "seeds": summary["seeds"],
+        "seeds": [f"{s}/{p}" for s, p in zip(summary["seeds"], summary["planned"])],
         "diverged": summary["diverged"],
         "failed": summary["failed"],
         f"{metric} mean ± std": [f"{fmt(m)} ± {fmt(s)}" for m, s in zip(summary["mean"], summary["std"])],
         "95% CI": [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(summary["ci_low"], summary["ci_high"])],
         "Δ vs baseline": [fmt(d) for d in summary["diff"]],
         "Δ 95% CI": [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(summary["diff_ci_low"], summary["diff_ci_high"])],
-        "p (Welch)": [fmt(p) for p in summary["p_welch"]],
-        "p (Holm)": [fmt(p) for p in summary["p_holm"]],
+        "test": summary["test"],
+        "p": [fmt(p) for p in summary["p"]],
+        "p (adjusted)": [fmt(p) for p in summary["p_adjusted"]],
         "params (non-emb.)": [_count(p) for p in summary["params_non_embedding"]],
         "FLOPs/token": [_count(f) for f in summary["flops_per_token"]],
         "tokens/s": [_count(t) for t in summary["tokens_per_s"]],
@@ -72,9 +88,8 @@ def render(study: str, settings: dict, results: pd.DataFrame, summary: pd.DataFr
     lines += ["## Settings", ""]
     if data:
         lines += ["Data: " + ", ".join(f"{k} `{v}`" for k, v in data.items()), ""]
-    tuned = [path for path in settings.get("tuned", "").split(",") if path]
-    if tuned:
-        lines += ["Tuned per arm (see Tuning): " + ", ".join(f"`{path}`" for path in tuned), ""]
+    if plan["tuned"]:
+        lines += ["Tuned per arm (see Tuning): " + ", ".join(f"`{path}`" for path in plan["tuned"]), ""]
     if shared:
         lines += ["Training settings shared by every arm (not tuned per arm, so a difference can also "
                   "reflect how each arm tolerates them): " + ", ".join(f"{k} = {v}" for k, v in shared.items()), ""]
@@ -87,7 +102,7 @@ def render(study: str, settings: dict, results: pd.DataFrame, summary: pd.DataFr
     runs["tokens_per_s"] = runs["tokens_per_s"].map(_count)
     runs["wall_time_s"] = runs["wall_time_s"].map(lambda w: fmt(w, 1))
     lines += [runs.to_markdown(index=False), ""]
-    failures = results[results["state"] != "finished"]
+    failures = results[~results["state"].isin(["finished", "not run"])]
     for row in failures.itertuples():
         lines.append(f"- {row.arm} seed {row.seed} {row.state}: {row.failure_reason}")
     return "\n".join(lines).rstrip() + "\n"

@@ -1,8 +1,18 @@
-"""Few-seed statistics: mean ± std, 95% t interval, Welch's test against the baseline, Holm.
+"""Few-seed statistics in which every planned seed counts.
 
-Each arm has a handful of seeds, so intervals use Student's t, differences use Welch's test
-(no equal-variance assumption), and the p-values of several arms facing one baseline are
-Holm-adjusted so that "better" keeps its 5% family-wise meaning.
+- Each arm: mean ± std of its finished seeds, and a 95% Student t interval.
+- Against the baseline, paired by seed: a seed fixes the data order and the initialisation
+  the same way in every arm, so when the baseline finished every seed the arm finished the
+  difference is tested with the paired t-test over those seeds (and its interval);
+  otherwise (an A/A control with seeds of its own) with Welch's t-test. With several arms
+  facing one baseline, p-values are Holm-adjusted (or, when seeds were added sequentially,
+  adjusted by harness.study.sequential) so that "better" and "worse" keep their 5%
+  family-wise meaning.
+- Every seed counts: an arm with a diverged seed is "unstable", whatever its other seeds
+  say; an arm (or baseline) whose seeds have not all finished is "incomplete". Neither is
+  called better or worse.
+- Differences that do not vary between seeds (constant arms) are not tested: the p-value
+  of a zero-variance difference is rounding noise. They are reported as they are.
 """
 
 from __future__ import annotations
@@ -13,7 +23,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from harness.study.sequential import SequentialRule
+
 ALPHA = 0.05
+# relative spread below which values are the same number up to float32 rounding
+CONSTANT = 1e-7
+
+RULES = ("Differences are arm minus baseline. When the baseline finished every seed the arm finished, they are "
+         "paired by seed (a seed fixes data order and initialisation in every arm): the paired t-test and its 95% "
+         "interval; otherwise Welch's t-test and interval. \"better\"/\"worse\" needs an adjusted p < 0.05. "
+         "Every planned seed counts: an arm with "
+         "a diverged seed is \"unstable\" and one whose seeds have not all finished is \"incomplete\"; neither is "
+         "judged on the seeds that survived. Differences that are the same on every seed are reported without a "
+         "test. An arm whose mean final loss is not below the unigram reference (predicting every token by its "
+         "frequency) \"has not learned\"; one not below the bigram reference is \"undertrained\".")
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -28,74 +51,163 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def summarize(results: pd.DataFrame, metric: str, baseline: str, goal: str, arm_order: list[str]) -> pd.DataFrame:
-    """One row per arm from one row per run (`arm`, `state`, the metric, and resource columns)."""
+def summarize(results: pd.DataFrame, metric: str, baseline: str, goal: str, arm_order: list[str],
+              references: dict[str, float] | None = None, rule: SequentialRule | None = None) -> pd.DataFrame:
+    """One row per arm from one row per planned run (`arm`, `seed`, `state`, the metric, and
+    resource columns); a planned run not trained yet has a state other than finished.
+    `references` (unigram_loss, bigram_loss) flag arms that learned less than they do;
+    `rule` adjusts p-values of a study that added seeds sequentially (else Holm's)."""
+    finished = results[results["state"] == "finished"]
+    base = _values(finished, baseline, metric)
+    base_planned = set(results.loc[results["arm"] == baseline, "seed"])
     rows = []
-    done = results[results["state"] == "finished"]
-    base_values = done.loc[done["arm"] == baseline, metric].to_numpy(float)
     for arm in arm_order:
         runs = results[results["arm"] == arm]
-        values = done.loc[done["arm"] == arm, metric].to_numpy(float)
-        row = {"arm": arm, "seeds": len(values), "diverged": int((runs["state"] == "diverged").sum()),
-               "failed": int((runs["state"] == "failed").sum()),
+        values = _values(finished, arm, metric)
+        row = {"arm": arm, "planned": len(runs), "seeds": len(values),
+               "diverged": int((runs["state"] == "diverged").sum()), "failed": int((runs["state"] == "failed").sum()),
                "mean": _mean(values), "std": _std(values)}
-        row["ci_low"], row["ci_high"] = _t_interval(values)
-        row.update(_versus_baseline(values, base_values) if arm != baseline else _empty_comparison())
+        row["unfinished"] = row["planned"] - row["seeds"] - row["diverged"] - row["failed"]
+        row["ci_low"], row["ci_high"] = _t_interval(values.to_numpy(float))
+        if arm != baseline:
+            row.update(_compare(values, base))
+            # what the comparison needs of the baseline: the arm's seeds (paired), or all of its own
+            needed = set(runs["seed"]) if set(runs["seed"]) & base_planned else base_planned
+            row["baseline_ready"] = needed <= set(base.index)
+        else:
+            row.update(_no_comparison())
         for column in ("params_non_embedding", "params", "flops_per_token"):
-            row[column] = runs[column].iloc[0] if len(runs) else math.nan
+            row[column] = runs[column].dropna().iloc[0] if runs[column].notna().any() else math.nan
         for column in ("tokens_per_s", "wall_time_s"):
-            row[column] = done.loc[done["arm"] == arm, column].mean()
+            row[column] = finished.loc[finished["arm"] == arm, column].mean()
         rows.append(row)
     summary = pd.DataFrame(rows)
-    summary["p_holm"] = holm(summary["p_welch"].tolist())
-    summary["verdict"] = [_verdict(r, baseline, goal) for r in summary.to_dict("records")]
+    arms = len(arm_order) - 1
+    summary["p_adjusted"] = holm(summary["p"].tolist()) if rule is None else [
+        math.nan if math.isnan(p) else rule.adjusted(p, seeds, arms) for p, seeds in zip(summary["p"], summary["seeds"])]
+    base_row = summary[summary["arm"] == baseline].iloc[0].to_dict()
+    summary["verdict"] = [_verdict(r, base_row, goal, rule) for r in summary.to_dict("records")]
+    summary["settled"] = [_settled(r, base_row, rule) for r in summary.to_dict("records")]
+    summary["flag"] = [_flag(mean, references or {}) for mean in summary["mean"]]
     return summary
 
 
-def _mean(values):
+def _flag(mean: float, references: dict[str, float]) -> str:
+    """Whether an arm's final loss shows it learned more than counting tokens does."""
+    if math.isnan(mean):
+        return ""
+    if "unigram_loss" in references and mean >= references["unigram_loss"]:
+        return f"has not learned: not below the unigram reference ({references['unigram_loss']:.4f})"
+    if "bigram_loss" in references and mean >= references["bigram_loss"]:
+        return f"undertrained: not below the bigram reference ({references['bigram_loss']:.4f})"
+    return ""
+
+
+def _values(finished: pd.DataFrame, arm: str, metric: str) -> pd.Series:
+    """The arm's final metric by seed."""
+    runs = finished[finished["arm"] == arm]
+    return pd.Series(runs[metric].to_numpy(float), index=runs["seed"].to_numpy()).sort_index()
+
+
+def _mean(values) -> float:
     return float(np.mean(values)) if len(values) else math.nan
 
 
-def _std(values):
+def _std(values) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
 
 
-def _t_interval(values):
+def _t_interval(values: np.ndarray) -> tuple[float, float]:
     if len(values) < 2:
         return math.nan, math.nan
     half = stats.t.ppf(1 - ALPHA / 2, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
     return float(np.mean(values) - half), float(np.mean(values) + half)
 
 
-def _empty_comparison():
-    return {"diff": math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan, "p_welch": math.nan}
+def _constant(differences: np.ndarray, scale: np.ndarray) -> bool:
+    return float(np.ptp(differences)) <= CONSTANT * max(1.0, float(np.max(np.abs(scale))))
 
 
-def _versus_baseline(values, base_values):
-    if len(values) < 2 or len(base_values) < 2:
-        comparison = _empty_comparison()
-        if len(values) and len(base_values):
-            comparison["diff"] = float(np.mean(values) - np.mean(base_values))
+def _no_comparison() -> dict:
+    return {"test": "", "diff": math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan, "p": math.nan,
+            "baseline_ready": True}
+
+
+def _compare(values: pd.Series, base: pd.Series) -> dict:
+    comparison = _no_comparison()
+    if not len(values) or not len(base):
         return comparison
-    test = stats.ttest_ind(values, base_values, equal_var=False)
+    comparison["diff"] = float(values.mean() - base.mean())
+    scale = np.concatenate([values.to_numpy(), base.to_numpy()])
+    if set(values.index) <= set(base.index) and len(values) >= 2:
+        differences = (values - base.loc[values.index]).to_numpy(float)
+        comparison["diff"] = float(differences.mean())  # over the seeds both arms trained
+        if _constant(differences, scale):
+            return _constant_difference(comparison)
+        test = stats.ttest_rel(values.to_numpy(float), base.loc[values.index].to_numpy(float))
+        kind = "paired t"
+    elif len(values) >= 2 and len(base) >= 2:
+        if _constant(values.to_numpy(float), scale) and _constant(base.to_numpy(float), scale):
+            return _constant_difference(comparison)
+        test = stats.ttest_ind(values.to_numpy(float), base.to_numpy(float), equal_var=False)
+        kind = "Welch t"
+    else:
+        return comparison
     interval = test.confidence_interval(1 - ALPHA)
-    return {"diff": float(np.mean(values) - np.mean(base_values)), "diff_ci_low": float(interval.low),
-            "diff_ci_high": float(interval.high), "p_welch": float(test.pvalue)}
+    comparison.update(test=kind, diff_ci_low=float(interval.low), diff_ci_high=float(interval.high),
+                      p=float(test.pvalue))
+    return comparison
 
 
-def _verdict(row: dict, baseline: str, goal: str) -> str:
-    if row["arm"] == baseline:
-        return "baseline"
-    if row["seeds"] == 0:
-        return "no finished run"
-    if math.isnan(row["p_welch"]):
+def _constant_difference(comparison: dict) -> dict:
+    diff = comparison["diff"]
+    return {**comparison, "test": "constant", "diff_ci_low": diff, "diff_ci_high": diff}
+
+
+def _settled(row: dict, base: dict, rule: SequentialRule | None) -> bool:
+    """Whether more seeds could change the verdict (only a sequential study adds them)."""
+    if rule is None or row["arm"] == base["arm"] or row["diverged"] or base["diverged"] or row["test"] == "constant":
+        return True
+    significant = not math.isnan(row["p_adjusted"]) and row["p_adjusted"] < ALPHA
+    return significant or row["seeds"] >= rule.max_seeds
+
+
+def _verdict(row: dict, base: dict, goal: str, rule: SequentialRule | None = None) -> str:
+    if row["arm"] == base["arm"]:
+        return "baseline" + (f" (unstable: {base['diverged']} of {base['planned']} seeds diverged)"
+                             if base["diverged"] else "")
+    if row["diverged"]:
+        return f"unstable: {row['diverged']} of {row['planned']} seeds diverged{_survivors(row)}"
+    if base["diverged"]:
+        return f"no verdict: the baseline diverged on {base['diverged']} of {base['planned']} seeds"
+    if row["seeds"] < row["planned"]:
+        return f"incomplete: {row['seeds']} of {row['planned']} seeds finished{_survivors(row)}"
+    if not row["baseline_ready"]:
+        return f"incomplete: the baseline has not finished the seeds this comparison needs{_survivors(row)}"
+    if row["test"] == "constant":
+        if row["diff"] == 0 or abs(row["diff"]) <= CONSTANT * max(1.0, abs(row["mean"])):
+            return "no difference: the same value on every seed"
+        return f"{row['diff']:+.4f} on every seed, {_direction(row, goal)}"
+    if math.isnan(row["p"]):
         return "too few seeds for a test"
     half = (row["diff_ci_high"] - row["diff_ci_low"]) / 2
-    text = f"{row['diff']:+.4f} ± {half:.4f}, p = {_format_p(row['p_holm'])}"
-    if row["p_holm"] >= ALPHA:
+    text = f"{row['diff']:+.4f} ± {half:.4f}, p = {_format_p(row['p_adjusted'])}"
+    if row["p_adjusted"] >= ALPHA:
+        if rule is not None and row["seeds"] < rule.max_seeds:
+            return f"{text}, not settled yet ({row['seeds']} of up to {rule.max_seeds} seeds)"
         return f"{text}, no significant difference"
+    return f"{text}, {_direction(row, goal)}"
+
+
+def _direction(row: dict, goal: str) -> str:
     improved = row["diff"] < 0 if goal == "minimize" else row["diff"] > 0
-    return f"{text}, {'better' if improved else 'worse'}"
+    return "better" if improved else "worse"
+
+
+def _survivors(row: dict) -> str:
+    if math.isnan(row["diff"]):
+        return ""
+    return f" (the finished seeds alone: {row['diff']:+.4f})"
 
 
 def _format_p(p: float) -> str:

@@ -8,6 +8,7 @@ study stopped half-way already compares all arms.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from typing import Any
 
@@ -18,6 +19,8 @@ import torch
 from harness.data import load_dataset
 from harness.errors import AblateError, describe_validation_error
 from harness.model.gpt import GPT
+from harness.redaction import redact
+from harness.registry import lookup
 from harness.spec import RunSpec
 from harness.study.paths import set_run_field
 from harness.study.schema import Arm, StudySpec
@@ -38,15 +41,77 @@ def arm_spec(study: StudySpec, arm: Arm, where: str = "study", extra: dict[str, 
         raise AblateError(f"{where}: arm '{arm.name}': {err}") from None
 
 
-def expand(study: StudySpec, where: str = "study", tuned: dict[str, dict[str, Any]] | None = None) -> list[RunSpec]:
-    """Every run of the study, seed-major. `tuned` gives each arm's best tuned settings
-    (path -> value)."""
-    per_arm = {arm.name: arm_spec(study, arm, where, (tuned or {}).get(arm.name)) for arm in study.arm_list()}
+def expand(study: StudySpec, where: str = "study", tuned: dict[str, dict[str, Any]] | None = None,
+           counts: dict[str, int] | None = None) -> list[RunSpec]:
+    """The runs of the study, seed-major. `tuned` gives each arm's best tuned settings
+    (path -> value); `counts` how many of its seeds each arm trains (default: all of them,
+    or a sequential study's first `min`)."""
+    arms = study.arm_list()
+    per_arm = {arm.name: arm_spec(study, arm, where, (tuned or {}).get(arm.name)) for arm in arms}
     if study.match == "params":
         from harness.study.matching import match_parameters
 
         per_arm = match_parameters(per_arm, study.baseline, where)
-    return [spec.model_copy(update={"seed": seed}) for seed in study.seeds for spec in per_arm.values()]
+    first = study.sequential.min_seeds if study.sequential else None
+    seeds = {arm.name: study.arm_seeds(arm)[:(counts or {}).get(arm.name, first)] for arm in arms}
+    runs = [per_arm[arm.name].model_copy(update={"seed": seed}) for index in range(max(map(len, seeds.values())))
+            for arm in arms for seed in seeds[arm.name][index:index + 1]]
+    _refuse_shared_runs(runs, where)
+    return runs
+
+
+def _refuse_shared_runs(runs: list[RunSpec], where: str) -> None:
+    """Two arms that resolve to the same run would share it, and one of them would vanish from
+    the report: a plan gives every arm runs of its own."""
+    owner: dict[str, str] = {}
+    for spec in runs:
+        other = owner.setdefault(spec.key(), spec.arm)
+        if other != spec.arm:
+            raise AblateError(
+                f"{where}: arms '{other}' and '{spec.arm}' resolve to the same configuration (seed {spec.seed} "
+                "is the same run in both), so they would share their runs. Make them differ, or drop one. To "
+                f"compare a configuration with itself (an A/A control), give the copy seeds of its own, e.g. "
+                f"`seeds: [100, 101, 102]` in arm '{spec.arm}'")
+
+
+def plan_record(study: StudySpec, runs: list[RunSpec], study_file: str) -> dict:
+    """What an execution sets out to train, recorded on its parent run: its report covers
+    exactly these runs, and shows each arm's resolved configuration."""
+    arms: dict[str, dict] = {}
+    for spec in runs:
+        arms.setdefault(spec.arm, spec.model_dump(mode="json", include={"model", "train", "data", "sources"}))
+    plan = {"study": study.name, "description": study.description, "study_file": study_file,
+            "baseline": study.baseline, "metric": study.report.metric, "goal": study.report.goal,
+            "tuned": list(study.tune.space) if study.tune else [],
+            "seeds": sorted({spec.seed for spec in runs}),
+            "sequential": study.seeds.model_dump() if study.sequential else None,
+            "arms": [{"name": name, "config": config} for name, config in arms.items()],
+            "runs": [{"arm": spec.arm, "seed": spec.seed, "run_key": spec.key()} for spec in runs]}
+    return json.loads(redact(json.dumps(plan)))  # a data URL's password is not part of the record
+
+
+def resolve(study: StudySpec, where: str = "study", tuned: dict[str, dict[str, Any]] | None = None,
+            counts: dict[str, int] | None = None) -> tuple[list[RunSpec], dict]:
+    """The runs of `expand`, complete with their sources, and the datasets they train on."""
+    runs = expand(study, where, tuned, counts)
+    datasets = check_data(runs)
+    return with_sources(runs, datasets), datasets
+
+
+def with_sources(specs: list[RunSpec], datasets: dict) -> list[RunSpec]:
+    """The runs with what decides their numbers beyond their configuration made part of their
+    identity: the data's content hash, the tokenizer's, and the code of every plugin variant
+    they use (ablate's own code is covered by the version recorded on every run)."""
+    resolved = []
+    for spec in specs:
+        dataset = datasets[spec.data.model_dump_json()]
+        sources = {"data": dataset.metadata.get("sha256", ""), "tokenizer": dataset.tokenizer.fingerprint()}
+        for slot, name in spec.variants():
+            code = lookup(slot, name).code
+            if code:
+                sources[f"{slot}.{name}"] = code
+        resolved.append(spec.model_copy(update={"sources": sources}))
+    return resolved
 
 
 def check_data(specs: list[RunSpec]) -> dict:
@@ -85,15 +150,20 @@ def measure_step_seconds(spec: RunSpec, vocab_size: int, steps: int = 2) -> floa
     return (time.perf_counter() - start) / steps
 
 
-def estimate(study: StudySpec, specs: list[RunSpec], datasets: dict) -> pd.DataFrame:
-    """One row per arm: its size, cost per token, tokens per run and measured time per run."""
+def estimate(specs: list[RunSpec], datasets: dict, settled: set[str]) -> pd.DataFrame:
+    """One row per arm: its planned runs, how many of them are `settled` already, its size,
+    cost per token, tokens per run and measured time per run."""
+    first: dict[str, RunSpec] = {}
+    for spec in specs:
+        first.setdefault(spec.arm, spec)
     rows = []
-    for spec in (s for s in specs if s.seed == study.seeds[0]):
+    for spec in first.values():
         vocab = datasets[spec.data.model_dump_json()].vocab_size
         with torch.device("meta"):
             model = GPT(spec.model.for_vocabulary(vocab))
         rows.append({
-            "arm": spec.arm, "seeds": len(study.seeds),
+            "arm": spec.arm, "runs": sum(s.arm == spec.arm for s in specs),
+            "finished": sum(s.arm == spec.arm and s.key() in settled for s in specs),
             "params_non_embedding": model.num_parameters(non_embedding=True),
             "flops_per_token": model.flops_per_token(),
             "tokens_per_run": spec.train.steps * spec.train.batch_size * spec.train.grad_accum

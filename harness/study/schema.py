@@ -30,6 +30,7 @@ from harness.errors import AblateError, describe_validation_error
 from harness.model.config import ModelConfig, VariantChoice
 from harness.registry import load_plugin
 from harness.study.paths import parse_override, set_study_field
+from harness.study.sequential import SequentialRule
 from harness.training.config import TrainConfig
 
 
@@ -68,6 +69,8 @@ class Arm(pydantic.BaseModel):
 
     name: str = Field(min_length=1)
     set: dict[str, Any] = Field(default_factory=dict, description="dotted paths (model.norm) -> values")
+    seeds: list[int] | None = Field(None, min_length=1, description="this arm's own seeds (an A/A control's copy); "
+                                                                    "default the study's")
 
 
 class ReportSettings(pydantic.BaseModel):
@@ -123,9 +126,24 @@ class TuneSettings(pydantic.BaseModel):
         return self
 
 
-def _list_or_count(schema: dict) -> None:
-    items = {key: schema.pop(key) for key in ("type", "items", "minItems")}
-    schema["anyOf"] = [items, {"type": "integer", "minimum": 1}]
+class SeedRange(pydantic.BaseModel):
+    """Seeds 0, 1, ... added one at a time while some verdict is unsettled (see
+    harness.study.sequential): every arm trains `min` seeds, then the unsettled ones more."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    min: int = Field(3, ge=2, description="seeds every arm trains first")
+    max: int = Field(10, ge=2, description="most seeds an arm trains")
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self):
+        if self.min > self.max:
+            raise ValueError(f"seeds.min ({self.min}) must not exceed seeds.max ({self.max})")
+        return self
+
+
+def _also_a_count(schema: dict) -> None:
+    schema["anyOf"].append({"type": "integer", "minimum": 1, "description": "how many seeds: 0, 1, ..."})
 
 
 class StudySpec(pydantic.BaseModel):
@@ -137,8 +155,9 @@ class StudySpec(pydantic.BaseModel):
     data: DataConfig = DataConfig()
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="path -> values; arms are their product")
     arms: list[Arm] = Field(default_factory=list)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, json_schema_extra=_list_or_count,
-                             description="the seeds, or how many (0, 1, ...)")
+    seeds: list[int] | SeedRange = Field(
+        default_factory=lambda: [0], json_schema_extra=_also_a_count,
+        description="the seeds, how many (0, 1, ...), or {min, max} to add seeds while a verdict is unsettled")
     plugins: list[str] = Field(default_factory=list)
     match: Literal["params"] | None = Field(None, description="params: equal non-embedding parameters per arm")
     report: ReportSettings = ReportSettings()
@@ -151,8 +170,10 @@ class StudySpec(pydantic.BaseModel):
     def _count_or_list(cls, value):
         if isinstance(value, int) and not isinstance(value, bool):
             if value < 1:
-                raise ValueError("seeds must be a positive count or a list of seeds")
+                raise ValueError("seeds must be a positive count, a list of seeds or {min, max}")
             return list(range(value))
+        if isinstance(value, list) and not value:
+            raise ValueError("seeds must not be empty")
         return value
 
     @pydantic.model_validator(mode="after")
@@ -166,8 +187,13 @@ class StudySpec(pydantic.BaseModel):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"arm names must be unique; repeated: {', '.join(duplicates)}")
-        if len(set(self.seeds)) != len(self.seeds):
+        if len(set(self.seed_list)) != len(self.seed_list):
             raise ValueError("seeds must not repeat")
+        for arm in self.arm_list():
+            if arm.seeds is not None and self.sequential:
+                raise ValueError(f"arm '{arm.name}' has seeds of its own, which needs a fixed list of study seeds")
+            if arm.seeds is not None and len(set(arm.seeds)) != len(arm.seeds):
+                raise ValueError(f"the seeds of arm '{arm.name}' must not repeat")
         if self.report.baseline is not None and self.report.baseline not in names:
             raise ValueError(f"report.baseline '{self.report.baseline}' is not an arm; arms: {', '.join(names)}")
         return self
@@ -188,6 +214,19 @@ class StudySpec(pydantic.BaseModel):
     @property
     def baseline(self) -> str:
         return self.report.baseline or self.arm_list()[0].name
+
+    @property
+    def seed_list(self) -> list[int]:
+        """Every seed an arm may train (a sequential study's up to its max)."""
+        return list(range(self.seeds.max)) if isinstance(self.seeds, SeedRange) else self.seeds
+
+    @property
+    def sequential(self) -> SequentialRule | None:
+        """The rule by which seeds are added, when they are added sequentially."""
+        return SequentialRule(self.seeds.min, self.seeds.max) if isinstance(self.seeds, SeedRange) else None
+
+    def arm_seeds(self, arm: Arm) -> list[int]:
+        return arm.seeds or self.seed_list
 
 
 def _label(value) -> str:

@@ -28,15 +28,16 @@ from harness.progress import RunProgress, make_progress
 from harness.redaction import redact
 from harness.registry import load_plugin
 from harness.report import build_report
+from harness.run_state import RunState
 from harness.spec import RunSpec
 from harness.study import launch
 from harness.study.clean import CleanResult, clean_runs
 from harness.study.ledger import DEFAULT_STORAGE, Ledger
-from harness.study.plan import check_data, estimate, expand
+from harness.study.plan import estimate, plan_record, resolve
 from harness.study.schema import StudySpec, load_study
 from harness.study.status import StudyStatus, study_status
 from harness.study.worker import WorkerOutcome, work
-from harness.tracking.tracker import Tracker
+from harness.tracking.tracker import Tracker, tracking_store_exists
 from harness.training.trainer import CHECKPOINT_NAME, Trainer, TrainResult, resolve_device
 
 
@@ -54,8 +55,8 @@ class Study:
         self.runs_dir = runs_dir
         self.reports_dir = reports_dir
         self.console = console
-        self.runs: list[RunSpec] = expand(spec, str(file))
-        self.datasets = check_data(self.runs)
+        self._tuned: dict | None = None  # each arm's best tuned settings, once tuned
+        self.runs, self.datasets = resolve(spec, str(file))
 
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None, profile: str | None = None,
@@ -95,8 +96,25 @@ class Study:
     # ---- what it costs -----------------------------------------------------------------------
 
     def estimate(self) -> pd.DataFrame:
-        """Per arm: seeds, non-embedding parameters, FLOPs/token, tokens and measured seconds per run."""
-        return estimate(self.spec, self.runs, self.datasets)
+        """Per arm: planned runs, how many MLflow holds settled already, non-embedding
+        parameters, FLOPs/token, tokens and measured seconds per run."""
+        return estimate(self.runs, self.datasets, self.settled_keys())
+
+    def settled_keys(self) -> set[str]:
+        """Run keys MLflow holds settled (none when the tracking store does not exist yet: it is
+        not created by asking)."""
+        if not tracking_store_exists(self.tracking_uri):
+            return set()
+        experiment_id = self.tracker.experiment_id(self.name, create=False)
+        runs = self.tracker.runs_by_key(experiment_id) if experiment_id else {}
+        return {key for key, run in runs.items() if RunState.of(run.data.tags).settled}
+
+    def possible_runs(self) -> list[RunSpec]:
+        """Every run the study may train: a sequential study's up to its max seeds per arm."""
+        if not self.spec.sequential:
+            return self.runs
+        counts = {arm.name: self.spec.sequential.max_seeds for arm in self.spec.arm_list()}
+        return resolve(self.spec, str(self.file), self._tuned, counts)[0]
 
     # ---- running it --------------------------------------------------------------------------
 
@@ -104,9 +122,13 @@ class Study:
         """Train every run that is not finished, track it in MLflow and write the report.
 
         `jobs` > 1 starts that many local worker processes; 0 only plans the study for
-        `ablate worker`s elsewhere (and returns None). Returns the report's summary, one row
-        per arm.
+        `ablate worker`s elsewhere (and returns None). A study with `seeds: {min, max}` adds
+        seeds while a verdict is unsettled. Returns the report's summary, one row per arm.
         """
+        rule = self.spec.sequential
+        if rule and jobs == 0:
+            raise AblateError(f"{self.file}: seeds {{min, max}} are added by `ablate run` as verdicts settle, so it "
+                              "cannot only plan the study; run it with --jobs N (N >= 1)")
         tracker, ledger = self.tracker, self.ledger
         self._send_kept()
         parent = tracker.start_study(tracker.experiment_id(self.name), self.spec, len(self.runs), str(self.file))
@@ -118,24 +140,34 @@ class Study:
 
                 retry_unsettled_trials(self.spec, ledger.storage)  # before any worker may claim a trial
             if jobs > 1:  # they tune (when the study tunes), then train what the plan below queues
-                workers = launch.start_workers(jobs, self.file, self.overrides, self.plugins, self.profile,
-                                               tracker.uri, self.storage, self.runs_dir)
+                workers = self._start_workers(jobs)
             if jobs == 0:
                 self.console.print(f"start workers with: {self.worker_command()}", soft_wrap=True)
             if self.spec.tune:
                 self._tune(parent, wait_for_workers=jobs != 1)
             ledger.release_dead_local_claims()  # an `ablate run` killed here before: its run goes back in the queue
-            queued = ledger.plan(self.runs)
-            self.console.print(f"{len(self.runs)} runs planned, {queued} queued, "
-                               f"{len(self.runs) - queued} finished or in progress already")
-            if jobs == 0:  # the workers train; `ablate report` once they are done
-                tracker.end_study(parent)
-                return None
-            if jobs == 1:
-                outcome = work(self.runs, self.spec.report.metric, tracker, ledger, self.runs_dir, self.console)
-                self.console.print(f"{outcome.trained} runs trained")
-            else:
-                launch.wait_for(workers)
+            while True:
+                queued = ledger.plan(self.runs)
+                tracker.record_plan(parent, plan_record(self.spec, self.runs, str(self.file)))
+                self.console.print(f"{len(self.runs)} runs planned, {queued} queued, "
+                                   f"{len(self.runs) - queued} finished or in progress already")
+                if jobs == 0:  # the workers train; `ablate report` once they are done
+                    tracker.end_study(parent)
+                    return None
+                if jobs == 1:
+                    outcome = work(self.runs, self.spec.report.metric, tracker, ledger, self.runs_dir, self.console)
+                    self.console.print(f"{outcome.trained} runs trained")
+                else:
+                    launch.wait_for(workers)
+                    workers = []
+                counts = self._more_seeds(self._report(parent)) if rule else None
+                if counts is None:
+                    break
+                added = [arm for arm, count in counts.items() if count > self._counts()[arm]]
+                self.console.print(f"verdicts not settled yet: adding a seed to {', '.join(added)}")
+                self.runs, self.datasets = resolve(self.spec, str(self.file), self._tuned, counts)
+                if jobs > 1:
+                    workers = self._start_workers(jobs)
         except BaseException:
             launch.stop(workers)
             with contextlib.suppress(Exception):  # the store may be what failed
@@ -144,6 +176,32 @@ class Study:
         self._send_kept()
         tracker.patiently(lambda: tracker.end_study(parent), "ending the study")
         return self._report(parent)
+
+    def _counts(self) -> dict[str, int]:
+        """How many seeds each arm trains in the current plan."""
+        counts: dict[str, int] = {}
+        for spec in self.runs:
+            counts[spec.arm] = counts.get(spec.arm, 0) + 1
+        return counts
+
+    def _more_seeds(self, summary: pd.DataFrame) -> dict[str, int] | None:
+        """The next look of a sequential study: one more seed for every unsettled arm (and the
+        baseline, which pairs with them), or None when every verdict is settled, every arm is
+        at its most seeds, or a run failed (the next `ablate run` retries it first)."""
+        if (summary["failed"] > 0).any() or (summary["unfinished"] > 0).any():
+            return None
+        counts = self._counts()
+        unsettled = [arm for arm in summary.loc[~summary["settled"], "arm"] if counts[arm] < self.spec.sequential.max_seeds]
+        if not unsettled:
+            return None
+        for arm in unsettled:
+            counts[arm] += 1
+        counts[self.spec.baseline] = max(counts.values())
+        return counts
+
+    def _start_workers(self, jobs: int) -> list:
+        return launch.start_workers(jobs, self.file, self.overrides, self.plugins, self.profile, self.tracker.uri,
+                                    self.storage, self.runs_dir)
 
     def train_one(self, seed: int | None = None, fresh: bool = False) -> tuple[TrainResult, Path]:
         """Train the study's single run (a study of one arm) without the ledger or MLflow;
@@ -174,7 +232,7 @@ class Study:
         ledger.wait_until_planned()
         if self.spec.tune:
             self._use_best_settings()
-        return work(self.runs, self.spec.report.metric, tracker, ledger, self.runs_dir, self.console)
+        return work(self.possible_runs(), self.spec.report.metric, tracker, ledger, self.runs_dir, self.console)
 
     def worker_command(self) -> str:
         """The command that starts one more worker of this study on another machine."""
@@ -198,8 +256,8 @@ class Study:
     def _use_best_settings(self) -> None:
         from harness.study.tuning import best_settings
 
-        self.runs = expand(self.spec, str(self.file), best_settings(self.spec, self.ledger.storage))
-        self.datasets = check_data(self.runs)
+        self._tuned = best_settings(self.spec, self.ledger.storage)
+        self.runs, self.datasets = resolve(self.spec, str(self.file), self._tuned)
 
     def _send_kept(self) -> None:
         """Send what runs kept on disk while the tracking store was unreachable."""
@@ -209,27 +267,28 @@ class Study:
 
     # ---- reading it back ---------------------------------------------------------------------
 
-    def report(self) -> pd.DataFrame:
-        """Rebuild the report from MLflow alone; returns its summary, one row per arm."""
-        return self._report(None)
+    def report(self, plan: str | None = None) -> pd.DataFrame:
+        """Rebuild the report of the newest execution's plan (or of the execution whose parent
+        run id is `plan`) from MLflow alone; returns its summary, one row per arm."""
+        return self._report(plan)
 
-    def _report(self, parent_run_id: str | None) -> pd.DataFrame:
+    def _report(self, plan_id: str | None) -> pd.DataFrame:
         tracker = self.tracker
-        result = tracker.patiently(lambda: build_report(tracker, self.name, self.reports_dir, parent_run_id),
+        result = tracker.patiently(lambda: build_report(tracker, self.name, self.reports_dir, plan_id),
                                    "reading the study back")
         self.console.print(f"report: {result.folder / 'report.md'}")
-        for row in result.results[result.results["state"] != "finished"].itertuples():
+        for row in result.results[~result.results["state"].isin(["finished", "not run"])].itertuples():
             self.console.print(f"[yellow]{row.state}:[/] {row.arm} seed {row.seed}: {row.failure_reason}")
         return result.summary
 
     def status(self) -> StudyStatus:
         """Where the study stands: per arm finished, running, queued, failed and diverged runs,
         the runs in flight with their worker and last heartbeat, and an ETA."""
-        planned = self.runs
+        planned = None if self.spec.sequential else self.runs  # a sequential study plans as it goes
         if self.spec.tune:  # the runs' keys depend on the tuned settings: until then, what the ledger knows
             try:
                 self._use_best_settings()
-                planned = self.runs
+                planned = None if self.spec.sequential else self.runs
             except AblateError:
                 planned = None
         return study_status(self.name, self.tracker, self.ledger, planned)

@@ -20,7 +20,7 @@ from harness.errors import AblateError
 from harness.run_state import RunState
 from harness.study.ledger import release_dead_local_claims, worker_name
 from harness.study.lifecycle import RunPruned, train_tracked
-from harness.study.plan import arm_spec
+from harness.study.plan import arm_spec, check_data, with_sources
 from harness.study.schema import Arm, StudySpec, TuneSettings
 from harness.tracking.tracker import TUNE_KIND, Tracker
 
@@ -161,6 +161,7 @@ def tune_arm(study: StudySpec, arm: Arm, storage, tracker: Tracker, parent_run_i
         trial.set_user_attr("origin", origin)
         values = suggest(trial, settings)
         spec = arm_spec(study, arm, "tune", values).model_copy(update={"seed": settings.seed})
+        [spec] = with_sources([spec], check_data([spec]))
         try:
             outcome = train_tracked(
                 spec, runs_dir / study.name / "tune" / f"{spec.key()}-{origin}", tracker, parent_run_id, progress,

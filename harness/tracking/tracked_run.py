@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.registry import MODEL_SLOTS
+from harness.registry import MODEL_SLOTS, lookup
 from harness.run_state import RunState
 from harness.spec import RunSpec
 from harness.tracking.outbox import Outbox
@@ -40,6 +40,10 @@ class TrackedRun:
         params.update({key: str(value) for key, value in info.items()})
         self.outbox.params({k: v[:6000] for k, v in params.items()})
         self.outbox.tags({"device": info["device"]})
+        for slot, name in self.spec.variants():  # the code of plugin variants, as it was when this run trained
+            variant = lookup(slot, name)
+            if variant.source_text:
+                self.outbox.text(f"plugins/{slot}.{name}/{variant.source_file.name}", variant.source_text)
         self.outbox.flush()
 
     def on_metrics(self, step: int, metrics: dict) -> None:

@@ -9,13 +9,17 @@ meet an outage goes through :meth:`Tracker.patiently`.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from harness import __version__
 from harness.errors import AblateError
 from harness.redaction import redact
 from harness.run_state import RunState
@@ -26,14 +30,29 @@ from harness.tracking.tracked_run import TrackedRun
 RUN_KIND = "arm_run"
 TUNE_KIND = "tune_trial"
 STUDY_KIND = "study"
+PLAN_FILE = "plan.json"
 
 
+@functools.cache
 def git_commit() -> str:
+    """The commit of ablate's own checkout, `-dirty` when it has uncommitted edits; 'unknown'
+    when ablate was installed from a package."""
+    here = str(Path(__file__).resolve().parent)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", here, *args], capture_output=True, text=True, timeout=5).stdout.strip()
+
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return (commit + ("-dirty" if dirty else "")) if commit else "unknown"
+
+
+def version_tags() -> dict[str, str]:
+    """What ablate code a run was trained with; a report says when its runs differ."""
+    return {"ablate_version": __version__, "git_commit": git_commit()}
 
 
 @contextlib.contextmanager
@@ -71,12 +90,24 @@ def _connect_once(uri: str) -> None:
         engine.dispose()
 
 
+def tracking_uri(uri: str | None = None) -> str:
+    """`uri`, else $MLFLOW_TRACKING_URI, else MLflow's default (sqlite:///mlflow.db here)."""
+    import mlflow
+
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+
+
+def tracking_store_exists(uri: str | None = None) -> bool:
+    """False for a local sqlite store whose file is not there yet (opening it would create it)."""
+    uri = tracking_uri(uri)
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists()
+
+
 class Tracker:
     def __init__(self, uri: str | None = None):
-        import mlflow
         from mlflow.tracking import MlflowClient
 
-        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+        self.uri = tracking_uri(uri)
         if self.uri.startswith(("http://", "https://")):
             # MLflow retries a silent server for minutes per request; ablate keeps the records
             # and retries them itself, so a request may fail fast
@@ -102,6 +133,8 @@ class Tracker:
         while True:
             try:
                 return call()
+            except AblateError:  # the user's to fix: waiting would not help
+                raise
             except Exception as err:  # the store is down, or timed out
                 first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
                 if time.monotonic() + pause > deadline:
@@ -144,17 +177,34 @@ class Tracker:
                            "arms": ",".join(a.name for a in study.arm_list())}.items():
             self.client.set_experiment_tag(experiment_id, f"ablate.{key}", value)
         run = self.client.create_run(experiment_id, run_name=f"{study.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                                     tags={"ablate.kind": STUDY_KIND, "study": study.name, "git_commit": git_commit(),
+                                     tags={"ablate.kind": STUDY_KIND, "study": study.name, **version_tags(),
                                            "planned_runs": str(runs), "mlflow.note.content": study.description})
         return run.info.run_id
 
     def end_study(self, parent_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(parent_id, status)
 
-    def latest_parent(self, experiment_id: str) -> str | None:
-        runs = self.client.search_runs([experiment_id], f"tags.`ablate.kind` = '{STUDY_KIND}'",
-                                       order_by=["attributes.start_time DESC"], max_results=1)
-        return runs[0].info.run_id if runs else None
+    def record_plan(self, parent_id: str, plan: dict) -> None:
+        """Record on an execution's parent run what it set out to train (see harness.study.plan):
+        its report covers exactly these runs."""
+        self.client.log_text(parent_id, json.dumps(plan, indent=1), PLAN_FILE)
+        self.client.set_tag(parent_id, "ablate.plan", PLAN_FILE)
+
+    def plan(self, experiment_id: str, parent_id: str | None = None) -> tuple[str, dict]:
+        """(parent run id, plan) of the newest execution that recorded a plan, or of `parent_id`."""
+        parents = self.find_runs(experiment_id, STUDY_KIND)
+        if parent_id is not None:
+            parents = [run for run in parents if run.info.run_id == parent_id]
+            if not parents:
+                raise AblateError(f"no execution {parent_id} in this study; its parent runs are listed in the "
+                                  "MLflow UI (the runs named after the study and a date)")
+        with_plan = [run for run in parents if "ablate.plan" in run.data.tags]
+        if not with_plan:
+            raise AblateError("no execution of this study recorded its plan (an older ablate ran it, or it was "
+                              "stopped before planning); run the study again with `ablate run`")
+        parent = with_plan[-1].info.run_id
+        with tempfile.TemporaryDirectory() as folder:
+            return parent, json.loads(Path(self.client.download_artifacts(parent, PLAN_FILE, folder)).read_text())
 
     # ---- runs ----------------------------------------------------------------------------
 
@@ -192,7 +242,7 @@ class Tracker:
             return TrackedRun(self.client, existing.info.run_id, spec, logged_until, outbox_path)
         tags = {
             "mlflow.parentRunId": parent_id, "ablate.kind": kind, "study": spec.study, "arm": spec.arm,
-            "seed": str(spec.seed), "run_key": spec.key(), "git_commit": git_commit(),
+            "seed": str(spec.seed), "run_key": spec.key(), **version_tags(),
             "state": RunState.RUNNING.value, **tags,
         }
         run = self.client.create_run(experiment_id, run_name=name, tags=tags)

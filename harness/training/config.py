@@ -23,7 +23,6 @@ class TrainConfig(pydantic.BaseModel):
     beta2: float = Field(0.95, gt=0, lt=1)
     grad_clip: float = Field(1.0, ge=0, description="max global gradient norm; 0 disables")
     eval_interval: int = Field(50, gt=0, description="steps between validation passes")
-    eval_batches: int = Field(8, gt=0, description="validation batches per pass")
     log_interval: int = Field(10, gt=0, description="steps between training-loss records")
     checkpoint_interval: int | None = Field(
         None, ge=0, description="steps between checkpoints; none = at every evaluation, 0 = only at the end")

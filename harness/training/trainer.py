@@ -118,8 +118,7 @@ class Trainer:
             if start_from:
                 self._load_weights(start_from)
             self.optimizer = make_optimizer(self.model, self.cfg, self.device)
-            self.eval_batches = self.dataset.eval_batches(self.cfg.batch_size, model_cfg.context_length,
-                                                          self.cfg.eval_batches)
+            self.eval_batches = self.dataset.eval_batches(self.cfg.batch_size, model_cfg.context_length)
         self.data_rng = torch.Generator().manual_seed(spec.seed)
         self.autocast_dtype = self._autocast_dtype()
         use_compile = self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"

@@ -22,7 +22,7 @@ def test_rows_are_operands_then_the_reversed_sum_and_only_the_answer_is_learned(
 
 def test_held_out_pairs_never_appear_in_training():
     task = _task()
-    val = {task.tokenizer.decode(x.tolist())[:5] for xs, _ in task.eval_batches(100, 9, 0) for x in xs}
+    val = {task.tokenizer.decode(x.tolist())[:5] for xs, _ in task.eval_batches(100, 9) for x in xs}
     x, _ = task.train_batch(5000, 9, torch.Generator().manual_seed(1))
     train = {task.tokenizer.decode(row.tolist())[:5] for row in x}
     assert len(val) > 500 and not (val & train)

@@ -37,7 +37,17 @@ def test_batches_are_shifted_windows_and_reproducible():
     x2, y2 = data.train_batch(4, 32, torch.Generator().manual_seed(3))
     assert torch.equal(x1, x2) and x1.shape == (4, 32)
     assert torch.equal(x1[:, 1:], y1[:, :-1])
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(data.eval_batches(4, 32, 2), data.eval_batches(4, 32, 2)))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(data.eval_batches(4, 32), data.eval_batches(4, 32)))
+
+
+@pytest.mark.parametrize("dataset", ["pydoc", {"name": "random", "vocab_size": 300}])
+def test_validation_text_is_the_same_whatever_the_batch_size(dataset):
+    """An arm (or a tuning trial) with another batch size is judged on the same windows."""
+    data = load_dataset(DataConfig(dataset=dataset, val_windows=24))
+    small, large = data.eval_batches(4, 32), data.eval_batches(16, 32)
+    assert [len(x) for x, _ in small] == [4] * 6 and [len(x) for x, _ in large] == [16, 8]
+    assert torch.equal(torch.cat([x for x, _ in small]), torch.cat([x for x, _ in large]))
+    assert torch.equal(torch.cat([y for _, y in small]), torch.cat([y for _, y in large]))
 
 
 def test_text_dataset_reads_a_glob(tmp_path):

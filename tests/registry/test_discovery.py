@@ -48,7 +48,7 @@ def test_a_new_file_in_variants_is_found_without_a_reinstall(tmp_path):
     assert "variants.relu2 (package ablate)" in ablate("variants")
     plan = ablate("run", "--dry-run", "--set", "base.model.n_layer=1", "--set", "base.model.mlp=relu2_builtin",
                   "--set", "base.train.steps=2", str(_one_arm_study(tmp_path)))
-    assert "1 runs, estimated" in plan
+    assert "1 runs, 0 finished already" in plan
 
 
 def _one_arm_study(folder: Path) -> Path:

@@ -26,7 +26,8 @@ def two_run_study(name: str) -> str:
 name: {name}
 base:
   model: {{n_layer: 2, d_model: 32, n_head: 2, context_length: 32}}
-  train: {{steps: {STEPS}, batch_size: 4, log_interval: {LOG}, eval_interval: {EVAL}, eval_batches: 1}}
+  train: {{steps: {STEPS}, batch_size: 4, log_interval: {LOG}, eval_interval: {EVAL}}}
+data: {{val_windows: 4}}
 grid: {{model.placement: [pre, post]}}
 seeds: 1
 report: {{baseline: pre}}

@@ -10,7 +10,8 @@ STUDY = """
 name: faulty
 base:
   model: {n_layer: 1, d_model: 16, n_head: 2, context_length: 16}
-  train: {steps: 20, batch_size: 4, log_interval: 5, eval_interval: 10, eval_batches: 1}
+  train: {steps: 20, batch_size: 4, log_interval: 5, eval_interval: 10}
+data: {val_windows: 4}
 arms:
   - name: healthy
   - name: nan_loss

@@ -16,7 +16,8 @@ STUDY = """
 name: interrupted
 base:
   model: {n_layer: 2, d_model: 32, n_head: 2, context_length: 32}
-  train: {steps: 400, batch_size: 4, log_interval: 10, eval_interval: 50, eval_batches: 1, checkpoint_interval: 50}
+  train: {steps: 400, batch_size: 4, log_interval: 10, eval_interval: 50, checkpoint_interval: 50}
+data: {val_windows: 4}
 seeds: 1
 """
 

@@ -51,7 +51,8 @@ STUDY = """
 name: secretive
 base:
   model: {n_layer: 1, d_model: 16, n_head: 2, context_length: 16}
-  train: {steps: 6, batch_size: 4, log_interval: 3, eval_interval: 3, eval_batches: 1}
+  train: {steps: 6, batch_size: 4, log_interval: 3, eval_interval: 3}
+data: {val_windows: 4}
 grid: {model.placement: [pre, post]}
 seeds: 1
 """

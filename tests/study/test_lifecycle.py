@@ -34,7 +34,8 @@ TUNED = """
 name: tuned_interrupt
 base:
   model: {n_layer: 2, d_model: 32, n_head: 2, context_length: 32}
-  train: {steps: 300, batch_size: 4, log_interval: 10, eval_interval: 50, eval_batches: 1}
+  train: {steps: 300, batch_size: 4, log_interval: 10, eval_interval: 50}
+data: {val_windows: 4}
 seeds: 1
 tune:
   space: {train.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}}

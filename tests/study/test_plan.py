@@ -11,7 +11,8 @@ STUDY = """
 name: vocab
 base:
   model: {n_layer: 1, d_model: 16, n_head: 2, context_length: 16}
-  train: {steps: 2, batch_size: 2, eval_batches: 1, log_interval: 1, eval_interval: 2}
+  train: {steps: 2, batch_size: 2, log_interval: 1, eval_interval: 2}
+data: {val_windows: 2}
 """
 
 

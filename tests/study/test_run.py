@@ -15,7 +15,8 @@ name: tiny_study
 description: Two placements of a tiny model.
 base:
   model: {n_layer: 2, d_model: 32, n_head: 2, context_length: 32, norm: rmsnorm, kernels: {rmsnorm: triton}}
-  train: {steps: 20, batch_size: 4, log_interval: 5, eval_interval: 10, eval_batches: 2}
+  train: {steps: 20, batch_size: 4, log_interval: 5, eval_interval: 10}
+data: {val_windows: 8}
 grid: {model.placement: [pre, post]}
 seeds: 2
 report: {baseline: pre}
@@ -117,7 +118,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
     (tmp_path / "study.yaml").write_text(STUDY)
     result = ablate("run", "study.yaml", "--dry-run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "2 arms x 2 seeds" in result.stdout and "4 runs, estimated" in result.stdout
+    assert "2 arms, 4 runs" in result.stdout and "4 runs, 0 finished already" in result.stdout
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
 
 

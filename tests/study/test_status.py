@@ -16,7 +16,8 @@ STUDY = """
 name: progress
 base:
   model: {n_layer: 2, d_model: 32, n_head: 2, context_length: 32}
-  train: {steps: 10, batch_size: 4, log_interval: 5, eval_interval: 5, eval_batches: 1}
+  train: {steps: 10, batch_size: 4, log_interval: 5, eval_interval: 5}
+data: {val_windows: 4}
 arms:
   - name: quick
   - name: slow

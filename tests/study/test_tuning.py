@@ -18,7 +18,8 @@ STUDY = """
 name: tuned
 base:
   model: {n_layer: 2, d_model: 32, n_head: 2, context_length: 32}
-  train: {steps: 40, batch_size: 4, log_interval: 10, eval_interval: 10, eval_batches: 2}
+  train: {steps: 40, batch_size: 4, log_interval: 10, eval_interval: 10}
+data: {val_windows: 8}
 grid: {model.norm: [layernorm, rmsnorm]}
 seeds: 2
 tune:

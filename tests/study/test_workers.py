@@ -17,7 +17,8 @@ STUDY = """
 name: shared
 base:
   model: {n_layer: 2, d_model: 32, n_head: 2, context_length: 32}
-  train: {steps: STEPS, batch_size: 4, log_interval: 10, eval_interval: 50, eval_batches: 1, checkpoint_interval: 20}
+  train: {steps: STEPS, batch_size: 4, log_interval: 10, eval_interval: 50, checkpoint_interval: 20}
+data: {val_windows: 4}
 grid: {model.placement: [pre, post, sandwich]}
 seeds: 2
 """

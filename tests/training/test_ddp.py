@@ -12,7 +12,8 @@ RUN = """
 name: ddp
 base:
   model: {n_layer: 2, d_model: 32, n_head: 2, context_length: 32}
-  train: {steps: 30, batch_size: 8, grad_accum: 2, log_interval: 5, eval_interval: 10, eval_batches: 2}
+  train: {steps: 30, batch_size: 8, grad_accum: 2, log_interval: 5, eval_interval: 10}
+data: {val_windows: 16}
 """
 
 

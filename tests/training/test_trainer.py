@@ -11,9 +11,10 @@ SMALL_MODEL = dict(n_layer=2, d_model=64, n_head=4, context_length=64)
 
 
 def _spec(seed=0, model=None, data=None, **train):
-    settings = dict(steps=30, batch_size=8, log_interval=5, eval_interval=10, eval_batches=2)
+    settings = dict(steps=30, batch_size=8, log_interval=5, eval_interval=10)
     settings.update(train)
-    return RunSpec(seed=seed, model={**SMALL_MODEL, **(model or {})}, train=settings, data=data or {})
+    return RunSpec(seed=seed, model={**SMALL_MODEL, **(model or {})}, train=settings,
+                   data={"val_windows": 16, **(data or {})})
 
 
 def _losses(history, key="train_loss"):
@@ -36,7 +37,8 @@ class StopAt:
 
 
 def test_val_loss_falls_well_below_the_unigram_loss_on_pydoc(tmp_path):
-    result = Trainer(_spec(steps=250, batch_size=16, lr=3e-3, eval_interval=250, eval_batches=8), tmp_path).run()
+    result = Trainer(_spec(steps=250, batch_size=16, lr=3e-3, eval_interval=250, data={"val_windows": 128}),
+                     tmp_path).run()
     assert result.status == "finished"
     assert result.metrics["val_loss"] < result.info["unigram_loss"] - 0.5
     assert result.info["bigram_loss"] < result.info["unigram_loss"]

@@ -21,9 +21,9 @@ def _spec(tmp_path, **model) -> RunSpec:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200)
     return RunSpec(model=dict(n_layer=2, d_model=32, n_head=4, context_length=16, **FUSED, **model),
-                   train=dict(steps=4, batch_size=2, log_interval=1, eval_interval=2, eval_batches=1,
-                              device="cpu", compile=False, lr=1e-2),
-                   data=dict(dataset={"name": "text", "path": str(corpus)}))
+                   train=dict(steps=4, batch_size=2, log_interval=1, eval_interval=2, device="cpu", compile=False,
+                              lr=1e-2),
+                   data=dict(dataset={"name": "text", "path": str(corpus)}, val_windows=2))
 
 
 @pytest.mark.parametrize("which", list(KERNELS))
