@@ -64,3 +64,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def ledger_study(storage: str, study: str):
+    """The Optuna study of the newest plan of `study` in the ledger `storage`."""
+    import optuna
+
+    from harness.study.ledger import ledger_names, open_storage
+
+    opened = open_storage(storage)
+    names = ledger_names(opened, study)
+    assert names, f"no plan of study '{study}' in {storage}"
+    return optuna.load_study(study_name=names[-1], storage=opened)

@@ -24,11 +24,22 @@ from harness.registry.contracts import (
     mark_residual_output,
     writes_residual,
 )
-from harness.registry.core import MODEL_SLOTS, SLOTS, NoOptions, Options, Variant, lookup, register, variants
+from harness.registry.core import (
+    BUILT_IN_PACKAGE,
+    MODEL_SLOTS,
+    SLOTS,
+    NoOptions,
+    Options,
+    Variant,
+    lookup,
+    register,
+    variants,
+)
 from harness.registry.loading import ENTRY_POINT_GROUP, load_installed, load_plugin
 
 __all__ = [
     "AttentionBackend",
+    "BUILT_IN_PACKAGE",
     "MODEL_SLOTS",
     "SLOTS",
     "ENTRY_POINT_GROUP",

@@ -1,5 +1,10 @@
 """The study ledger: every planned run of a study is an Optuna trial in shared storage.
 
+Each plan of a study (its arms' configurations, whatever the seeds) has an Optuna study of
+its own, `ablate:<study>:<plan id>`, whose trials have the arm and seed as params, the run key
+as a user attribute, and the study's metric (named) as value: optuna-dashboard shows one
+plan at a time, its arms side by side.
+
 `ablate run` plans a study (one waiting trial per run key) and any number of workers
 (`ablate run --jobs N` on this machine, `ablate worker` on others sharing the storage)
 claim waiting trials one at a time. A claimed trial beats a heartbeat while its run trains;
@@ -12,6 +17,8 @@ waiting trial to one worker); the default sqlite file suits one machine.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import time
@@ -81,30 +88,56 @@ def release_dead_local_claims(study) -> int:
     return released
 
 
+def plan_id(runs: list[RunSpec], tune: str = "") -> str:
+    """What names a plan's ledger: its arms' run keys without their seeds (a sequential study
+    adds seeds to the same plan), and the tuning settings of a tuned one (whose runs' keys
+    depend on what tuning finds)."""
+    arms = sorted({spec.model_copy(update={"seed": 0}).key() for spec in runs})
+    return hashlib.sha256(json.dumps([arms, tune]).encode()).hexdigest()[:12]
+
+
+def ledger_names(storage, study_name: str) -> list[str]:
+    """The ledger studies of every plan of `study_name` in `storage`, oldest first."""
+    import optuna
+
+    prefix = f"ablate:{study_name}:"
+    return [name for name in optuna.get_all_study_names(storage)
+            if name.startswith(prefix) and ":" not in name[len(prefix):]]
+
+
 class Ledger:
-    def __init__(self, storage_url: str, study_name: str):
+    def __init__(self, storage_url: str, study_name: str, plan: str | None = None):
+        """The ledger of one plan of the study (default: the plan run last in `storage_url`)."""
         self.url = storage_url
         self.storage = open_storage(storage_url)
-        self.name = f"ablate:{study_name}"
+        if plan is None:
+            known = ledger_names(self.storage, study_name)
+            self.name = known[-1] if known else f"ablate:{study_name}:none"
+        else:
+            self.name = f"ablate:{study_name}:{plan}"
 
-    def open(self, parent_run_id: str) -> None:
+    def open(self, parent_run_id: str, metric: str) -> None:
         """Start an execution of the study: workers attach their MLflow runs to `parent_run_id`
         and wait (tuning first, if the study tunes) until :meth:`plan` has queued the runs."""
         import optuna
 
         study = optuna.create_study(study_name=self.name, storage=self.storage, load_if_exists=True)
+        study.set_metric_names([metric])
         study.set_user_attr("mlflow_parent_run_id", parent_run_id)
         study.set_user_attr("planned", False)
 
     def plan(self, specs: list[RunSpec]) -> int:
         """Queue every run that has no waiting, running or settled trial; returns how many.
-        A trial carries its run's key, arm and seed."""
+        A trial carries its run's arm and seed as params, and its key, arm and seed as user
+        attributes."""
         study = self._load()
         taken = {t.user_attrs.get("run_key") for t in study.get_trials(deepcopy=False)
                  if t.state.name in PLANNED_OR_SETTLED}
         missing = [spec for spec in specs if spec.key() not in taken]
+        arms = list(dict.fromkeys([*study.user_attrs.get("arms", []), *(spec.arm for spec in specs)]))
+        study.set_user_attr("arms", arms)
         for spec in missing:
-            study.enqueue_trial({"run_key": spec.key()},
+            study.enqueue_trial({"arm": spec.arm, "seed": spec.seed},
                                 user_attrs={"run_key": spec.key(), "arm": spec.arm, "seed": spec.seed})
         study.set_user_attr("planned", True)
         return len(missing)
@@ -125,8 +158,9 @@ class Ledger:
         try:
             return optuna.load_study(study_name=self.name, storage=self.storage)
         except KeyError:
-            raise AblateError(f"no planned study '{self.name}' in {redact(self.url)}; plan it first with "
-                              "`ablate run STUDY.yaml --storage URL --jobs 0`") from None
+            raise AblateError(f"no plan of this study's configuration ('{self.name}') in {redact(self.url)}; plan "
+                              "it first with `ablate run STUDY.yaml --storage URL --jobs 0`, with the same "
+                              "--set, --profile and plugins as this worker") from None
 
     def parent_run_id(self) -> str:
         return self._load().user_attrs["mlflow_parent_run_id"]
@@ -166,6 +200,11 @@ class Ledger:
                 trial.set_user_attr("empty", True)
                 raise optuna.TrialPruned("no planned run was left to claim")
             trial.set_user_attr("worker", worker_name())
+            # the enqueued values, as params the dashboard can plot against (one distribution
+            # per name across the study: every arm of the plan, any seed)
+            trial.suggest_categorical("arm", trial.study.user_attrs["arms"])
+            seed = trial.user_attrs["seed"]
+            trial.suggest_int("seed", seed, seed)
             state, value = train(trial, key)
             trial.set_user_attr("state", state.value)
             if state.trial_state == TrialState.FAIL:  # not settled: the next `ablate run` plans it again

@@ -32,7 +32,7 @@ from harness.run_state import RunState
 from harness.spec import RunSpec
 from harness.study import launch
 from harness.study.clean import CleanResult, clean_runs
-from harness.study.ledger import DEFAULT_STORAGE, Ledger
+from harness.study.ledger import DEFAULT_STORAGE, Ledger, plan_id
 from harness.study.plan import estimate, plan_record, resolve
 from harness.study.schema import StudySpec, load_study
 from harness.study.status import StudyStatus, study_status
@@ -57,6 +57,8 @@ class Study:
         self.console = console
         self._tuned: dict | None = None  # each arm's best tuned settings, once tuned
         self.runs, self.datasets = resolve(spec, str(file))
+        # this configuration's ledger; taken before tuning, which changes the runs' keys
+        self.plan_id = plan_id(self.runs, spec.tune.model_dump_json() if spec.tune else "")
 
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None, profile: str | None = None,
@@ -86,7 +88,7 @@ class Study:
 
     @cached_property
     def ledger(self) -> Ledger:
-        return Ledger(self.storage, self.name)
+        return Ledger(self.storage, self.name, self.plan_id)
 
     @property
     def device(self) -> torch.device:
@@ -132,7 +134,7 @@ class Study:
         tracker, ledger = self.tracker, self.ledger
         self._send_kept()
         parent = tracker.start_study(tracker.experiment_id(self.name), self.spec, len(self.runs), str(self.file))
-        ledger.open(parent)
+        ledger.open(parent, self.spec.report.metric)
         workers = []
         try:
             if self.spec.tune:

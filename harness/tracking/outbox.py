@@ -48,6 +48,10 @@ class Outbox:
     def tags(self, tags: dict[str, str]) -> None:
         self._put("tags", tags)
 
+    def dataset(self, fields: dict[str, str]) -> None:
+        """An input dataset (see harness.tracking.lineage.dataset_input)."""
+        self._put("dataset", fields)
+
     def text(self, name: str, text: str) -> None:
         self._put("text", [name, text])
 
@@ -131,7 +135,7 @@ def _claim(path: Path):
 
 
 def _send(client, run_id: str, kind: str, payload) -> None:
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
     if kind == "metrics":
         for start in range(0, len(payload), 1000):
@@ -143,6 +147,10 @@ def _send(client, run_id: str, kind: str, payload) -> None:
             client.log_batch(run_id, params=items[start:start + 100])
     elif kind == "tags":
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in payload.items()])
+    elif kind == "dataset":
+        fields = dict(payload)
+        context = InputTag("mlflow.data.context", fields.pop("context"))
+        client.log_inputs(run_id, datasets=[DatasetInput(Dataset(**fields), tags=[context])])
     elif kind == "text":
         client.log_text(run_id, payload[1], payload[0])
     elif kind == "terminate":

@@ -17,6 +17,7 @@ import yaml
 from harness.registry import MODEL_SLOTS, lookup
 from harness.run_state import RunState
 from harness.spec import RunSpec
+from harness.tracking.lineage import dataset_input
 from harness.tracking.outbox import Outbox
 
 
@@ -40,6 +41,7 @@ class TrackedRun:
         params.update({key: str(value) for key, value in info.items()})
         self.outbox.params({k: v[:6000] for k, v in params.items()})
         self.outbox.tags({"device": info["device"]})
+        self.outbox.dataset(dataset_input(self.spec, info))
         for slot, name in self.spec.variants():  # the code of plugin variants, as it was when this run trained
             variant = lookup(slot, name)
             if variant.source_text:

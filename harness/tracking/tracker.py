@@ -9,21 +9,19 @@ meet an outage goes through :meth:`Tracker.patiently`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from harness import __version__
 from harness.errors import AblateError
 from harness.redaction import redact
 from harness.run_state import RunState
 from harness.spec import RunSpec
+from harness.tracking.lineage import plugin_tags, version_tags
 from harness.tracking.outbox import send_kept
 from harness.tracking.tracked_run import TrackedRun
 
@@ -31,28 +29,6 @@ RUN_KIND = "arm_run"
 TUNE_KIND = "tune_trial"
 STUDY_KIND = "study"
 PLAN_FILE = "plan.json"
-
-
-@functools.cache
-def git_commit() -> str:
-    """The commit of ablate's own checkout, `-dirty` when it has uncommitted edits; 'unknown'
-    when ablate was installed from a package."""
-    here = str(Path(__file__).resolve().parent)
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", here, *args], capture_output=True, text=True, timeout=5).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short=12", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (commit + ("-dirty" if dirty else "")) if commit else "unknown"
-
-
-def version_tags() -> dict[str, str]:
-    """What ablate code a run was trained with; a report says when its runs differ."""
-    return {"ablate_version": __version__, "git_commit": git_commit()}
 
 
 @contextlib.contextmanager
@@ -242,7 +218,7 @@ class Tracker:
             return TrackedRun(self.client, existing.info.run_id, spec, logged_until, outbox_path)
         tags = {
             "mlflow.parentRunId": parent_id, "ablate.kind": kind, "study": spec.study, "arm": spec.arm,
-            "seed": str(spec.seed), "run_key": spec.key(), **version_tags(),
+            "seed": str(spec.seed), "run_key": spec.key(), **version_tags(), **plugin_tags(spec),
             "state": RunState.RUNNING.value, **tags,
         }
         run = self.client.create_run(experiment_id, run_name=name, tags=tags)

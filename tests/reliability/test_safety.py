@@ -4,10 +4,10 @@ code runs only when the user names it."""
 import json
 import os
 
-import optuna
 import torch
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import ledger_study
 from tests.reliability.conftest import ablate
 
 
@@ -85,7 +85,7 @@ def test_passwords_in_storage_and_tracking_urls_never_leave_them(tmp_path, datab
             if not artifact.is_dir:
                 seen.append(open(client.download_artifacts(run.info.run_id, artifact.path, str(tmp_path / "dl")),
                                  errors="replace").read())
-    for trial in optuna.load_study(study_name="ablate:secretive", storage=storage).trials:
+    for trial in ledger_study(storage, "secretive").trials:
         seen.append(json.dumps(trial.user_attrs))
     for root, _, files in os.walk(tmp_path):
         for name in files:

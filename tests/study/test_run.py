@@ -74,6 +74,32 @@ def test_mlflow_holds_one_parent_and_a_child_per_arm_and_seed(study_dir):
     assert {"report/report.md", "report/results.csv", "report/summary.csv", "report/curves.png"} <= report_files
 
 
+def test_every_run_logs_its_dataset_and_where_its_code_came_from(study_dir):
+    import json
+
+    from harness.data import DataConfig, load_dataset
+
+    sha256 = load_dataset(DataConfig()).metadata["sha256"]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=os.path.dirname(__file__)).stdout.strip()
+    _, runs = _runs(study_dir)
+    for run in runs:
+        tags = run.data.tags
+        assert tags["ablate_version"] and tags["mlflow.source.name"] == "ablate"
+        if commit:  # ablate runs from its checkout here; an installed package knows no commit
+            assert tags["mlflow.source.git.commit"] == commit
+            assert tags["git_commit"].startswith(commit[:12])
+        if tags["ablate.kind"] != "arm_run":
+            continue
+        [used] = run.inputs.dataset_inputs
+        assert used.dataset.name == "pydoc" and sha256.startswith(used.dataset.digest)
+        assert [(t.key, t.value) for t in used.tags] == [("mlflow.data.context", "training")]
+        profile = json.loads(used.dataset.profile)
+        assert profile["sha256"] == sha256 and profile["tokenizer"] == "char"
+        assert profile["train_tokens"] > 10 * profile["val_windows"] and profile["val_tokens"] > 0
+        assert json.loads(used.dataset.source)["source"] == "pydoc_data.topics"
+
+
 def test_report_files_are_written(study_dir):
     folder = study_dir / "reports" / "tiny_study"
     for name in ("report.md", "results.csv", "summary.csv", "curves.png", "final_loss.png"):

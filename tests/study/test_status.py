@@ -9,8 +9,9 @@ import subprocess
 import sys
 import time
 
-import optuna
 import pytest
+
+from tests.conftest import ledger_study
 
 STUDY = """
 name: progress
@@ -44,7 +45,7 @@ def worker_on_the_slow_run(tmp_path_factory):
     planned = ablate(tmp_path, "run", "study.yaml", "--jobs", "0")
     assert planned.returncode == 0, planned.stderr
     worker = ablate(tmp_path, "worker", "study.yaml", background=True)
-    ledger = optuna.load_study(study_name="ablate:progress", storage=f"sqlite:///{tmp_path}/optuna.db")
+    ledger = ledger_study(f"sqlite:///{tmp_path}/optuna.db", "progress")
     deadline = time.time() + 240
     while time.time() < deadline:
         assert worker.poll() is None, worker.communicate()[1]

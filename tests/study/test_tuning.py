@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.errors import AblateError
 from harness.study.schema import load_study
+from tests.conftest import ledger_study
 
 STUDY = """
 name: tuned
@@ -107,7 +108,7 @@ def test_local_workers_share_the_tuning_budget_then_the_runs(tmp_path):
         assert 3 <= len(trials) <= 4, "the budget is shared: at most one extra trial per extra worker"
         workers |= {t.user_attrs["worker"] for t in trials}
     assert len(workers) == 2
-    ledger = optuna.load_study(study_name="ablate:tuned", storage=f"sqlite:///{tmp_path}/optuna.db")
+    ledger = ledger_study(f"sqlite:///{tmp_path}/optuna.db", "tuned")
     assert sorted(t.state.name for t in ledger.trials if not t.user_attrs.get("empty")) == ["COMPLETE"] * 4
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("tuned").experiment_id])

@@ -13,6 +13,8 @@ from collections import Counter
 
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import ledger_study
+
 STUDY = """
 name: shared
 base:
@@ -39,9 +41,7 @@ def _plan(folder, storage, tracking, steps):
 
 
 def _ledger(storage):
-    import optuna
-
-    study = optuna.load_study(study_name="ablate:shared", storage=storage)
+    study = ledger_study(storage, "shared")
     return [t for t in study.get_trials() if not t.user_attrs.get("empty")]
 
 
