@@ -54,12 +54,13 @@ def version_tags() -> dict[str, str]:
 
 
 def plugin_tags(spec: RunSpec) -> dict[str, str]:
-    """The plugin variants a run used: module, and package version and file hash."""
+    """The plugin variants a run used: where each came from (package or file), and its
+    package version and file hash."""
     plugins = []
     for slot, name in spec.variants():
         variant = lookup(slot, name)
         if variant.package != BUILT_IN_PACKAGE:
-            plugins.append(f"{slot}.{name}={variant.factory.__module__} {variant.code}".strip())
+            plugins.append(f"{slot}.{name}={variant.source} {variant.code}".strip())
     return {"ablate.plugins": "; ".join(plugins)} if plugins else {}
 
 
