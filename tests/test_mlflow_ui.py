@@ -1,6 +1,7 @@
 """The MLflow UI in a real browser: `ablate ui` serves a finished study on loopback, and
 Chromium (Debian's, driven by Playwright) finds the study's parent run with its children,
-the chart of val_loss per run, and the runs grouped by arm. Screenshots are saved."""
+the chart of val_loss per run, the arm runs' mean curves and 95% bands, and the runs grouped
+by arm. Screenshots are saved."""
 
 import os
 import shutil
@@ -30,6 +31,7 @@ seeds: 2
 report: {baseline: pre}
 """
 CHILDREN = ["pre seed=0", "post seed=0", "pre seed=1", "post seed=1"]
+ARM_RUNS = ["pre (mean of 2 seeds)", "post (mean of 2 seeds)"]
 
 
 def _browser_or_skip():
@@ -110,7 +112,7 @@ def test_the_study_browsed_in_chromium(ui):
             if page.get_by_role("button", name="Close").count():
                 page.get_by_role("button", name="Close").first.click()  # the assistant panel
             page.locator("button[data-component-id*='runnamecellrenderer']").first.click()  # expand the parent
-            for child in CHILDREN:
+            for child in CHILDREN + ARM_RUNS:
                 page.get_by_text(child, exact=True).wait_for(timeout=30_000)
             page.screenshot(path=folder / "mlflow-ui-runs.png")
 
@@ -119,6 +121,14 @@ def test_the_study_browsed_in_chromium(ui):
             for child in CHILDREN:
                 page.get_by_text(f"{child} (val_loss)", exact=True).wait_for(timeout=30_000)
             page.screenshot(path=folder / "mlflow-ui-val-loss.png")
+
+            # the arms as curves with bands: each arm run's mean and 95% interval at every step
+            for metric in ("val_loss_ci_low", "val_loss_ci_high", "val_loss_mean"):  # one chart at a time in view
+                page.get_by_placeholder("Search metric charts").fill(metric)
+                for arm_run in ARM_RUNS:
+                    page.get_by_text(f"{arm_run} ({metric})", exact=True).first.wait_for(timeout=30_000)
+            page.screenshot(path=folder / "mlflow-ui-arm-mean.png")
+            page.get_by_placeholder("Search metric charts").fill("val_loss")
 
             page.get_by_role("button", name="Group by").click()
             page.locator("[role=menuitemcheckbox]", has_text="arm").first.click()
@@ -129,6 +139,6 @@ def test_the_study_browsed_in_chromium(ui):
             page.screenshot(path=folder / "mlflow-ui-by-arm.png")
         finally:
             browser.close()
-    for name in ("mlflow-ui-runs.png", "mlflow-ui-val-loss.png", "mlflow-ui-by-arm.png"):
+    for name in ("mlflow-ui-runs.png", "mlflow-ui-val-loss.png", "mlflow-ui-arm-mean.png", "mlflow-ui-by-arm.png"):
         assert (folder / name).stat().st_size > 10_000
     print(f"screenshots in {folder}")

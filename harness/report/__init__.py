@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.report.arm_runs import log_arm_runs
 from harness.report.collect import collect_curves, collect_runs, collect_tuning
 from harness.report.markdown import render
 from harness.report.plots import plot_curves, plot_final, plot_tuning
@@ -49,7 +50,11 @@ def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str |
     folder.mkdir(parents=True, exist_ok=True)
     results.to_csv(folder / "results.csv", index=False)
     summary.to_csv(folder / "summary.csv", index=False)
-    plot_curves(collect_curves(tracker, results, metric), metric, references, folder / "curves.png")
+    curves = collect_curves(tracker, results, metric)
+    plot_curves(curves, metric, references, folder / "curves.png")
+    finished_curves = curves.merge(finished[["arm", "seed"]])  # a diverged seed has no place in a mean
+    log_arm_runs(tracker, tracker.experiment_id(study, create=False), collected.parent_run_id, summary,
+                 finished_curves, metric, plan["baseline"])
     plot_final(results, summary, metric, folder / "final_loss.png")
     first_params = tracker.client.get_run(finished["run_id"].iloc[0]).data.params
     data = {label: first_params[key] for key, label in DATA_PARAMS.items() if key in first_params}

@@ -68,7 +68,7 @@ def summarize(results: pd.DataFrame, metric: str, baseline: str, goal: str, arm_
                "diverged": int((runs["state"] == "diverged").sum()), "failed": int((runs["state"] == "failed").sum()),
                "mean": _mean(values), "std": _std(values)}
         row["unfinished"] = row["planned"] - row["seeds"] - row["diverged"] - row["failed"]
-        row["ci_low"], row["ci_high"] = _t_interval(values.to_numpy(float))
+        row["ci_low"], row["ci_high"] = t_interval(values.to_numpy(float))
         if arm != baseline:
             row.update(_compare(values, base))
             # what the comparison needs of the baseline: the arm's seeds (paired), or all of its own
@@ -117,7 +117,8 @@ def _std(values) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
 
 
-def _t_interval(values: np.ndarray) -> tuple[float, float]:
+def t_interval(values: np.ndarray) -> tuple[float, float]:
+    """The 95% Student t interval of the mean; NaN for fewer than two values."""
     if len(values) < 2:
         return math.nan, math.nan
     half = stats.t.ppf(1 - ALPHA / 2, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))

@@ -27,6 +27,7 @@ from harness.tracking.tracked_run import TrackedRun
 
 RUN_KIND = "arm_run"
 TUNE_KIND = "tune_trial"
+ARM_KIND = "arm"  # an arm's across-seed aggregate (see harness.report.arm_runs)
 STUDY_KIND = "study"
 PLAN_FILE = "plan.json"
 
@@ -84,6 +85,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri(uri)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr is for ablate's own lines
         if self.uri.startswith(("http://", "https://")):
             # MLflow retries a silent server for minutes per request; ablate keeps the records
             # and retries them itself, so a request may fail fast
