@@ -219,8 +219,8 @@ def run(
         return
     summary = study.run(jobs)
     if summary is not None:
-        for row in summary[summary["arm"] != study.spec.baseline].itertuples():
-            typer.echo(f"{row.arm} vs {study.spec.baseline}: {row.verdict}")
+        for row in summary[summary["arm"] != summary["baseline"]].itertuples():
+            typer.echo(f"{row.arm} vs {row.baseline}: {row.verdict}")
 
 
 @app.command()
@@ -253,6 +253,16 @@ def report(
 
     result = build_report(Tracker(tracking_uri), _study_name(study), reports_dir, plan)
     typer.echo(f"report: {result.folder / 'report.md'}")
+
+
+@app.command()
+def leaderboard(tracking_uri: TrackingOption = None, reports_dir: ReportsDirOption = Path("reports")):
+    """Rank the variants of every study in the tracking store against their study's baseline:
+    reports/leaderboard.md, .csv and a forest plot of the differences with their intervals."""
+    from harness.report.leaderboard import build_leaderboard
+    from harness.tracking.tracker import Tracker
+
+    typer.echo(f"leaderboard: {build_leaderboard(Tracker(tracking_uri), reports_dir)}")
 
 
 @app.command()

@@ -1,5 +1,5 @@
 """Reports rebuilt from MLflow alone: report.md, results.csv, summary.csv, curves.png,
-final_loss.png (and tuning.csv, tuning.png for tuned studies) under reports/<study>/,
+final_loss.png (and tuning.csv, tuning.png for tuned studies, scaling.png for one with scales) under reports/<study>/,
 also logged on the study's parent run."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 
 from harness.report.arm_runs import log_arm_runs
-from harness.report.collect import collect_curves, collect_runs, collect_tuning
+from harness.report.collect import Collected, collect_curves, collect_runs, collect_tuning
 from harness.report.markdown import render
-from harness.report.plots import plot_curves, plot_final, plot_tuning
-from harness.report.stats import summarize
+from harness.report.plots import plot_curves, plot_final, plot_scaling, plot_tuning
+from harness.report.scales import summarize_plan
 from harness.study.sequential import SequentialRule
 from harness.tracking.tracker import Tracker
 
@@ -31,11 +31,21 @@ class Report:
     summary: pd.DataFrame
 
 
-def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str | None = None) -> Report:
-    """Rebuild the report of the study's newest plan (or of the execution `plan_id`) from MLflow."""
+@dataclass
+class Judged:
+    """One execution of a study read back from MLflow, and its verdicts."""
+
+    collected: Collected
+    summary: pd.DataFrame  # one row per arm
+    references: dict[str, float]  # unigram_loss, bigram_loss of the validation split
+    rule: SequentialRule | None  # how p-values were adjusted, when seeds were added sequentially
+
+
+def judge(tracker: Tracker, study: str, plan_id: str | None = None) -> Judged:
+    """The verdicts of the study's newest plan (or of the execution `plan_id`), from MLflow."""
     collected = collect_runs(tracker, study, plan_id)
     plan, results = collected.plan, collected.results
-    metric, goal = plan["metric"], plan["goal"]
+    metric = plan["metric"]
     for column in (metric, "train_loss", "tokens_per_s", "wall_time_s"):
         if column not in results:
             results[column] = math.nan
@@ -43,8 +53,16 @@ def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str |
     references = {name: float(finished[name].iloc[0]) for name in ("unigram_loss", "bigram_loss")
                   if metric.endswith("loss") and name in finished and not math.isnan(finished[name].iloc[0])}
     rule = SequentialRule(plan["sequential"]["min"], plan["sequential"]["max"]) if plan.get("sequential") else None
-    summary = summarize(results, metric, plan["baseline"], goal, [arm["name"] for arm in plan["arms"]], references,
-                        rule)
+    return Judged(collected, summarize_plan(results, plan, references, rule), references, rule)
+
+
+def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str | None = None) -> Report:
+    """Rebuild the report of the study's newest plan (or of the execution `plan_id`) from MLflow."""
+    judged = judge(tracker, study, plan_id)
+    collected, summary, references, rule = judged.collected, judged.summary, judged.references, judged.rule
+    plan, results = collected.plan, collected.results
+    metric, goal = plan["metric"], plan["goal"]
+    finished = results[results["state"] == "finished"]
 
     folder = Path(reports_dir) / study
     folder.mkdir(parents=True, exist_ok=True)
@@ -54,12 +72,15 @@ def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str |
     plot_curves(curves, metric, references, folder / "curves.png")
     finished_curves = curves.merge(finished[["arm", "seed"]])  # a diverged seed has no place in a mean
     log_arm_runs(tracker, tracker.experiment_id(study, create=False), collected.parent_run_id, summary,
-                 finished_curves, metric, plan["baseline"])
+                 finished_curves, metric)
     plot_final(results, summary, metric, folder / "final_loss.png")
     first_params = tracker.client.get_run(finished["run_id"].iloc[0]).data.params
     data = {label: first_params[key] for key, label in DATA_PARAMS.items() if key in first_params}
     tuning = collect_tuning(tracker, study, metric)
     files = ["report.md", "results.csv", "summary.csv", "curves.png", "final_loss.png"]
+    if plan.get("scales"):
+        plot_scaling(summary, metric, folder / "scaling.png")
+        files.append("scaling.png")
     if len(tuning):
         tuning.to_csv(folder / "tuning.csv", index=False)
         plot_tuning(tuning, metric, goal == "minimize", folder / "tuning.png")

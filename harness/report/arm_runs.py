@@ -40,7 +40,7 @@ def band(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def log_arm_runs(tracker: Tracker, experiment_id: str, parent_run_id: str, summary: pd.DataFrame,
-                 curves: pd.DataFrame, metric: str, baseline: str) -> dict[str, str]:
+                 curves: pd.DataFrame, metric: str) -> dict[str, str]:
     """Replace the execution's arm runs with ones made from `summary` and the finished seeds'
     `curves`; returns the new run id of each arm."""
     for old in tracker.find_runs(experiment_id, ARM_KIND, {"mlflow.parentRunId": parent_run_id}):
@@ -50,7 +50,7 @@ def log_arm_runs(tracker: Tracker, experiment_id: str, parent_run_id: str, summa
     for row in summary.to_dict("records"):
         arm = row["arm"]
         tags = {"mlflow.parentRunId": parent_run_id, "ablate.kind": ARM_KIND, "arm": arm, **version_tags(),
-                "verdict": row["verdict"] if arm != baseline else "baseline", "flag": row["flag"],
+                "verdict": row["verdict"], "baseline": row["baseline"], "flag": row["flag"],
                 "seeds": f"{row['seeds']}/{row['planned']}", "test": row["test"] or "",
                 "mlflow.note.content": f"{arm}: mean of {row['seeds']} seeds, 95% band; {row['verdict']}"}
         run = tracker.client.create_run(experiment_id, run_name=f"{arm} (mean of {row['seeds']} seeds)", tags=tags)

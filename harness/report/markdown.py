@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from harness.report.scales import across_scales
 from harness.report.stats import RULES
 
 DIGITS = 4
@@ -44,16 +45,27 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
         notes.append("The runs were trained by different versions: " + "; ".join(collected.versions) + ".")
     lines += [f"> {note}" for note in notes] + ([""] if notes else [])
 
+    scales = plan.get("scales") or []
     lines += ["## Verdicts", ""]
-    for row in summary.itertuples():
-        flag = f" — **{row.flag}**" if row.flag else ""
-        if row.arm != baseline:
-            lines.append(f"- **{row.arm} vs {baseline}**: {row.verdict}{flag}")
-        elif flag:
-            lines.append(f"- **{baseline}** (baseline){flag}")
+    for scale in scales or [None]:
+        rows = summary if scale is None else summary[summary["scale"] == scale["label"]]
+        if scale is not None:
+            settings = ", ".join(f"`{path}` = {value}" for path, value in scale["settings"].items())
+            lines += [f"At {settings}:", ""]
+        for row in rows.itertuples():
+            arm, base = (row.arm, row.baseline) if scale is None else (row.variant, baseline)
+            flag = f" — **{row.flag}**" if row.flag else ""
+            if row.arm != row.baseline:
+                lines.append(f"- **{arm} vs {base}**: {row.verdict}{flag}")
+            elif flag:
+                lines.append(f"- **{base}** (baseline){flag}")
+        lines.append("")
+    family = "within each scale " if scales else ""
     adjustment = (rule.describe(len(summary) - 1) if rule else
-                  "p-values are Holm-adjusted over the arms compared with the baseline.")
-    lines += ["", f"{RULES} {adjustment}", ""]
+                  f"p-values are Holm-adjusted {family}over the arms compared with the baseline.")
+    lines += [f"{RULES} {adjustment}", ""]
+    if scales:
+        lines += _scaling_section(summary)
 
     lines += ["## Arms", ""]
     table = pd.DataFrame({
@@ -106,6 +118,13 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
     for row in failures.itertuples():
         lines.append(f"- {row.arm} seed {row.seed} {row.state}: {row.failure_reason}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _scaling_section(summary: pd.DataFrame) -> list[str]:
+    return ["## Across scales", "",
+            "Difference against the baseline at each scale (95% interval, and the verdict where there is one), "
+            "and how it moves from the smallest scale to the largest:", "",
+            across_scales(summary).to_markdown(index=False), "", "![scaling](scaling.png)", ""]
 
 
 def _tuning_section(tuning: pd.DataFrame, metric: str, goal: str) -> list[str]:

@@ -49,6 +49,25 @@ def plot_final(results: pd.DataFrame, summary: pd.DataFrame, metric: str, path: 
     plt.close(figure)
 
 
+def plot_scaling(summary: pd.DataFrame, metric: str, path: Path) -> None:
+    """Final metric against training FLOPs, one line per variant across the scales (mean with
+    its 95% interval)."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for variant, group in summary.groupby("variant", sort=False):
+        group = group.sort_values("training_flops")
+        errors = [(group["mean"] - group["ci_low"]).fillna(0), (group["ci_high"] - group["mean"]).fillna(0)]
+        axes.errorbar(group["training_flops"], group["mean"], yerr=errors, marker="o", capsize=4, label=variant)
+    axes.set_xscale("log")
+    axes.set_xlabel("training FLOPs per run")
+    axes.set_ylabel(f"final {metric}")
+    axes.set_title(f"final {metric} against training compute (mean, 95% CI)", fontsize=10)
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def plot_tuning(trials: pd.DataFrame, metric: str, minimize: bool, path: Path) -> None:
     """Best value so far against trial number, per arm (pruned trials count toward the budget)."""
     figure, axes = plt.subplots(figsize=(7, 4.5))

@@ -89,6 +89,8 @@ def summarize(results: pd.DataFrame, metric: str, baseline: str, goal: str, arm_
     summary["verdict"] = [_verdict(r, base_row, goal, rule) for r in summary.to_dict("records")]
     summary["settled"] = [_settled(r, base_row, rule) for r in summary.to_dict("records")]
     summary["flag"] = [_flag(mean, references or {}) for mean in summary["mean"]]
+    summary["outcome"] = [v.rsplit(", ", 1)[-1] if v.endswith(("better", "worse")) else "" for v in summary["verdict"]]
+    summary["baseline"] = baseline
     return summary
 
 

@@ -28,10 +28,12 @@ from harness.training.optim import make_optimizer
 from harness.training.trainer import resolve_device
 
 
-def arm_spec(study: StudySpec, arm: Arm, where: str = "study", extra: dict[str, Any] | None = None) -> RunSpec:
-    """The run of `arm` (seed 0), with `extra` path -> value settings on top (tuned values)."""
+def arm_spec(study: StudySpec, arm: Arm, where: str = "study", extra: dict[str, Any] | None = None,
+             scale: dict[str, Any] | None = None) -> RunSpec:
+    """The run of `arm` (seed 0) at `scale` (run path -> value, under the arm's own settings),
+    with `extra` path -> value settings on top (tuned values)."""
     tree = {**study.base.run_tree(), "data": study.data.model_dump(mode="json")}
-    for path, value in {**arm.set, **(extra or {})}.items():
+    for path, value in {**(scale or {}), **arm.set, **(extra or {})}.items():
         set_run_field(tree, path, copy.deepcopy(value), f"{where}: arm '{arm.name}'")
     try:
         return RunSpec(study=study.name, arm=arm.name, **tree)
@@ -47,17 +49,25 @@ def expand(study: StudySpec, where: str = "study", tuned: dict[str, dict[str, An
     (path -> value); `counts` how many of its seeds each arm trains (default: all of them,
     or a sequential study's first `min`)."""
     arms = study.arm_list()
-    per_arm = {arm.name: arm_spec(study, arm, where, (tuned or {}).get(arm.name)) for arm in arms}
-    if study.match == "params":
-        from harness.study.matching import match_parameters
-
-        per_arm = match_parameters(per_arm, study.baseline, where)
     first = study.sequential.min_seeds if study.sequential else None
     seeds = {arm.name: study.arm_seeds(arm)[:(counts or {}).get(arm.name, first)] for arm in arms}
-    runs = [per_arm[arm.name].model_copy(update={"seed": seed}) for index in range(max(map(len, seeds.values())))
-            for arm in arms for seed in seeds[arm.name][index:index + 1]]
+    runs = []
+    for label, scale in study.scale_list():
+        per_arm = {arm.name: arm_spec(study, arm, where, (tuned or {}).get(arm.name), scale) for arm in arms}
+        if study.match == "params":  # within a scale: the arms of one size
+            from harness.study.matching import match_parameters
+
+            per_arm = match_parameters(per_arm, study.baseline, where)
+        runs += [per_arm[arm.name].model_copy(update={"seed": seed, "arm": scaled_name(arm.name, label)})
+                 for index in range(max(map(len, seeds.values())))
+                 for arm in arms for seed in seeds[arm.name][index:index + 1]]
     _refuse_shared_runs(runs, where)
     return runs
+
+
+def scaled_name(arm: str, scale: str) -> str:
+    """An arm's name at one scale of a study with scales: `rmsnorm@d_model=64`."""
+    return f"{arm}@{scale}" if scale else arm
 
 
 def _refuse_shared_runs(runs: list[RunSpec], where: str) -> None:
@@ -78,6 +88,10 @@ def plan_record(study: StudySpec, runs: list[RunSpec], study_file: str) -> dict:
     """What an execution sets out to train, recorded on its parent run: its report covers
     exactly these runs, and shows each arm's resolved configuration."""
     arms: dict[str, dict] = {}
+    # at each scale, which arm a scaled arm is, and which arm is the baseline
+    scales = {scaled_name(arm.name, label): {"variant": arm.name, "scale": label,
+                                             "baseline": scaled_name(study.baseline, label)}
+              for label, _ in study.scale_list() if label for arm in study.arm_list()}
     for spec in runs:
         arms.setdefault(spec.arm, spec.model_dump(mode="json", include={"model", "train", "data", "sources"}))
     plan = {"study": study.name, "description": study.description, "study_file": study_file,
@@ -85,7 +99,8 @@ def plan_record(study: StudySpec, runs: list[RunSpec], study_file: str) -> dict:
             "tuned": list(study.tune.space) if study.tune else [],
             "seeds": sorted({spec.seed for spec in runs}),
             "sequential": study.seeds.model_dump() if study.sequential else None,
-            "arms": [{"name": name, "config": config} for name, config in arms.items()],
+            "arms": [{"name": name, "config": config, **scales.get(name, {})} for name, config in arms.items()],
+            "scales": [{"label": label, "settings": settings} for label, settings in study.scale_list() if label],
             "runs": [{"arm": spec.arm, "seed": spec.seed, "run_key": spec.key()} for spec in runs]}
     return json.loads(redact(json.dumps(plan)))  # a data URL's password is not part of the record
 

@@ -9,6 +9,7 @@
     grid: {model.placement: [pre, post]}       # or arms: [{name: ..., set: {...}}, ...]
     seeds: [0, 1, 2]
     report: {metric: val_loss, baseline: pre, goal: minimize}
+    scales: {base.model.d_model: [64, 128, 256]}   # optional: every arm at every scale
 
 Everything a user can get wrong is found here or in the plan (harness.study.plan), before
 any training, and reported as one message naming the file, the field and what is allowed.
@@ -162,6 +163,10 @@ class StudySpec(pydantic.BaseModel):
     match: Literal["params"] | None = Field(None, description="params: equal non-embedding parameters per arm")
     report: ReportSettings = ReportSettings()
     tune: TuneSettings | None = None
+    scales: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="path (base.model.d_model, base.train.steps, data....) -> values: every arm runs at every "
+                    "scale and gets a verdict per scale; several paths change together (their lists are zipped)")
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="named sets of overrides (path: value), chosen with --profile")
 
@@ -196,7 +201,37 @@ class StudySpec(pydantic.BaseModel):
                 raise ValueError(f"the seeds of arm '{arm.name}' must not repeat")
         if self.report.baseline is not None and self.report.baseline not in names:
             raise ValueError(f"report.baseline '{self.report.baseline}' is not an arm; arms: {', '.join(names)}")
+        self._check_scales()
         return self
+
+    def _check_scales(self) -> None:
+        if not self.scales:
+            return
+        lengths = {len(values) for values in self.scales.values()}
+        if len(lengths) > 1 or min(lengths) < 2:
+            raise ValueError("scales: every path needs the same number of values, at least 2 (they are zipped)")
+        for path in self.scales:
+            if not path.startswith(("base.model.", "base.train.", "data.")):
+                raise ValueError(f"scales.{path} must start with base.model., base.train. or data.")
+            run_path = path.removeprefix("base.")
+            for arm in self.arm_list():
+                if any(run_path == p or run_path.startswith(p + ".") or p.startswith(run_path + ".") for p in arm.set):
+                    raise ValueError(f"scales.{path} is also set by arm '{arm.name}'; a scale applies to every arm")
+        if self.tune or self.sequential:
+            raise ValueError("scales cannot be combined with tune or with seeds {min, max}; run one study per scale")
+        labels = [label for label, _ in self.scale_list()]
+        if len(set(labels)) != len(labels):
+            raise ValueError("scales must not repeat")
+
+    def scale_list(self) -> list[tuple[str, dict[str, Any]]]:
+        """(label, run path -> value) per scale, smallest first as written; [("", {})] for a
+        study without scales."""
+        if not self.scales:
+            return [("", {})]
+        paths = list(self.scales)
+        return [(",".join(f"{_short(p)}={_label(v)}" for p, v in zip(paths, values)),
+                 {p.removeprefix("base."): v for p, v in zip(paths, values)})
+                for values in zip(*(self.scales[p] for p in paths))]
 
     def arm_list(self) -> list[Arm]:
         if self.arms:
