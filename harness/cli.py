@@ -156,7 +156,7 @@ def train(
     study = _load(run_file, set_, plugin, None, runs_dir=out)
     result, checkpoint = study.train_one(seed, fresh)
     metrics = ", ".join(f"{k}={result.metrics[k]:.4g}" for k in ("train_loss", "val_loss", "val_exact_match",
-                                                                  "tokens_per_s") if k in result.metrics)
+                                                                  "avg_tokens_per_s") if k in result.metrics)
     typer.echo(f"{result.status.value} after {result.steps} steps: {metrics}")
     typer.echo(f"checkpoint: {checkpoint}")
     if result.status == RunState.DIVERGED:
@@ -412,6 +412,16 @@ def bench_sequential(
     if min_seeds > max_seeds:
         raise AblateError(f"--min ({min_seeds}) must not exceed --max ({max_seeds})")
     typer.echo(sequential(studies, min_seeds, max_seeds, arms, effect))
+
+
+@bench_app.command("workers")
+def bench_workers(steps: Annotated[int, typer.Option(min=1, help="training steps per run")] = 100,
+                  max_jobs: Annotated[Optional[int], typer.Option(min=1, help="most workers (default: the cores)")] = None):
+    """One small study with --jobs 1, 2, ... up to the cores: runs per hour and the ratio to
+    --jobs 1 (target on 2 cores: --jobs 2 not slower)."""
+    from harness.bench import workers
+
+    typer.echo(workers(steps, max_jobs))
 
 
 def _print_version(value: bool) -> None:

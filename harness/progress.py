@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from harness.training.observer import Observer
+
 
 def make_progress(console: Console | None = None) -> Progress:
     return Progress(
@@ -14,7 +16,7 @@ def make_progress(console: Console | None = None) -> Progress:
     )
 
 
-class RunProgress:
+class RunProgress(Observer):
     """An observer that moves a progress bar with the run's steps and shows its latest metrics."""
 
     def __init__(self, progress: Progress, label: str, total_steps: int):
@@ -34,27 +36,9 @@ class RunProgress:
             parts.append(f"{self.latest['tokens_per_s']:,.0f} tok/s")
         self.progress.update(self.task, completed=step, status="  ".join(p for p in parts if p))
 
-    def before_checkpoint(self, step: int, path) -> None:
-        pass
+    def on_notice(self, name: str, message: str) -> None:
+        self.progress.console.print(f"[yellow]{self.progress.tasks[self.task].description}: {message}[/]")
+        self.progress.update(self.task, description=f"{self.progress.tasks[self.task].description} [{name}]")
 
     def close(self) -> None:
         self.progress.remove_task(self.task)
-
-
-class Observers:
-    """Fans one run's events out to several observers (tracker, progress bar)."""
-
-    def __init__(self, *observers):
-        self.observers = [o for o in observers if o is not None]
-
-    def on_start(self, info):
-        for o in self.observers:
-            o.on_start(info)
-
-    def on_metrics(self, step, metrics):
-        for o in self.observers:
-            o.on_metrics(step, metrics)
-
-    def before_checkpoint(self, step, path):
-        for o in self.observers:
-            o.before_checkpoint(step, path)

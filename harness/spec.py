@@ -15,7 +15,7 @@ from harness.training.config import TrainConfig
 
 # settings that choose where and how fast a run computes, not what it computes: the
 # kernels give the same numbers within rounding, so they do not make a run a new one
-EXECUTION_FIELDS = {"device", "compile", "tf32", "checkpoint_interval"}
+EXECUTION_FIELDS = {"device", "compile", "fused", "tf32", "checkpoint_interval", "threads"}
 MODEL_EXECUTION_FIELDS = {"attention_backend", "kernels"}
 
 

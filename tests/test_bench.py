@@ -43,3 +43,13 @@ def test_kernel_table_times_each_triton_kernel_against_torch():
     table = kernel_table(torch.device("cpu"), Shape(1, 32, 2, 16, 64, batch_size=2), iterations=1, compiled=False)
     assert list(table["kernel"]) == ["rmsnorm", "swiglu", "attention (vs sdpa)"]
     assert (table["eager/triton"] > 0).all() and (table["triton ms"] > 0).all()
+
+
+def test_workers_benchmark_runs_the_study_with_each_number_of_jobs(tmp_path):
+    command = [sys.executable, "-m", "harness.cli", "bench", "workers", "--steps", "4", "--max-jobs", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if re.match(r"\|\s+\d+\s+\|", line)]
+    assert [int(row.split("|")[1]) for row in rows] == [1, 2]
+    assert float(rows[0].split("|")[-2]) == 1.0 and float(rows[1].split("|")[-2]) > 0
+    assert not list(tmp_path.iterdir()), "each row runs in a folder of its own"

@@ -3,5 +3,6 @@
 from harness.bench.ratios import BenchResult, overhead, pruning, tracking
 from harness.bench.sequential import sequential
 from harness.bench.speed import speed
+from harness.bench.workers import workers
 
-__all__ = ["BenchResult", "overhead", "pruning", "sequential", "speed", "tracking"]
+__all__ = ["BenchResult", "overhead", "pruning", "sequential", "speed", "tracking", "workers"]

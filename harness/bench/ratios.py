@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from harness.model.gpt import GPT
-from harness.progress import Observers
 from harness.spec import RunSpec
+from harness.training.observer import Observer, Observers
 from harness.training.optim import lr_at, make_optimizer
 from harness.training.trainer import Trainer
 
@@ -43,19 +43,15 @@ def _setting(steps: int, repeats: int, spec: RunSpec, what: str) -> str:
     return f"model {shape}, batch {spec.train.batch_size}, {what}, {spec.train.steps} steps x {repeats} alternating repeats, {device}"
 
 
-class _StepClock:
+class _StepClock(Observer):
     """Observer that timestamps the training-loss records: no extra work in the loop."""
 
     def __init__(self):
         self.stamps: dict[int, float] = {}
 
-    def on_start(self, info): pass
-
     def on_metrics(self, step, metrics):
         if "train_loss" in metrics:
             self.stamps.setdefault(step, time.perf_counter())
-
-    def before_checkpoint(self, step, path): pass
 
 
 def _trainer_step_time(spec: RunSpec, run_dir, warmup: int, tracked=None) -> float:

@@ -1,6 +1,15 @@
 """Reports rebuilt from MLflow alone: report.md, results.csv, summary.csv, curves.png,
-final_loss.png (and tuning.csv, tuning.png for tuned studies, scaling.png for one with scales) under reports/<study>/,
-also logged on the study's parent run."""
+final_loss.png (and tuning.csv, tuning.png for tuned studies, scaling.png for one with
+scales) under reports/<study>/, also logged on the study's parent run.
+
+    collect.py      one execution read back: its plan, a row per planned run, curves, trials
+    stats.py        per-arm statistics and verdicts against the baseline
+    scales.py       a verdict per scale, and how a difference moves with scale
+    arm_runs.py     each arm's mean curve, band and verdict as an MLflow run
+    markdown.py     report.md
+    plots.py        the figures
+    leaderboard.py  every study in a store ranked: reports/leaderboard.md, .csv, .png
+"""
 
 from __future__ import annotations
 

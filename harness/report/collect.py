@@ -51,6 +51,8 @@ def collect_runs(tracker: Tracker, study: str, plan_id: str | None = None) -> Co
         params = run.data.params if run else {}
         row.update({name: float(params[name]) if name in params else math.nan for name in NUMERIC_PARAMS})
         row.update(run.data.metrics if run else {})
+        if "avg_tokens_per_s" in row:  # the run's throughput, not its last interval's
+            row["tokens_per_s"] = row.pop("avg_tokens_per_s")
         rows.append(row)
     results = pd.DataFrame(rows)
     if not (results["state"] == RunState.FINISHED.value).any():

@@ -22,12 +22,13 @@ from pathlib import Path
 import torch
 
 from harness.model.generate import sample_text
-from harness.progress import Observers, RunProgress
+from harness.progress import RunProgress
 from harness.run_state import RunState
 from harness.spec import RunSpec
 from harness.tracking.outbox import OUTBOX_NAME
 from harness.tracking.tracker import Tracker
 from harness.training.faults import RunFailed
+from harness.training.observer import Observers
 from harness.training.trainer import Trainer
 
 

@@ -23,6 +23,7 @@ from harness.study.lifecycle import RunPruned, train_tracked
 from harness.study.plan import arm_spec, check_data, with_sources
 from harness.study.schema import Arm, StudySpec, TuneSettings
 from harness.tracking.tracker import TUNE_KIND, Tracker
+from harness.training.observer import Observer
 
 # a failed trial is tried again this many times, like one whose worker died
 MAX_RETRIES = 3
@@ -77,16 +78,12 @@ def suggest(trial, settings: TuneSettings) -> dict[str, Any]:
     return values
 
 
-class ReportToPruner:
+class ReportToPruner(Observer):
     """Feeds the validation metric to the trial; stops the run when the pruner says so."""
 
     def __init__(self, trial, metric: str):
         self.trial = trial
         self.metric = metric
-
-    def on_start(self, info): pass
-
-    def before_checkpoint(self, step, path): pass
 
     def on_metrics(self, step, metrics):
         if self.metric in metrics:

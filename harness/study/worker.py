@@ -20,6 +20,7 @@ from harness.spec import RunSpec
 from harness.study.ledger import HEARTBEAT_SECONDS, Ledger
 from harness.study.lifecycle import train_tracked
 from harness.tracking.tracker import RUN_KIND, Tracker
+from harness.training.observer import Observer
 
 
 @dataclass
@@ -28,7 +29,7 @@ class WorkerOutcome:
     done_already: int = 0
 
 
-class LedgerProgress:
+class LedgerProgress(Observer):
     """An observer that records a run's latest step on its ledger trial, at most once per
     heartbeat interval, so that `ablate status` can say how far it is and when it last moved."""
 
@@ -37,15 +38,11 @@ class LedgerProgress:
         self.total_steps = total_steps
         self.last = 0.0
 
-    def on_start(self, info): pass
-
     def on_metrics(self, step: int, metrics: dict) -> None:
         now = time.time()
         if now - self.last >= HEARTBEAT_SECONDS or step == self.total_steps:
             self.trial.set_user_attr("progress", {"step": step, "steps": self.total_steps, "at": now})
             self.last = now
-
-    def before_checkpoint(self, step, path): pass
 
 
 def work(specs: list[RunSpec], metric: str, tracker: Tracker, ledger: Ledger, runs_dir: Path,

@@ -2,5 +2,6 @@
 
     tracker.py      the store: connection, experiments, parent runs, finding runs again
     tracked_run.py  one run's records (params, metrics, tags, texts) as its trainer produces them
+    lineage.py      where a run's numbers come from: dataset input, source tags, plugins used
     outbox.py       records kept until the store has them: never lost to an outage or a crash
 """

@@ -19,11 +19,11 @@ from harness.run_state import RunState
 from harness.spec import RunSpec
 from harness.tracking.lineage import dataset_input
 from harness.tracking.outbox import Outbox
+from harness.training.observer import Observer
 
 
-class TrackedRun:
-    """An observer of a trainer (see harness.training.trainer.Observer) that records into
-    one MLflow run."""
+class TrackedRun(Observer):
+    """An observer of a trainer that records into one MLflow run."""
 
     FLUSH_EVERY = 500
 
@@ -40,7 +40,8 @@ class TrackedRun:
         params.update({slot: str(getattr(self.spec.model, slot)) for slot in MODEL_SLOTS})
         params.update({key: str(value) for key, value in info.items()})
         self.outbox.params({k: v[:6000] for k, v in params.items()})
-        self.outbox.tags({"device": info["device"]})
+        self.outbox.tags({"device": info["device"],
+                          **{k: str(v) for k, v in info.items() if k.startswith("execution_")}})
         self.outbox.dataset(dataset_input(self.spec, info))
         for slot, name in self.spec.variants():  # the code of plugin variants, as it was when this run trained
             variant = lookup(slot, name)
@@ -63,6 +64,9 @@ class TrackedRun:
         self.flush()
         self.outbox.keep()
 
+    def on_notice(self, name: str, message: str) -> None:
+        self.outbox.tags({name: message[:5000]})
+
     def flush(self, wait: bool = False) -> bool:
         """Hand the buffered metrics to the background sender; with `wait`, until it is done
         or the store has failed to take them (then they are kept on disk)."""
@@ -78,7 +82,7 @@ class TrackedRun:
         now = int(time.time() * 1000)
         self.flush()
         self.outbox.metrics([(name, float(result.metrics.get(name, 0.0)), now, result.steps)
-                             for name in ("wall_time_s", "steps_trained")])
+                             for name in ("wall_time_s", "steps_trained", "avg_tokens_per_s")])
         self.outbox.text("config.yaml", yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False))
         self.outbox.text("model_summary.txt", summary)
         if sample:

@@ -30,7 +30,11 @@ class TrainConfig(pydantic.BaseModel):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="autocast dtype; auto = bf16 on CUDA")
     compile: bool | None = Field(None, description="torch.compile; default on for CUDA")
+    fused: bool | None = Field(None, description="fused AdamW kernel; default on for CUDA")
     tf32: bool = Field(True, description="TF32 tensor cores for fp32 matmuls on CUDA")
+    threads: int | None = Field(
+        None, gt=0, description="CPU threads of this run's process; default PyTorch's (one per core), or the "
+                                "process's share of the cores when several workers share a machine")
     init_from: str | None = Field(None, description="checkpoint whose weights (and tokenizer) start this run")
 
     @pydantic.model_validator(mode="after")

@@ -13,7 +13,6 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import torch
 
@@ -26,29 +25,12 @@ from harness.training.checkpoint import load_checkpoint, save_checkpoint
 from harness.training.distributed import DataParallel
 from harness.training.faults import out_of_memory_fails_the_run
 from harness.training.interrupt import deferred_interrupt
+from harness.training.observer import Observer
 from harness.training.optim import lr_at, make_optimizer
+from harness.training.slowdown import SlowdownWatch
 from harness.training.throughput import mfu
 
 CHECKPOINT_NAME = "checkpoint.pt"
-
-
-class Observer(Protocol):
-    """Receives what a run produces; the tracker and the progress display implement it."""
-
-    def on_start(self, info: dict) -> None: ...
-
-    def on_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
-
-    def before_checkpoint(self, step: int, path: Path) -> None:
-        """The checkpoint of `step` is about to be written to `path`."""
-
-
-class _Silent:
-    def on_start(self, info): pass
-
-    def on_metrics(self, step, metrics): pass
-
-    def before_checkpoint(self, step, path): pass
 
 
 @dataclass
@@ -93,8 +75,10 @@ class Trainer:
         self.parallel = DataParallel()
         self.parallel.check_batch(self.cfg.batch_size)
         # only rank 0 reports and saves; the others train their share in lockstep
-        self.observer = (observer if self.parallel.is_main else None) or _Silent()
+        self.observer = (observer if self.parallel.is_main else None) or Observer()
         self.device = self.parallel.device(resolve_device(self.cfg.device))
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
         if self.device.type == "cuda":
             # what bf16 autocast leaves in fp32 (the loss, the optimizer) may use TF32 tensor cores
             torch.backends.cuda.matmul.allow_tf32 = self.cfg.tf32
@@ -121,9 +105,10 @@ class Trainer:
             self.eval_batches = self.dataset.eval_batches(self.cfg.batch_size, model_cfg.context_length)
         self.data_rng = torch.Generator().manual_seed(spec.seed)
         self.autocast_dtype = self._autocast_dtype()
-        use_compile = self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"
-        self.step_model = self.parallel.wrap(torch.compile(self.model) if use_compile else self.model)
+        self.compiled = self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"
+        self.step_model = self.parallel.wrap(torch.compile(self.model) if self.compiled else self.model)
         self.flops_per_token = self.model.flops_per_token()
+        self.slowdown = SlowdownWatch()
 
     def _load_weights(self, start_from: dict) -> None:
         try:
@@ -161,6 +146,10 @@ class Trainer:
             references = reference_losses(self.dataset.tokens["train"], self.dataset.tokens["val"], self.dataset.vocab_size)
         return {
             "device": str(self.device), "processes": self.parallel.world, "threads": torch.get_num_threads(),
+            # what ran, beside what was asked for (auto settings resolved per device)
+            "execution_dtype": str(self.autocast_dtype or torch.float32).removeprefix("torch."),
+            "execution_compiled": self.compiled,
+            "execution_optimizer": "AdamW (fused)" if self.optimizer.defaults.get("fused") else "AdamW",
             "vocab_size": self.dataset.vocab_size,
             "params": self.model.num_parameters(), "params_non_embedding": self.model.num_parameters(non_embedding=True),
             "flops_per_token": self.flops_per_token, "tokens_per_step": self.tokens_per_step,
@@ -278,6 +267,9 @@ class Trainer:
                         metrics["mfu"] = utilisation
                     history.append({"step": step, **metrics})
                     self.observer.on_metrics(step, metrics)
+                    notice = self.slowdown.observe(metrics["step_time_ms"], elapsed)
+                    if notice:
+                        self.observer.on_notice("slowdown", notice)
                     interval_loss.zero_()
                     interval_count = 0
                     reason = self._divergence(train_loss, start_loss)
@@ -300,6 +292,9 @@ class Trainer:
         info.update(self.model.kernel_report())  # known once the model has run
         final = _final_metrics(history)
         final["wall_time_s"] = earlier_wall + time.perf_counter() - wall_start
+        # the run's throughput: every token it trained over all its training time (evaluation
+        # and earlier attempts included); the curve's last point is one interval's
+        final["avg_tokens_per_s"] = step * self.tokens_per_step / final["wall_time_s"]
         final["steps_trained"] = trained_steps
         return TrainResult(status, reason, step, final, history, info)
 

@@ -5,6 +5,8 @@ import math
 import pytest
 
 from harness.spec import RunSpec
+from harness.training.observer import Observer
+from harness.training.slowdown import SlowdownWatch
 from harness.training.trainer import Trainer
 
 SMALL_MODEL = dict(n_layer=2, d_model=64, n_head=4, context_length=64)
@@ -21,19 +23,15 @@ def _losses(history, key="train_loss"):
     return [entry[key] for entry in history if key in entry]
 
 
-class StopAt:
+class StopAt(Observer):
     """An observer that interrupts the run at its first metrics after the checkpoint at `step`."""
 
     def __init__(self, step):
         self.step = step
 
-    def on_start(self, info): pass
-
     def on_metrics(self, step, metrics):
         if step > self.step:
             raise KeyboardInterrupt
-
-    def before_checkpoint(self, step, path): pass
 
 
 def test_val_loss_falls_well_below_the_unigram_loss_on_pydoc(tmp_path):
@@ -102,6 +100,8 @@ def test_init_from_a_checkpoint_fine_tunes_on_another_corpus(tmp_path):
 
 def test_metrics_carry_throughput_and_tokens(tmp_path):
     result = Trainer(_spec(steps=10), tmp_path).run()
+    # the run's throughput is every token over all its time, not the last interval's
+    assert result.metrics["avg_tokens_per_s"] == pytest.approx(10 * 8 * 64 / result.metrics["wall_time_s"])
     entry = next(e for e in result.history if "train_loss" in e)
     assert entry["tokens"] == 5 * 8 * 64 and entry["tokens_per_s"] > 0 and entry["step_time_ms"] > 0
     assert "mfu" not in entry  # MFU is reported against a GPU's peak only
@@ -124,3 +124,53 @@ def test_observers_hear_of_a_checkpoint_before_it_is_written(tmp_path):
 
     Trainer(_spec(steps=30, checkpoint_interval=10), tmp_path, Watcher(0)).run()
     assert on_disk == [(10, None), (20, 10), (30, 20)]
+
+
+def test_train_threads_sets_the_run_process_threads(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        result = Trainer(_spec(steps=2, threads=1), tmp_path).run()
+        assert result.info["threads"] == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_run_whose_steps_crawl_says_so_once(tmp_path):
+    """Steps far slower than the run's own median for long (another process on the cores;
+    here the data source stalls) are said once, to every observer."""
+    import time
+
+    notices = []
+
+    class Listener(Observer):
+        def on_notice(self, name, message):
+            notices.append((name, message))
+
+    trainer = Trainer(_spec(steps=60, log_interval=2, eval_interval=60), tmp_path, Listener())
+    trainer.slowdown = SlowdownWatch(factor=3.0, patience_s=0.2)
+    draw = trainer.dataset.train_batch
+    calls = []
+
+    def stalling(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 30:
+            time.sleep(0.05)
+        return draw(*args, **kwargs)
+
+    trainer.dataset.train_batch = stalling
+    trainer.run()
+    assert len(notices) == 1 and notices[0][0] == "slowdown"
+    assert "their usual time" in notices[0][1] and "train.threads" in notices[0][1]
+
+
+def test_the_slowdown_watch_needs_a_long_slow_stretch():
+    watch = SlowdownWatch(factor=3.0, patience_s=30)
+    assert all(watch.observe(80, 1.0) is None for _ in range(10))
+    assert watch.observe(400, 20) is None, "a slow stretch shorter than the patience is not news"
+    assert watch.observe(85, 1.0) is None  # back to normal: the stretch starts over
+    assert watch.observe(400, 20) is None
+    message = watch.observe(420, 20)
+    assert message.startswith("steps take 5.2x their usual time (420 ms, usually 80 ms) for 40 s")
+    assert watch.observe(500, 60) is None, "said once"
