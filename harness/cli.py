@@ -7,6 +7,7 @@ on stderr and exit code 2. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import numbers
@@ -184,6 +185,11 @@ def generate(
 
 # ---- studies -----------------------------------------------------------------------------------
 
+class Launcher(str, enum.Enum):
+    local = "local"
+    slurm = "slurm"
+
+
 PLAN_COLUMNS = {"params_non_embedding": "params (non-emb.)", "flops_per_token": "FLOPs/token",
                 "tokens_per_run": "tokens/run", "seconds_per_run": "est. time/run (s)"}
 
@@ -197,13 +203,22 @@ def run(
     profile: ProfileOption = None,
     tracking_uri: TrackingOption = None,
     storage: StorageOption = None,
-    jobs: Annotated[int, typer.Option(min=0, help="local workers (one per GPU when there are GPUs); "
+    jobs: Annotated[int, typer.Option(min=0, help="workers (local: one per GPU when there are GPUs); "
                                                   "0 only plans the study for `ablate worker`s")] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and train nothing")] = False,
     runs_dir: RunsDirOption = Path("runs"),
     reports_dir: ReportsDirOption = Path("reports"),
+    launcher: Annotated[Launcher, typer.Option(help="where --jobs workers run: local processes, or a SLURM job "
+                                                    "array (submitted through submitit)")] = Launcher.local,
+    slurm_partition: Annotated[Optional[str], typer.Option(help="SLURM partition (default: the cluster's)")] = None,
+    slurm_time: Annotated[str, typer.Option(help="time limit per SLURM worker, e.g. 4:00:00")] = "4:00:00",
+    slurm_gpus_per_job: Annotated[int, typer.Option(min=0, help="GPUs per SLURM worker")] = 0,
+    slurm_cpus_per_job: Annotated[Optional[int], typer.Option(
+        min=1, help="CPU cores per SLURM worker (default: this machine's cores / --jobs)")] = None,
 ):
     """Train every arm x seed of a study, track it in MLflow, and write its report."""
+    from harness.study.slurm import SlurmSettings
+
     study = _load(study_file, set_, plugin, profile, tracking_uri, storage, runs_dir, reports_dir)
     if dry_run:
         plan = study.estimate()
@@ -217,7 +232,11 @@ def run(
             typer.echo(f"seeds are added one at a time while a verdict is unsettled: up to "
                        f"{study.spec.sequential.max_seeds} per arm, {len(study.possible_runs())} runs at most")
         return
-    summary = study.run(jobs)
+    slurm = SlurmSettings(slurm_partition, slurm_time, slurm_gpus_per_job, slurm_cpus_per_job) \
+        if launcher == Launcher.slurm else None
+    if slurm:
+        slurm.minutes()  # a malformed time fails before anything is planned
+    summary = study.run(jobs, slurm)
     if summary is not None:
         for row in summary[summary["arm"] != summary["baseline"]].itertuples():
             typer.echo(f"{row.arm} vs {row.baseline}: {row.verdict}")

@@ -35,6 +35,7 @@ from harness.study.clean import CleanResult, clean_runs
 from harness.study.ledger import DEFAULT_STORAGE, Ledger, plan_id
 from harness.study.plan import estimate, plan_record, resolve
 from harness.study.schema import StudySpec, load_study
+from harness.study.slurm import SlurmSettings, submit_workers
 from harness.study.status import StudyStatus, study_status
 from harness.study.worker import WorkerOutcome, work
 from harness.tracking.tracker import Tracker, tracking_store_exists
@@ -120,17 +121,21 @@ class Study:
 
     # ---- running it --------------------------------------------------------------------------
 
-    def run(self, jobs: int = 1) -> pd.DataFrame | None:
+    def run(self, jobs: int = 1, slurm: SlurmSettings | None = None) -> pd.DataFrame | None:
         """Train every run that is not finished, track it in MLflow and write the report.
 
         `jobs` > 1 starts that many local worker processes; 0 only plans the study for
-        `ablate worker`s elsewhere (and returns None). A study with `seeds: {min, max}` adds
-        seeds while a verdict is unsettled. Returns the report's summary, one row per arm.
+        `ablate worker`s elsewhere (and returns None). With `slurm`, the `jobs` workers are
+        submitted to SLURM as a job array, and run returns None once the study is planned.
+        A study with `seeds: {min, max}` adds seeds while a verdict is unsettled. Returns the
+        report's summary, one row per arm.
         """
         rule = self.spec.sequential
-        if rule and jobs == 0:
+        if rule and (jobs == 0 or slurm):
             raise AblateError(f"{self.file}: seeds {{min, max}} are added by `ablate run` as verdicts settle, so it "
-                              "cannot only plan the study; run it with --jobs N (N >= 1)")
+                              "cannot only plan the study; run it with local --jobs N (N >= 1)")
+        if slurm and jobs < 1:
+            raise AblateError("--launcher slurm needs --jobs N (N >= 1): how many workers to submit")
         tracker, ledger = self.tracker, self.ledger
         self._send_kept()
         parent = tracker.start_study(tracker.experiment_id(self.name), self.spec, len(self.runs), str(self.file))
@@ -141,19 +146,24 @@ class Study:
                 from harness.study.tuning import retry_unsettled_trials
 
                 retry_unsettled_trials(self.spec, ledger.storage)  # before any worker may claim a trial
-            if jobs > 1:  # they tune (when the study tunes), then train what the plan below queues
+            if slurm:  # they tune (when the study tunes), then train what the plan below queues
+                array = submit_workers(self, jobs, slurm)
+                self.console.print(f"submitted {jobs} workers to SLURM as job array {array[0].job_id.split('_')[0]} "
+                                   f"(logs in {array[0].paths.folder.parent}); watch them with `squeue --me` and "
+                                   f"`ablate status {self.file}`, then `ablate report {self.name}`", soft_wrap=True)
+            elif jobs > 1:
                 workers = self._start_workers(jobs)
             if jobs == 0:
                 self.console.print(f"start workers with: {self.worker_command()}", soft_wrap=True)
             if self.spec.tune:
-                self._tune(parent, wait_for_workers=jobs != 1)
+                self._tune(parent, wait_for_workers=jobs != 1 or slurm is not None)
             ledger.release_dead_local_claims()  # an `ablate run` killed here before: its run goes back in the queue
             while True:
                 queued = ledger.plan(self.runs)
                 tracker.record_plan(parent, plan_record(self.spec, self.runs, str(self.file)))
                 self.console.print(f"{len(self.runs)} runs planned, {queued} queued, "
                                    f"{len(self.runs) - queued} finished or in progress already")
-                if jobs == 0:  # the workers train; `ablate report` once they are done
+                if jobs == 0 or slurm:  # the workers train; `ablate report` once they are done
                     tracker.end_study(parent)
                     return None
                 if jobs == 1:

@@ -1,0 +1,90 @@
+"""SLURM: `ablate run STUDY --launcher slurm --jobs N` plans the study and submits N workers as
+one SLURM job array through submitit. Each array task is an `ablate worker`: it claims runs from
+the study's ledger until none is left, exactly like a worker started by hand.
+
+The ledger and tracking URIs reach the jobs by environment (sbatch exports the submitting
+environment), never on a command line or in submitit's pickles. A worker that SLURM cancels,
+preempts or times out dies like a killed worker: its trial's heartbeat goes stale, and another
+worker continues the run from its checkpoint (the `runs/` folder must be shared).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import AblateError
+
+
+@dataclass
+class SlurmSettings:
+    partition: str | None = None
+    time: str = "4:00:00"  # per worker: [days-]hours:minutes:seconds, or minutes
+    gpus_per_job: int = 0
+    cpus_per_job: int | None = None  # default: this machine's cores shared among the workers
+
+    def minutes(self) -> int:
+        """`time` in minutes, as submitit takes it."""
+        match = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d{2}):(\d{2})|(\d+)", self.time.strip())
+        if not match:
+            raise AblateError(f"--slurm-time '{self.time}': expected hours:minutes:seconds (4:00:00), "
+                              "days-hours:minutes:seconds (1-00:00:00) or minutes (240)")
+        days, hours, minutes, seconds, only_minutes = match.groups()
+        if only_minutes:
+            return int(only_minutes)
+        return max(1, int(days or 0) * 1440 + int(hours) * 60 + int(minutes) + (int(seconds) > 0))
+
+
+def submit_workers(study, jobs: int, settings: SlurmSettings):
+    """Submit `jobs` workers of `study` (a harness.study.Study, planned or being planned) as a
+    SLURM job array; returns the submitit jobs."""
+    import submitit
+
+    folder = study.runs_dir.resolve() / study.name / "slurm"
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
+    cpus = settings.cpus_per_job or max(1, (os.cpu_count() or 1) // jobs)
+    executor.update_parameters(name=f"ablate-{study.name}", timeout_min=settings.minutes(), nodes=1,
+                               tasks_per_node=1, cpus_per_task=cpus, slurm_array_parallelism=jobs,
+                               **({"gpus_per_node": settings.gpus_per_job} if settings.gpus_per_job else {}),
+                               **({"slurm_partition": settings.partition} if settings.partition else {}))
+    arguments = [(str(study.file.resolve()), study.overrides, study.profile, study.plugins, str(study.runs_dir.resolve()))
+                 for _ in range(jobs)]
+    with _exported({"MLFLOW_TRACKING_URI": study.tracker.uri, "ABLATE_STORAGE": study.storage}):
+        try:
+            return executor.map_array(run_worker, *zip(*arguments))
+        except Exception as err:  # sbatch missing or refusing: the message is the first line
+            first = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
+            raise AblateError(f"SLURM refused the workers ({first}); check --slurm-partition and --slurm-time "
+                              "against `sinfo`") from None
+
+
+@contextlib.contextmanager
+def _exported(variables: dict[str, str]):
+    """Set environment variables for what this process starts (sbatch), then restore them."""
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_worker(study_file: str, overrides: list[str], profile: str | None, plugins: list[str], runs_dir: str) -> str:
+    """One array task: an `ablate worker` of the study, with the threads SLURM gave it."""
+    import torch
+
+    from harness.study.study import Study
+
+    if os.environ.get("SLURM_CPUS_PER_TASK"):
+        torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
+    study = Study.load(Path(study_file), overrides, profile, plugins, storage=os.environ["ABLATE_STORAGE"],
+                       runs_dir=runs_dir)
+    outcome = study.work()
+    return f"{outcome.trained} runs trained, {outcome.done_already} found finished"
