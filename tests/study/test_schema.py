@@ -91,7 +91,8 @@ def test_every_shipped_study_and_its_gpu_profile_validate(path):
     for profile in (None, "gpu"):
         study = load_study(path, profile=profile)
         runs = expand(study)
-        assert len(runs) == len(study.arm_list()) * len(study.seeds) and len(study.seeds) >= 3
+        scales = len(study.scale_list())
+        assert len(runs) == len(study.arm_list()) * len(study.seeds) * scales and len(study.seeds) >= 3
         assert len({r.key() for r in runs}) == len(runs), "every arm differs from the others"
 
 
