@@ -2,13 +2,14 @@
 
     schema.py     the YAML file: StudySpec, validated before anything runs
     paths.py      dotted paths (model.norm, train.lr) into nested settings: arms, --set, profiles
-    plan.py       arms x seeds -> RunSpecs (one per run), the data they need, a time estimate
+    plan.py       arms x seeds (x scales) -> RunSpecs (one per run), the data they need, a time estimate
     matching.py   `match: params`: the baseline's parameter count for every arm
     ledger.py     the queue: every planned run an Optuna trial that workers claim
     tuning.py     per-arm tuning with Optuna before the comparison
     lifecycle.py  one run, opened to ended, the same for a comparison run and a tuning trial
     worker.py     a worker: claims runs from the ledger and trains them
     launch.py     local worker processes
+    slurm.py      workers submitted to SLURM as a job array (submitit)
     status.py     where a study stands: per arm finished, running, queued, failed; an ETA
     clean.py      checkpoints and locks of runs that are settled
     study.py      Study: all of the above as one Python API (the CLI is a thin layer on it)

@@ -10,12 +10,12 @@ worker continues the run from its checkpoint (the `runs/` folder must be shared)
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.environment import environment
 from harness.errors import AblateError
 
 
@@ -52,28 +52,13 @@ def submit_workers(study, jobs: int, settings: SlurmSettings):
                                **({"slurm_partition": settings.partition} if settings.partition else {}))
     arguments = [(str(study.file.resolve()), study.overrides, study.profile, study.plugins, str(study.runs_dir.resolve()))
                  for _ in range(jobs)]
-    with _exported({"MLFLOW_TRACKING_URI": study.tracker.uri, "ABLATE_STORAGE": study.storage}):
+    with environment({"MLFLOW_TRACKING_URI": study.tracker.uri, "ABLATE_STORAGE": study.storage}):
         try:
             return executor.map_array(run_worker, *zip(*arguments))
         except Exception as err:  # sbatch missing or refusing: the message is the first line
             first = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
             raise AblateError(f"SLURM refused the workers ({first}); check --slurm-partition and --slurm-time "
                               "against `sinfo`") from None
-
-
-@contextlib.contextmanager
-def _exported(variables: dict[str, str]):
-    """Set environment variables for what this process starts (sbatch), then restore them."""
-    saved = {key: os.environ.get(key) for key in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def run_worker(study_file: str, overrides: list[str], profile: str | None, plugins: list[str], runs_dir: str) -> str:

@@ -8,7 +8,6 @@ meet an outage goes through :meth:`Tracker.patiently`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from harness.environment import environment
 from harness.errors import AblateError
 from harness.redaction import redact
 from harness.run_state import RunState
@@ -32,20 +32,9 @@ STUDY_KIND = "study"
 PLAN_FILE = "plan.json"
 
 
-@contextlib.contextmanager
 def _quick_http_failures():
     # MLflow retries an unreachable server for minutes by default; a start-up check should not
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return environment({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
 
 
 # how long a study waits for a tracking store that stopped answering before it gives up
