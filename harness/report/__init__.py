@@ -25,6 +25,7 @@ from harness.report.collect import Collected, collect_curves, collect_runs, coll
 from harness.report.markdown import render
 from harness.report.plots import plot_curves, plot_final, plot_scaling, plot_tuning
 from harness.report.scales import summarize_plan
+from harness.study.paths import study_folder
 from harness.study.sequential import SequentialRule
 from harness.tracking.tracker import Tracker
 
@@ -73,7 +74,7 @@ def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str |
     metric, goal = plan["metric"], plan["goal"]
     finished = results[results["state"] == "finished"]
 
-    folder = Path(reports_dir) / study
+    folder = study_folder(reports_dir, study)
     folder.mkdir(parents=True, exist_ok=True)
     results.to_csv(folder / "results.csv", index=False)
     summary.to_csv(folder / "summary.csv", index=False)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.run_state import RunState
+from harness.study.paths import study_folder
 from harness.tracking.outbox import OUTBOX_NAME
 from harness.tracking.tracker import TUNE_KIND, Tracker
 
@@ -30,7 +31,7 @@ class CleanResult:
 def clean_runs(name: str, tracker: Tracker, runs_dir: Path, dry_run: bool = False) -> CleanResult:
     """Delete (or with `dry_run`, list) the checkpoints and locks of the study's settled runs."""
     result = CleanResult(dry_run=dry_run)
-    folder = Path(runs_dir) / name
+    folder = study_folder(runs_dir, name)
     experiment_id = tracker.experiment_id(name, create=False)
     if experiment_id is None or not folder.is_dir():
         return result

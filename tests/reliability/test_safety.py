@@ -94,3 +94,26 @@ def test_passwords_in_storage_and_tracking_urls_never_leave_them(tmp_path, datab
     assert len(seen) > 20
     leaks = [text[:200] for text in seen if password in text]
     assert not leaks, leaks
+
+
+def test_a_study_named_like_a_path_writes_only_under_reports_and_runs(tmp_path):
+    """An MLflow experiment can be named anything: `ablate report` and `ablate clean` by that
+    name stay inside their folders."""
+    work = tmp_path / "deep" / "work"
+    work.mkdir(parents=True)
+    (work / "study.yaml").write_text("name: plain\nbase:\n  model: {n_layer: 1, d_model: 16, n_head: 2, "
+                                     "context_length: 16}\n  train: {steps: 4, batch_size: 2, eval_interval: 4}\n"
+                                     "data: {val_windows: 2}\nseeds: 1\n")
+    assert ablate(work, "run", "study.yaml").returncode == 0
+    client = MlflowClient(f"sqlite:///{work}/mlflow.db")
+    experiment_id = client.get_experiment_by_name("plain").experiment_id
+    for hostile in ("../../escaped", str(tmp_path / "absolute")):
+        client.rename_experiment(experiment_id, hostile)
+        reported = ablate(work, "report", hostile)
+        assert reported.returncode == 0, reported.stderr
+        cleaned = ablate(work, "clean", hostile)
+        assert cleaned.returncode == 0, cleaned.stderr
+    written = {p.relative_to(tmp_path).parts[:3] for p in tmp_path.rglob("*") if p.is_file()}
+    assert {parts[:2] for parts in written} == {("deep", "work")}, written
+    assert {p.name for p in (work / "reports").iterdir()} >= {"_.._escaped", "_" + str(tmp_path / "absolute")[1:]
+                                                               .replace("/", "_")}
