@@ -12,6 +12,7 @@ import functools
 import json
 import numbers
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -349,6 +350,12 @@ def ui(
     from harness.tracking.tracker import tracking_uri as resolve_uri
 
     uri = resolve_uri(tracking_uri)
+    with socket.socket() as probe:  # a busy port would leave the printed link serving another store
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise AblateError(f"cannot serve on {host}:{port} ({err.strerror}): another server may be there, and "
+                              "the link would show its store, not this one; pick another --port") from None
     command = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)]
     typer.echo(f"MLflow UI on http://{host}:{port}/#/experiments?{UI_VIEW} (store {redact(uri)}); Ctrl-C stops it")
     # the store goes by environment, not argv, where any user of the machine could read a password

@@ -142,3 +142,14 @@ def test_the_study_browsed_in_chromium(ui):
     for name in ("mlflow-ui-runs.png", "mlflow-ui-val-loss.png", "mlflow-ui-arm-mean.png", "mlflow-ui-by-arm.png"):
         assert (folder / name).stat().st_size > 10_000
     print(f"screenshots in {folder}")
+
+
+def test_ablate_ui_on_a_busy_port_says_so_instead_of_linking_another_server(tmp_path):
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "harness.cli", "ui", "--port", str(port)], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"cannot serve on 127.0.0.1:{port}" in result.stderr and "MLflow UI on" not in result.stdout
