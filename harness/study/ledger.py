@@ -26,7 +26,7 @@ import warnings
 from typing import Callable
 
 from harness.errors import AblateError
-from harness.redaction import redact
+from harness.redaction import error_line, redact
 from harness.run_state import RunState
 from harness.spec import RunSpec
 
@@ -52,8 +52,7 @@ def open_storage(url: str):
         raise AblateError(f"the Optuna storage {redact(url)} needs the Python package '{err.name}' "
                           "(for PostgreSQL: pip install 'ablate[dist]')") from None
     except Exception as err:
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise AblateError(f"the Optuna storage {redact(url)} is unreachable ({first_line[:200]}); "
+        raise AblateError(f"the Optuna storage {redact(url)} is unreachable ({error_line(err, 200)}); "
                           "check --storage") from None
 
 

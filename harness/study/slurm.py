@@ -17,6 +17,7 @@ from pathlib import Path
 
 from harness.environment import environment
 from harness.errors import AblateError
+from harness.redaction import error_line
 
 
 @dataclass
@@ -56,8 +57,7 @@ def submit_workers(study, jobs: int, settings: SlurmSettings):
         try:
             return executor.map_array(run_worker, *zip(*arguments))
         except Exception as err:  # sbatch missing or refusing: the message is the first line
-            first = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
-            raise AblateError(f"SLURM refused the workers ({first}); check --slurm-partition and --slurm-time "
+            raise AblateError(f"SLURM refused the workers ({error_line(err)}); check --slurm-partition and --slurm-time "
                               "against `sinfo`") from None
 
 

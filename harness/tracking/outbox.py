@@ -19,6 +19,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from harness.redaction import error_line
+
 OUTBOX_NAME = "unsent_tracking.json"
 
 
@@ -87,7 +89,7 @@ class Outbox:
             try:
                 _send(self.client, self.run_id, kind, payload)
             except Exception as err:  # unreachable, timed out, locked: keep it, say so once, try later
-                self.last_error = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+                self.last_error = error_line(err)
                 if self.failing_since is None:
                     self.failing_since = time.time()
                     print(f"warning: the tracking store does not answer for run {self.label} ({self.last_error}); "

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from harness.environment import environment
 from harness.errors import AblateError
-from harness.redaction import redact
+from harness.redaction import error_line, redact
 from harness.run_state import RunState
 from harness.spec import RunSpec
 from harness.tracking.lineage import plugin_tags, version_tags
@@ -89,8 +89,7 @@ class Tracker:
                 raise AblateError(f"the MLflow tracking store {redact(self.uri)} needs the Python package "
                                   f"'{err.name}' (for PostgreSQL: pip install 'ablate[dist]')") from None
             except Exception as err:
-                first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise AblateError(f"the MLflow tracking store {redact(self.uri)} is unreachable ({first_line[:200]}); "
+                raise AblateError(f"the MLflow tracking store {redact(self.uri)} is unreachable ({error_line(err, 200)}); "
                                   "start it, or pass another --tracking-uri / MLFLOW_TRACKING_URI") from None
 
     def patiently(self, call, what: str):
@@ -103,7 +102,7 @@ class Tracker:
             except AblateError:  # the user's to fix: waiting would not help
                 raise
             except Exception as err:  # the store is down, or timed out
-                first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                first_line = error_line(err, 200)
                 if time.monotonic() + pause > deadline:
                     raise AblateError(f"the MLflow tracking store {redact(self.uri)} has not answered for "
                                       f"{PATIENCE_SECONDS:.0f} s ({what}: {first_line}); what the runs could not "

@@ -12,6 +12,7 @@ import contextlib
 import torch
 
 from harness.errors import AblateError
+from harness.redaction import error_line
 
 
 class RunFailed(AblateError):
@@ -32,8 +33,7 @@ def out_of_memory_fails_the_run(where: str):
     except (RuntimeError, torch.OutOfMemoryError) as err:
         if not is_out_of_memory(err):
             raise
-        first_line = str(err).strip().splitlines()[0][:300]
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        raise RunFailed(f"out of memory {where} ({first_line}); reduce train.batch_size or the model, "
+        raise RunFailed(f"out of memory {where} ({error_line(err)}); reduce train.batch_size or the model, "
                         "or raise train.grad_accum") from None

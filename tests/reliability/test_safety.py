@@ -117,3 +117,20 @@ def test_a_study_named_like_a_path_writes_only_under_reports_and_runs(tmp_path):
     assert {parts[:2] for parts in written} == {("deep", "work")}, written
     assert {p.name for p in (work / "reports").iterdir()} >= {"_.._escaped", "_" + str(tmp_path / "absolute")[1:]
                                                                .replace("/", "_")}
+
+
+def test_a_password_never_shows_in_a_message_even_inside_a_library_error(tmp_path):
+    from harness.redaction import error_line, redact
+
+    assert redact("postgresql://u:hun/ter2@db:5432/x") == "postgresql://u:***@db:5432/x"
+    assert error_line(ConnectionError("cannot reach http://u:hunter2@127.0.0.1:1/api (refused)\nmore")) == \
+        "cannot reach http://u:***@127.0.0.1:1/api (refused)"
+    (tmp_path / "study.yaml").write_text("name: s\nbase:\n  model: {n_layer: 1, d_model: 16, n_head: 2, "
+                                         "context_length: 16}\n  train: {steps: 2, batch_size: 2}\nseeds: 1\n")
+    for uri, password in (("http://u:hunter2@127.0.0.1:1", "hunter2"),
+                          ("postgresql://u:hun/ter2@127.0.0.1:1/mlflow", "hun/ter2")):
+        result = ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri, "--dry-run",
+                        env={**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "unreachable" in result.stderr and "u:***@127.0.0.1:1" in result.stderr
+        assert password not in result.stdout + result.stderr
