@@ -14,6 +14,7 @@ import torch
 from harness.data import Tokenizer
 from harness.model.config import ModelConfig
 from harness.model.gpt import GPT
+from harness.redaction import error_line
 from harness.training.faults import RunFailed
 
 FORMAT = 2
@@ -33,8 +34,12 @@ def load_checkpoint(path: str | Path) -> dict:
         raise RunFailed(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise RunFailed(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        # torch's own message advises loading with weights_only=False: never, for a file that may run code
+        refused = "weights_only" in str(err) or "Weights only load failed" in str(err)
+        reason = "it holds objects a safe load refuses" if refused else f"{type(err).__name__}: {error_line(err, 200)}"
+        raise RunFailed(f"checkpoint {path} cannot be read: it is damaged or not an ablate checkpoint ({reason}). "
+                        "Delete it to start its run again from the beginning") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise RunFailed(f"{path} is not an ablate checkpoint of format {FORMAT} (an older ablate may have written "
                         "it); delete it to start its run again")

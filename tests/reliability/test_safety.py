@@ -134,3 +134,19 @@ def test_a_password_never_shows_in_a_message_even_inside_a_library_error(tmp_pat
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert "unreachable" in result.stderr and "u:***@127.0.0.1:1" in result.stderr
         assert password not in result.stdout + result.stderr
+
+
+def test_a_damaged_checkpoint_is_named_with_what_to_do(tmp_path):
+    (tmp_path / "run.yaml").write_text("name: one\nbase:\n  model: {n_layer: 1, d_model: 16, n_head: 2, "
+                                       "context_length: 16}\n  train: {steps: 4, batch_size: 2, eval_interval: 4}\n"
+                                       "data: {val_windows: 2}\n")
+    assert ablate(tmp_path, "train", "run.yaml").returncode == 0
+    [checkpoint] = tmp_path.glob("runs/one/*/checkpoint.pt")
+    checkpoint.write_bytes(os.urandom(4096))
+    for _ in range(2):  # and again: the message does not change, and says how to get out
+        result = ablate(tmp_path, "train", "run.yaml")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"checkpoint {checkpoint.relative_to(tmp_path)} cannot be read: it is damaged" in result.stderr
+        assert "Delete it to start its run again" in result.stderr and "weights_only" not in result.stderr
+    checkpoint.unlink()
+    assert ablate(tmp_path, "train", "run.yaml").returncode == 0, "deleting it restarts the run"
