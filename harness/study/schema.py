@@ -18,6 +18,7 @@ any training, and reported as one message naming the file, the field and what is
 
 from __future__ import annotations
 
+import copy
 import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -291,6 +292,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None, profile: st
         raise AblateError(f"{path}: not a UTF-8 text file") from None
     if not isinstance(raw, dict):
         raise AblateError(f"{path}: a study is a mapping with at least 'name'; got {type(raw).__name__}")
+    as_written = copy.deepcopy(raw)
     if profile is not None:
         profiles = raw.get("profiles") or {}
         if profile not in profiles:
@@ -310,14 +312,42 @@ def load_study(path: str | Path, overrides: list[str] | None = None, profile: st
             load_plugin(plugin, base_dir=path.parent)
         except AblateError as err:
             raise AblateError(f"{path}: plugins: {err}") from None
+    study = _validated(raw, str(path))
+    _check_profiles(as_written, path, skip=profile)
+    return study
+
+
+def _validated(raw: dict, where: str) -> StudySpec:
     try:
         return StudySpec(**raw)
     except pydantic.ValidationError as err:
-        raise AblateError(describe_validation_error(err, str(path))) from None
+        raise AblateError(describe_validation_error(err, where)) from None
     except AblateError as err:
-        raise AblateError(f"{path}: {err}") from None
+        raise AblateError(f"{where}: {err}") from None
     except TypeError as err:  # keys that are not strings
-        raise AblateError(f"{path}: {err}") from None
+        raise AblateError(f"{where}: {err}") from None
+
+
+def _check_profiles(raw: dict, path: Path, skip: str | None) -> None:
+    """Every profile of the file is checked now, on the machine at hand: a typo in the GPU
+    profile must not wait for the GPU machine to fail. Each profile is applied to the study as
+    written, and every arm at every scale is resolved (without loading data)."""
+    from harness.study.plan import arm_spec
+
+    profiles = raw.get("profiles") or {}
+    if not isinstance(profiles, dict):
+        return  # StudySpec has said so already
+    for name, overrides in profiles.items():
+        if name == skip or not isinstance(overrides, dict):
+            continue
+        where = f"{path}: profile '{name}'"
+        candidate = copy.deepcopy(raw)
+        for key, value in overrides.items():
+            set_study_field(candidate, str(key), value, where)
+        study = _validated(candidate, where)
+        for arm in study.arm_list():
+            for _, scale in study.scale_list():
+                arm_spec(study, arm, where, scale=scale)
 
 
 def study_json_schema() -> dict:

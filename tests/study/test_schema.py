@@ -115,6 +115,10 @@ BAD_STUDIES = [
     ("name: s\ngrid: {optimizer.lr: [1, 2]}\n", "must start with model., train. or data."),
     ("name: s\nreport: {baseline: nope}\n", "report.baseline 'nope' is not an arm"),
     ("name: 's/../x'\n", "name"),
+    # every profile is checked on the machine at hand, not only when chosen
+    ("name: s\nprofiles: {gpu: {base.model.n_head: 7}}\n", "profile 'gpu': arm 'base': model: d_model (128) must"),
+    ("name: s\nprofiles: {gpu: {base.model.n_heads: 12}}\n", "profile 'gpu': base.model.n_heads: Extra inputs"),
+    ("name: s\nprofiles: {gpu: {data.tokenizer: {name: bep}}}\n", "profile 'gpu'"),
 ]
 
 
