@@ -36,6 +36,9 @@ from harness.study.sequential import SequentialRule
 from harness.training.config import TrainConfig
 
 
+MOST_RUNS = 100_000  # arms x seeds x scales a study may plan
+
+
 def _partial(model: type[pydantic.BaseModel], name: str, doc: str) -> type[pydantic.BaseModel]:
     """`model`'s fields, each optional and unset unless the study sets it: what every arm of
     a study starts from. The whole run is validated once each arm's settings are on top."""
@@ -203,6 +206,9 @@ class StudySpec(pydantic.BaseModel):
         if self.report.baseline is not None and self.report.baseline not in names:
             raise ValueError(f"report.baseline '{self.report.baseline}' is not an arm; arms: {', '.join(names)}")
         self._check_scales()
+        runs = sum(len(self.arm_seeds(arm)) for arm in self.arm_list()) * len(self.scale_list())
+        if runs > MOST_RUNS:
+            raise ValueError(f"the study plans {runs:,} runs, more than {MOST_RUNS:,}; check seeds, grid and scales")
         return self
 
     def _check_scales(self) -> None:

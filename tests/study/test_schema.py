@@ -119,6 +119,10 @@ BAD_STUDIES = [
     ("name: s\nprofiles: {gpu: {base.model.n_head: 7}}\n", "profile 'gpu': arm 'base': model: d_model (128) must"),
     ("name: s\nprofiles: {gpu: {base.model.n_heads: 12}}\n", "profile 'gpu': base.model.n_heads: Extra inputs"),
     ("name: s\nprofiles: {gpu: {data.tokenizer: {name: bep}}}\n", "profile 'gpu'"),
+    # sizes refused before anything is built or planned
+    ("name: s\nbase: {model: {n_layer: 9000, d_model: 4096, n_head: 32}}\n", "parameters, more than 1e+12"),
+    ("name: s\nbase: {model: {n_layer: 1000000000}}\n", "n_layer: Input should be less than or equal to 10000"),
+    ("name: s\nseeds: 1300000\n", "the study plans 1,300,000 runs"),
 ]
 
 
