@@ -19,7 +19,6 @@ import pandas as pd  # noqa: E402
 
 from harness.errors import AblateError  # noqa: E402
 from harness.redaction import redact  # noqa: E402
-from harness.report.markdown import fmt  # noqa: E402
 from harness.tracking.tracker import STUDY_KIND, Tracker  # noqa: E402
 
 COLORS = {"better": "tab:green", "worse": "tab:red", "": "tab:grey"}
@@ -105,11 +104,11 @@ def render_leaderboard(board: pd.DataFrame, left_out: list[str]) -> str:
         "seeds": board["seeds"],
         "Δ": [_signed(d) for d in board["delta"]],
         "Δ 95% CI": [f"[{_signed(lo)}, {_signed(hi)}]" for lo, hi in zip(board["ci_low"], board["ci_high"])],
-        "p (Holm)": [fmt(p) for p in board["p_holm"]],
+        "p (Holm)": ["–" if math.isnan(p) else f"{p:.2g}" if p < 0.001 else f"{p:.4f}" for p in board["p_holm"]],
         "verdict": [_conclusion(v) + (f" ({f})" if f else "") for v, f in zip(board["verdict"], board["flag"])],
         "tuned": board["tuned"],
     })
-    lines += [table.to_markdown(index=False), "", "![forest plot of Δ](leaderboard.png)", ""]
+    lines += [table.to_markdown(index=False, disable_numparse=True), "", "![forest plot of Δ](leaderboard.png)", ""]
     if left_out:
         lines += ["Left out (nothing to rank yet):", "", *[f"- {line}" for line in left_out], ""]
     return "\n".join(lines)

@@ -35,7 +35,6 @@ from harness.study.paths import parse_override, set_study_field
 from harness.study.sequential import SequentialRule
 from harness.training.config import TrainConfig
 
-
 MOST_RUNS = 100_000  # arms x seeds x scales a study may plan
 
 
