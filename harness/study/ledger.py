@@ -88,10 +88,11 @@ def release_dead_local_claims(study) -> int:
 
 
 def plan_id(runs: list[RunSpec], tune: str = "") -> str:
-    """What names a plan's ledger: its arms' run keys without their seeds (a sequential study
-    adds seeds to the same plan), and the tuning settings of a tuned one (whose runs' keys
+    """What names a plan's ledger: its arms' names and run keys without their seeds (a
+    sequential study adds seeds to the same plan; a renamed arm is another plan, whose trials'
+    `arm` param has other choices), and the tuning settings of a tuned one (whose runs' keys
     depend on what tuning finds)."""
-    arms = sorted({spec.model_copy(update={"seed": 0}).key() for spec in runs})
+    arms = sorted({(spec.arm, spec.model_copy(update={"seed": 0}).key()) for spec in runs})
     return hashlib.sha256(json.dumps([arms, tune]).encode()).hexdigest()[:12]
 
 

@@ -86,3 +86,18 @@ def _get_json(url: str, server, timeout: float = 60):
             if time.time() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def test_a_plan_is_named_by_its_arms_not_by_its_seeds():
+    from harness.study.ledger import plan_id
+    from harness.study.plan import expand
+    from harness.study.schema import StudySpec
+
+    def plan(**fields):
+        return plan_id(expand(StudySpec(name="p", **fields)))
+
+    grid = {"model.norm": ["layernorm", "rmsnorm"]}
+    arms = [{"name": "ln", "set": {"model.norm": "layernorm"}}, {"name": "rms", "set": {"model.norm": "rmsnorm"}}]
+    assert plan(grid=grid, seeds=[0, 1]) == plan(grid=grid, seeds=[0, 1, 2]), "seeds are added to the same plan"
+    assert plan(grid=grid, seeds=[0, 1]) != plan(arms=arms, seeds=[0, 1]), "renamed arms are another plan"
+    assert plan(grid=grid) != plan(grid={"model.norm": ["layernorm", "rmsnorm"]}, base={"train": {"steps": 7}})
