@@ -1,4 +1,5 @@
-"""Environment variables set for a while: for what this process starts or asks of a library."""
+"""What this process runs in: environment variables set for a while, the cores it may use, and
+whether another process is still alive."""
 
 from __future__ import annotations
 
@@ -19,3 +20,22 @@ def environment(variables: dict[str, str]):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its affinity mask where the OS has one (taskset, a SLURM
+    or container cpuset), not every core of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine is still running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

@@ -6,11 +6,47 @@ code 2. Everything else is a bug in ablate and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pydantic
 
 
 class AblateError(Exception):
     """A problem the user can fix: the message says what is wrong and what to do."""
+
+
+class FileFault(AblateError):
+    """A local file or folder cannot be written or read (no space left, no permission, a name too
+    long, a file where a folder must be). Waiting would not cure it, unlike a store that does not
+    answer: the run is marked failed and the study stops, naming the path."""
+
+
+# what each errno asks of the user
+_FILE_FAULT_HINTS = {
+    errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (the disk quota is used up)",
+    errno.EFBIG: "the file is larger than this system allows",
+    errno.EACCES: "make it writable, or run from a folder you may write to", errno.EPERM: "make it writable, "
+    "or run from a folder you may write to", errno.EROFS: "the file system is read-only; run from another folder",
+    errno.ENAMETOOLONG: "use a shorter name", errno.ENOTDIR: "a file stands where a folder must be; move it away",
+    errno.EISDIR: "a folder stands where a file must be; move it away",
+    errno.EEXIST: "a file stands where a folder must be; move it away", errno.ELOOP: "a link loops; remove it",
+}
+
+
+def file_fault(err: BaseException, path: str | os.PathLike | None = None) -> FileFault | None:
+    """The FileFault that `err`, or an exception it was raised from, amounts to (naming `path`
+    when the error does not name its file); None for anything else."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, FileFault):
+            return seen
+        if isinstance(seen, OSError) and seen.errno in _FILE_FAULT_HINTS:
+            where = seen.filename or path or "a local file"
+            return FileFault(f"{os.strerror(seen.errno)}: {os.fspath(where)} ({_FILE_FAULT_HINTS[seen.errno]}; "
+                             "then run the same command again)")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def describe_validation_error(err: pydantic.ValidationError, where: str = "") -> str:

@@ -5,12 +5,30 @@ import uuid
 import pytest
 import torch
 
+
+def _pin_xdist_worker() -> None:
+    """Under `pytest -n N`, each worker gets cores of its own, and so does everything it starts:
+    N processes that each take a thread per core would fight over the cores."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    index = int(worker.removeprefix("gw"))
+    share = [core for position, core in enumerate(cores) if position % count == index % count] or cores
+    os.sched_setaffinity(0, share)
+    torch.set_num_threads(len(share))
+
+
+_pin_xdist_worker()
+
 if not torch.cuda.is_available():
     # our Triton kernels run on the CPU through Triton's interpreter (read when they are defined)
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from harness.model.config import ModelConfig
 from harness.model.gpt import GPT
+from tests.faults import FAULTS
 
 
 def tiny_config(**overrides) -> ModelConfig:
@@ -76,3 +94,19 @@ def ledger_study(storage: str, study: str):
     names = ledger_names(opened, study)
     assert names, f"no plan of study '{study}' in {storage}"
     return optuna.load_study(study_name=names[-1], storage=opened)
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):  # a worker of `pytest -n`: its counts go to the controller
+        session.config.workeroutput["faults"] = dict(FAULTS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    for name, count in getattr(node, "workeroutput", {}).get("faults", {}).items():
+        FAULTS[name] += count
+
+
+def pytest_terminal_summary(terminalreporter):
+    if any(FAULTS.values()):
+        terminalreporter.write_line("fault tests: " + ", ".join(f"{name}: {value}" for name, value in FAULTS.items()))

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.environment import usable_cores
+
 # norm_placement's model and batch, fewer steps: 2 arms x 3 seeds
 STUDY = """
 name: bench_workers
@@ -28,7 +30,7 @@ seeds: 3
 
 
 def workers(steps: int = 100, max_jobs: int | None = None) -> str:
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     rows = []
     for jobs in range(1, (max_jobs or cores) + 1):
         with tempfile.TemporaryDirectory() as folder:

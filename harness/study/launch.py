@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from harness.environment import usable_cores
 from harness.errors import AblateError
 
 
@@ -21,7 +22,7 @@ def start_workers(jobs: int, study_file: Path, overrides: list[str], plugins: li
     """`jobs` worker processes, one GPU each when there are GPUs, and each its share of the
     CPU cores: PyTorch would give every process a thread per core, and processes fighting
     over the cores run several times slower than one alone."""
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    threads = str(max(1, usable_cores() // jobs))
     command = [sys.executable, "-m", "harness.cli", "worker", str(study_file), "--runs-dir", str(runs_dir)]
     command += [a for s in overrides for a in ("--set", s)] + [a for p in plugins for a in ("--plugin", p)]
     command += ["--profile", profile] if profile else []

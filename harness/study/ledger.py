@@ -25,10 +25,12 @@ import time
 import warnings
 from typing import Callable
 
+from harness.environment import process_alive
 from harness.errors import AblateError
 from harness.redaction import error_line, redact
 from harness.run_state import RunState
 from harness.spec import RunSpec
+from harness.sqlite_store import create_whole
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 HEARTBEAT_SECONDS = int(os.environ.get("ABLATE_HEARTBEAT_INTERVAL", "10"))
@@ -46,6 +48,7 @@ def open_storage(url: str):
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
+        create_whole(url, lambda private: RDBStorage(private, engine_kwargs=engine))
         return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
     except ModuleNotFoundError as err:
@@ -61,16 +64,6 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def release_dead_local_claims(study) -> int:
     """Fail the running trials of an Optuna study whose worker ran on this machine and is gone
     (killed with SIGKILL, say), so that their runs go back in the queue now instead of after
@@ -81,7 +74,7 @@ def release_dead_local_claims(study) -> int:
     released = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker_host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
-        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+        if worker_host == host and pid.isdigit() and not process_alive(int(pid)):
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             released += 1
     return released

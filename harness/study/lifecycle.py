@@ -10,6 +10,8 @@
 - :class:`~harness.training.faults.RunFailed` (out of memory, an unusable checkpoint): FAILED
   with the reason; the caller goes on, and the next `ablate run` tries the run again.
 - :class:`RunPruned`, raised by an observer (the tuner's pruner): PRUNED.
+- A local file fault (no space, no permission, a name too long): FAILED, and raised as a
+  :class:`~harness.errors.FileFault` naming the path; the study stops.
 - Ctrl-C or anything else: INTERRUPTED (MLflow KILLED), after the trainer's checkpoint,
   and raised again.
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from harness.errors import file_fault
 from harness.model.generate import sample_text
 from harness.progress import RunProgress
 from harness.run_state import RunState
@@ -59,9 +62,19 @@ def train_tracked(spec: RunSpec, run_dir: Path, tracker: Tracker, parent_run_id:
     if prior is not None and RunState.of(prior.data.tags).settled:
         return RunOutcome(RunState.of(prior.data.tags), dict(prior.data.metrics), trained=False)
     label = name or f"{spec.arm} seed={spec.seed}"
-    tracked = tracker.patiently(lambda: tracker.open_run(
-        experiment_id, parent_run_id, spec, kind=kind, name=label, tags={**identity, **(tags or {})},
-        existing=prior, outbox_path=run_dir / OUTBOX_NAME), "starting a run")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)  # before the MLflow run: a folder that cannot be made stops here
+    except OSError as err:
+        raise file_fault(err, run_dir) or err from None
+
+    def open_run():
+        # a retry after a lost reply finds the run the store did create: one MLflow run per run key
+        existing = prior or tracker.find_run(experiment_id, kind, identity)
+        return tracker.open_run(experiment_id, parent_run_id, spec, kind=kind, name=label,
+                                tags={**identity, **(tags or {})}, existing=existing,
+                                outbox_path=run_dir / OUTBOX_NAME)
+
+    tracked = tracker.patiently(open_run, "starting a run")
     bar = RunProgress(progress, label, spec.train.steps)
     try:
         trainer = Trainer(spec, run_dir, Observers(tracked, bar, *observers))
@@ -73,9 +86,13 @@ def train_tracked(spec: RunSpec, run_dir: Path, tracker: Tracker, parent_run_id:
     except RunPruned as pruned:
         tracked.end(RunState.PRUNED, str(pruned))
         return RunOutcome(RunState.PRUNED, dict(bar.latest), reason=str(pruned))
-    except BaseException:
-        tracked.end(RunState.INTERRUPTED)
-        raise
+    except BaseException as err:
+        fault = file_fault(err)
+        if fault is None:  # Ctrl-C, a kill, an outage that outlasted the patience, a bug
+            tracked.end(RunState.INTERRUPTED)
+            raise
+        tracked.end(RunState.FAILED, str(fault))  # a disk or permission fault: stop the study, naming the path
+        raise fault from None
     finally:
         bar.close()
     tracked.finish(result, trainer.model.summary(), training_sample(trainer))

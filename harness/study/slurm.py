@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.environment import environment
+from harness.environment import environment, usable_cores
 from harness.errors import AblateError
 from harness.redaction import error_line
 
@@ -46,7 +46,7 @@ def submit_workers(study, jobs: int, settings: SlurmSettings):
 
     folder = study.runs_dir.resolve() / study.name / "slurm"
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
-    cpus = settings.cpus_per_job or max(1, (os.cpu_count() or 1) // jobs)
+    cpus = settings.cpus_per_job or max(1, usable_cores() // jobs)
     executor.update_parameters(name=f"ablate-{study.name}", timeout_min=settings.minutes(), nodes=1,
                                tasks_per_node=1, cpus_per_task=cpus, slurm_array_parallelism=jobs,
                                **({"gpus_per_node": settings.gpus_per_job} if settings.gpus_per_job else {}),

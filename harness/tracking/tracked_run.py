@@ -27,7 +27,8 @@ class TrackedRun(Observer):
 
     FLUSH_EVERY = 500
 
-    def __init__(self, client, run_id: str, spec: RunSpec, logged_until: int, outbox_path: Path | None = None):
+    def __init__(self, client, run_id: str, spec: RunSpec, logged_until: dict[str, int],
+                 outbox_path: Path | None = None):
         self.client = client
         self.run_id = run_id
         self.spec = spec
@@ -50,10 +51,10 @@ class TrackedRun(Observer):
         self.outbox.flush()
 
     def on_metrics(self, step: int, metrics: dict) -> None:
-        if step <= self.logged_until:  # logged before an interruption; the resumed run recomputed it
-            return
         now = int(time.time() * 1000)
-        self.pending += [(key, float(value), now, step) for key, value in metrics.items()]
+        # a point logged before an interruption, which the resumed run computed again, is not sent twice
+        self.pending += [(key, float(value), now, step) for key, value in metrics.items()
+                         if step > self.logged_until.get(key, 0)]
         if "val_loss" in metrics or len(self.pending) >= self.FLUSH_EVERY:
             self.flush()
 

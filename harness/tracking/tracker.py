@@ -17,10 +17,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness.environment import environment
-from harness.errors import AblateError
+from harness.errors import AblateError, file_fault
 from harness.redaction import error_line, redact
 from harness.run_state import RunState
 from harness.spec import RunSpec
+from harness.sqlite_store import create_whole, sqlite_file_fault
 from harness.tracking.lineage import plugin_tags, version_tags
 from harness.tracking.outbox import send_kept
 from harness.tracking.tracked_run import TrackedRun
@@ -56,6 +57,26 @@ def _connect_once(uri: str) -> None:
         engine.dispose()
 
 
+def is_outage(err: BaseException) -> bool:
+    """Whether `err` (or an exception it was raised from) says the store did not answer: a
+    network or database connection error, a timeout, a locked sqlite file, or a server error
+    (HTTP 5xx). Waiting may cure these; nothing else."""
+    import requests
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout,
+                             sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                             sqlalchemy.exc.DisconnectionError)):
+            return True
+        if isinstance(seen, MlflowException) and seen.get_http_status_code() >= 500:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def tracking_uri(uri: str | None = None) -> str:
     """`uri`, else $MLFLOW_TRACKING_URI, else MLflow's default (sqlite:///mlflow.db here)."""
     import mlflow
@@ -83,6 +104,7 @@ class Tracker:
         with _quick_http_failures():
             try:
                 _connect_once(self.uri)
+                create_whole(self.uri, lambda url: MlflowClient(tracking_uri=url).search_experiments(max_results=1))
                 self.client = MlflowClient(tracking_uri=self.uri)
                 self.client.search_experiments(max_results=1)
             except ModuleNotFoundError as err:
@@ -93,7 +115,10 @@ class Tracker:
                                   "start it, or pass another --tracking-uri / MLFLOW_TRACKING_URI") from None
 
     def patiently(self, call, what: str):
-        """call() now, or once the tracking store answers again (within PATIENCE_SECONDS)."""
+        """call() now, or once the tracking store answers again (within PATIENCE_SECONDS).
+
+        Only a store that does not answer is waited for. A local file fault stops at once,
+        naming the path; a refusal by the store is the user's to fix; anything else is a bug."""
         deadline = time.monotonic() + PATIENCE_SECONDS
         pause, warned = 1.0, False
         while True:
@@ -101,7 +126,17 @@ class Tracker:
                 return call()
             except AblateError:  # the user's to fix: waiting would not help
                 raise
-            except Exception as err:  # the store is down, or timed out
+            except Exception as err:
+                fault = file_fault(err) or sqlite_file_fault(err, self.uri)
+                if fault is not None:
+                    raise fault from None
+                if not is_outage(err):
+                    from mlflow.exceptions import MlflowException
+
+                    if isinstance(err, MlflowException):
+                        raise AblateError(f"the MLflow tracking store {redact(self.uri)} refused {what} "
+                                          f"({error_line(err, 300)})") from None
+                    raise
                 first_line = error_line(err, 200)
                 if time.monotonic() + pause > deadline:
                     raise AblateError(f"the MLflow tracking store {redact(self.uri)} has not answered for "
@@ -201,8 +236,9 @@ class Tracker:
         """Continue `existing` (an earlier attempt at the same run) or create a new child run.
         What the store cannot take while the run trains is kept in `outbox_path`."""
         if existing is not None:
-            history = self.client.get_metric_history(existing.info.run_id, "train_loss")
-            logged_until = max((m.step for m in history), default=0)
+            # metric by metric: an evaluation may have been logged past the last training-loss point
+            logged_until = {key: max((m.step for m in self.client.get_metric_history(existing.info.run_id, key)),
+                                     default=0) for key in existing.data.metrics}
             self.client.set_tag(existing.info.run_id, "state", RunState.RUNNING.value)
             self.client.update_run(existing.info.run_id, status=RunState.RUNNING.mlflow_status)
             return TrackedRun(self.client, existing.info.run_id, spec, logged_until, outbox_path)
@@ -212,4 +248,4 @@ class Tracker:
             "state": RunState.RUNNING.value, **tags,
         }
         run = self.client.create_run(experiment_id, run_name=name, tags=tags)
-        return TrackedRun(self.client, run.info.run_id, spec, 0, outbox_path)
+        return TrackedRun(self.client, run.info.run_id, spec, {}, outbox_path)

@@ -6,12 +6,14 @@ Everything is stored as tensors and plain containers so that loading works with
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from pathlib import Path
 
 import torch
 
 from harness.data import Tokenizer
+from harness.errors import file_fault
 from harness.model.config import ModelConfig
 from harness.model.gpt import GPT
 from harness.redaction import error_line
@@ -22,10 +24,19 @@ FORMAT = 2
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Write atomically: a crash while saving leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"format": FORMAT, **payload}, tmp)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as file:  # a file of ours: a full disk is an OSError, not torch's RuntimeError
+            torch.save({"format": FORMAT, **payload}, file)
+        tmp.replace(path)
+    except OSError as err:
+        fault = file_fault(err, tmp)
+        if fault is None:
+            raise
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise fault from None
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -1,5 +1,4 @@
-"""What the fault tests share: the `ablate` command in a subprocess, reading MLflow back, and
-the fault count printed at the end of the session."""
+"""What the fault tests share: the `ablate` command in a subprocess and reading MLflow back."""
 
 import subprocess
 import sys
@@ -7,15 +6,6 @@ import sys
 from mlflow.tracking import MlflowClient
 
 ABLATE = [sys.executable, "-c", "from harness.cli import main; main()"]
-
-# updated by the fault tests; printed in pytest's summary
-FAULTS = {"runs interrupted": 0, "runs recovered": 0, "metric points lost": 0}
-
-
-def pytest_terminal_summary(terminalreporter):
-    if any(FAULTS.values()):
-        terminalreporter.write_line("fault tests: " + ", ".join(f"{name}: {value}" for name, value in FAULTS.items()))
-
 
 # two placements, one seed each: long enough to be killed in the middle, short enough for CI
 STEPS, LOG, EVAL = 400, 10, 50

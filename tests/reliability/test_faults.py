@@ -4,7 +4,8 @@ report counts them."""
 
 import pandas as pd
 
-from tests.reliability.conftest import FAULTS, ablate, arm_runs
+from tests.faults import FAULTS
+from tests.reliability.conftest import ablate, arm_runs
 
 STUDY = """
 name: faulty

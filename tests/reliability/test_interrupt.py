@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.reliability.conftest import FAULTS, lost_points
+from tests.faults import FAULTS
+from tests.reliability.conftest import lost_points
 
 STUDY = """
 name: interrupted

@@ -5,7 +5,10 @@ metric point of every run exactly once."""
 import signal
 import time
 
-from tests.reliability.conftest import EVAL, FAULTS, STEPS, ablate, arm_runs, lost_in, start_ablate, two_run_study
+from mlflow.tracking import MlflowClient
+
+from tests.faults import FAULTS
+from tests.reliability.conftest import EVAL, STEPS, ablate, arm_runs, lost_in, lost_points, start_ablate, two_run_study
 
 STUDY = two_run_study("killed")
 
@@ -39,6 +42,41 @@ def test_sigkill_then_the_same_command_completes_the_study_and_loses_nothing(tmp
     assert resumed.info.run_id == before["post"].info.run_id and resumed.data.tags["state"] == "finished"
     assert EVAL <= STEPS - resumed.data.metrics["steps_trained"] < STEPS, "it did not resume from its checkpoint"
     lost = lost_in(uri, after.values())
+    FAULTS["runs recovered"] += 1
+    FAULTS["metric points lost"] += lost
+    assert lost == 0
+
+
+def test_a_run_without_checkpoints_killed_between_evaluations_logs_no_point_twice(tmp_path):
+    """No checkpoint: the re-run trains from step 0 and must skip every point MLflow already
+    has, metric by metric (val_loss is ahead of train_loss here: evaluated at 40, logged at 30)."""
+    steps, log, evaluate = 200, 30, 20
+    (tmp_path / "study.yaml").write_text(f"""
+name: nocheckpoint
+base:
+  model: {{n_layer: 2, d_model: 64, n_head: 2, context_length: 64}}
+  train: {{steps: {steps}, batch_size: 8, log_interval: {log}, eval_interval: {evaluate}, checkpoint_interval: 0}}
+data: {{val_windows: 4}}
+seeds: 1
+""")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    process = start_ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri)
+    client, deadline = MlflowClient(uri), time.time() + 300
+    while True:  # val_loss reaches MLflow at each evaluation; train_loss 60 is still in memory
+        assert process.poll() is None and time.time() < deadline, process.communicate()[1]
+        runs = arm_runs(uri, "nocheckpoint") if client.get_experiment_by_name("nocheckpoint") else []
+        if runs and 40 in {m.step for m in client.get_metric_history(runs[0].info.run_id, "val_loss")}:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    FAULTS["runs interrupted"] += 1
+
+    again = ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri)
+    assert again.returncode == 0, again.stderr
+    (run,) = arm_runs(uri, "nocheckpoint")
+    assert run.data.tags["state"] == "finished" and run.data.metrics["steps_trained"] == steps
+    lost = lost_points(uri, run, steps, log, evaluate)  # fails on a point logged twice
     FAULTS["runs recovered"] += 1
     FAULTS["metric points lost"] += lost
     assert lost == 0

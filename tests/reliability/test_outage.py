@@ -12,7 +12,8 @@ import urllib.request
 import pytest
 
 from tests.conftest import free_port
-from tests.reliability.conftest import FAULTS, arm_runs, lost_in, start_ablate, two_run_study
+from tests.faults import FAULTS
+from tests.reliability.conftest import arm_runs, lost_in, start_ablate, two_run_study
 
 STUDY = two_run_study("outage")
 

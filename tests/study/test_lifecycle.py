@@ -12,7 +12,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from harness.run_state import RunState
-from tests.reliability.conftest import FAULTS
+from tests.faults import FAULTS
 
 
 def test_each_state_has_one_meaning_in_mlflow_and_in_optuna():

@@ -1,0 +1,74 @@
+"""A local sqlite store (MLflow's mlflow.db, Optuna's optuna.db) appears whole or not at all.
+
+MLflow and Optuna create a store's schema with dozens of statements, not in one transaction: a
+first run killed in the middle left a file with some tables and not others, which no later run
+could open ("table datasets already exists"). The schema is now created in a private file beside
+the store and linked into place in one step. A kill leaves at most a stray private file (the
+next creation removes it), and of two first runs started together, one links its file and the
+other opens that one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from harness.environment import process_alive
+from harness.errors import FileFault
+
+PRIVATE_SUFFIX = ".creating"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a `sqlite:///` URL (relative or absolute), or None for any other store."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def create_whole(url: str, create: Callable[[str], None]) -> None:
+    """If `url` names a sqlite file that does not exist, `create(private_url)` builds the store
+    in a private file, which then becomes the store's file in one step. Anything else: nothing."""
+    path = sqlite_file(url)
+    if path is None or path.exists() or not path.parent.is_dir():
+        return  # no folder: the library's own error names the path
+    _remove_abandoned(path)
+    private = path.with_name(f".{path.name}.{os.getpid()}{PRIVATE_SUFFIX}")
+    private.unlink(missing_ok=True)
+    try:
+        create(f"sqlite:///{private}")
+        try:
+            os.link(private, path)  # fails if the file appeared meanwhile: never replaces a store
+        except FileExistsError:
+            pass  # another first run linked its store first; both are empty
+    finally:
+        private.unlink(missing_ok=True)
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Private files (and their journals) of creators that died while creating the store."""
+    prefix = f".{path.name}."
+    for stray in path.parent.glob(f"{prefix}*{PRIVATE_SUFFIX}*"):
+        pid = stray.name.removeprefix(prefix).split(".", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            stray.unlink(missing_ok=True)
+
+
+# sqlite's words for a fault of its file rather than of a connection: waiting would not cure it
+_FILE_FAULT_WORDS = ("readonly database", "database or disk is full", "unable to open database file",
+                     "disk i/o error")
+
+
+def sqlite_file_fault(err: BaseException, url: str) -> FileFault | None:
+    """A FileFault naming the store's file when `err` says that file cannot be written."""
+    path = sqlite_file(url)
+    seen: BaseException | None = err
+    while path is not None and seen is not None:
+        words = next((w for w in _FILE_FAULT_WORDS if w in str(seen).lower()), None)
+        if words:
+            return FileFault(f"the store {path} cannot be written ({words}): free some space or make it and its "
+                             "folder writable, then run the same command again")
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -1,0 +1,52 @@
+"""The first `ablate run` in a folder creates its stores (mlflow.db, optuna.db): a kill while it
+does so, or a second first run started beside it, must not leave a store no later run can open."""
+
+import signal
+import time
+
+import pytest
+
+from tests.faults import FAULTS
+from tests.reliability.conftest import ablate, start_ablate
+
+STUDY = """
+name: first
+base:
+  model: {n_layer: 1, d_model: 16, n_head: 2, context_length: 16}
+  train: {steps: 10, batch_size: 2, eval_interval: 10}
+data: {val_windows: 2}
+grid: {model.placement: [pre, post]}
+seeds: 1
+"""
+
+
+def store_files(folder):
+    return [p for p in folder.iterdir() if "mlflow.db" in p.name or "optuna.db" in p.name]
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.4, 0.9])
+def test_a_kill_while_the_first_run_creates_its_stores_leaves_nothing_broken(tmp_path, delay):
+    (tmp_path / "study.yaml").write_text(STUDY)
+    process = start_ablate(tmp_path, "run", "study.yaml")
+    deadline = time.time() + 120
+    while not store_files(tmp_path):  # MLflow's or Optuna's schema is being created now
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.005)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    FAULTS["first runs killed while creating their stores"] += 1
+
+    again = ablate(tmp_path, "run", "study.yaml")
+    assert again.returncode == 0, again.stderr
+    assert "2 runs trained" in again.stderr or "1 runs trained" in again.stderr, again.stderr
+    assert sorted(p.name for p in store_files(tmp_path)) == ["mlflow.db", "optuna.db"], "a private file was left"
+
+
+def test_two_first_runs_in_one_folder_both_succeed(tmp_path):
+    (tmp_path / "study.yaml").write_text(STUDY)
+    first, second = (start_ablate(tmp_path, "run", "study.yaml") for _ in range(2))
+    for process in (first, second):
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    assert sorted(p.name for p in store_files(tmp_path)) == ["mlflow.db", "optuna.db"]
