@@ -26,8 +26,10 @@ $(VENV)/.installed-test: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/ablate run studies/norm_placement.yaml
 
+# in parallel (pytest-xdist): a worker per core and one more, each pinned to its share of the cores
+# (tests/conftest.py); a test file stays on one worker, so its module fixtures are built once
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 variants: setup
 	$(VENV)/bin/ablate variants

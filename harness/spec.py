@@ -17,6 +17,7 @@ from harness.training.config import TrainConfig
 # kernels give the same numbers within rounding, so they do not make a run a new one
 EXECUTION_FIELDS = {"device", "compile", "fused", "tf32", "checkpoint_interval", "threads"}
 MODEL_EXECUTION_FIELDS = {"attention_backend", "kernels"}
+MOST_TOKENS_PER_MICRO_BATCH = 2**24
 
 
 class RunSpec(pydantic.BaseModel):
@@ -31,6 +32,16 @@ class RunSpec(pydantic.BaseModel):
     # what decides the numbers beyond the configuration: the data's content, the tokenizer,
     # the code of plugin variants (filled in by the plan, harness.study.plan.with_sources)
     sources: dict[str, str] = pydantic.Field(default_factory=dict)
+
+    @pydantic.model_validator(mode="after")
+    def _micro_batch_fits_a_device(self):
+        # its logits alone would be terabytes: a typo of a few zeros, refused before anything is allocated
+        tokens = self.train.batch_size * self.model.context_length
+        if tokens > MOST_TOKENS_PER_MICRO_BATCH:
+            raise ValueError(f"train.batch_size {self.train.batch_size} x context_length {self.model.context_length} "
+                             f"is {tokens:.1e} tokens per micro-batch, more than {MOST_TOKENS_PER_MICRO_BATCH:.1e}; "
+                             "lower the batch (train.grad_accum keeps the tokens per step)")
+        return self
 
     def key(self) -> str:
         """Hash of everything that determines the result (not the study or arm labels, not the

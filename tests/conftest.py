@@ -7,15 +7,18 @@ import torch
 
 
 def _pin_xdist_worker() -> None:
-    """Under `pytest -n N`, each worker gets cores of its own, and so does everything it starts:
-    N processes that each take a thread per core would fight over the cores."""
+    """Under `pytest -n N`, each worker runs on its share of the cores, and so does everything it
+    starts: N processes that each take a thread per core would fight over them. With more workers
+    than cores (tests that wait on a server or a scheduler leave their core idle), workers take
+    turns on one core instead."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if not worker or not hasattr(os, "sched_setaffinity"):
         return
     cores = sorted(os.sched_getaffinity(0))
     index = int(worker.removeprefix("gw"))
-    share = [core for position, core in enumerate(cores) if position % count == index % count] or cores
+    share = ([core for position, core in enumerate(cores) if position % count == index] if count <= len(cores)
+             else [cores[index % len(cores)]])
     os.sched_setaffinity(0, share)
     torch.set_num_threads(len(share))
 
@@ -94,6 +97,13 @@ def ledger_study(storage: str, study: str):
     names = ledger_names(opened, study)
     assert names, f"no plan of study '{study}' in {storage}"
     return optuna.load_study(study_name=names[-1], storage=opened)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per core and one more, for the time tests spend waiting."""
+    from harness.environment import usable_cores
+
+    return usable_cores() + 1
 
 
 def pytest_sessionfinish(session):

@@ -38,10 +38,7 @@ def text_files(cfg, options: TextFileOptions, cache_dir: Path) -> TextSource:
     paths = sorted(glob.glob(options.path, recursive=True))
     if not paths:
         raise AblateError(f"dataset 'text': no file matches '{options.path}' (relative to {Path.cwd()})")
-    try:
-        text = "\n\n".join(Path(p).read_text(encoding="utf-8") for p in paths)
-    except (OSError, UnicodeDecodeError) as err:
-        raise AblateError(f"dataset 'text': cannot read {err.filename or options.path}: {err}") from None
+    text = "\n\n".join(_utf8_text(Path(p).read_bytes, p, "text") for p in paths)
     if not text.strip():
         raise AblateError(f"dataset 'text': '{options.path}' is empty")
     return TextSource(text, {"source": options.path, "files": len(paths),
@@ -90,4 +87,16 @@ def downloaded_text(cfg, options: URLOptions, cache_dir: Path) -> TextSource:
     actual = hashlib.sha256(data).hexdigest()
     if sha256 and actual != sha256:
         raise AblateError(f"dataset 'url': {path} has sha256 {actual}, expected {sha256}; delete it to download again")
-    return TextSource(data.decode("utf-8"), {"source": url, "sha256": actual, "cache_path": str(path)})
+    return TextSource(_utf8_text(lambda: data, redact(url), "url"), {"source": url, "sha256": actual,
+                                                                      "cache_path": str(path)})
+
+
+def _utf8_text(read, name: str, dataset: str) -> str:
+    """The text of a file, or one message saying why there is none (not UTF-8, unreadable)."""
+    try:
+        return read().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise AblateError(f"dataset '{dataset}': {name} is not UTF-8 text (byte {err.start}: {err.reason}); "
+                          "give a text file") from None
+    except OSError as err:
+        raise AblateError(f"dataset '{dataset}': cannot read {name}: {err.strerror or err}") from None

@@ -80,7 +80,7 @@ class KernelConfig(pydantic.BaseModel):
     swiglu: KernelChoice = Field("torch", description="the swiglu MLP's activation")
 
 
-MOST_PARAMETERS = 1e12  # about 12 * n_layer * d_model^2 in the blocks
+MOST_PARAMETERS = 1e12  # about 12 * n_layer * d_model^2 in the blocks, plus the embedding tables
 
 
 class ModelConfig(pydantic.BaseModel):
@@ -93,7 +93,7 @@ class ModelConfig(pydantic.BaseModel):
                                 "A larger value pads it (GPT-2's 50257 tokens as 50304, a multiple of 64, runs faster "
                                 "on GPUs); the padding rows are never a target")
     context_length: int = Field(128, gt=0, description="longest sequence the model sees")
-    n_layer: int = Field(4, gt=0, le=10_000, description="number of blocks (depth)")
+    n_layer: int = Field(4, gt=0, le=1_000, description="number of blocks (depth; DeepNet trained 1,000)")
     n_head: int = Field(4, gt=0, description="query heads per attention layer")
     d_model: int = Field(128, gt=0, description="residual stream width")
     bias: bool = Field(True, description="biases in linear layers and norms")
@@ -120,8 +120,10 @@ class ModelConfig(pydantic.BaseModel):
     def _check_shapes_and_variants(self) -> "ModelConfig":
         # refused before anything is built: a typo of a few zeros would keep even a dry run busy for hours
         blocks = 12 * self.n_layer * self.d_model ** 2
-        if blocks > MOST_PARAMETERS:
-            raise ValueError(f"n_layer {self.n_layer} x d_model {self.d_model} makes about {blocks:.1e} parameters, "
+        tables = ((self.vocab_size or 0) + self.context_length) * self.d_model  # embeddings, at most
+        if blocks + tables > MOST_PARAMETERS:
+            raise ValueError(f"n_layer {self.n_layer}, d_model {self.d_model}, vocab_size {self.vocab_size} and "
+                             f"context_length {self.context_length} make about {blocks + tables:.1e} parameters, "
                              f"more than {MOST_PARAMETERS:.0e}; check the sizes")
         if self.d_model % self.n_head:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")

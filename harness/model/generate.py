@@ -14,8 +14,11 @@ from harness.model.gpt import GPT
 
 @torch.no_grad()
 def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, use_cache: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Append `max_new_tokens` tokens to each row of `idx` (B, T). temperature 0 is greedy."""
+             top_k: int | None = None, use_cache: bool = True, generator: torch.Generator | None = None,
+             vocab_size: int | None = None) -> torch.Tensor:
+    """Append `max_new_tokens` tokens to each row of `idx` (B, T). temperature 0 is greedy.
+    Only the first `vocab_size` tokens are drawn: the rows padding a table (50257 as 50304) are
+    no token of the tokenizer."""
     context = model.cfg.context_length
     cache = model.new_cache(idx.size(0)) if use_cache and idx.size(1) < context else None
     fed = 0  # tokens of idx already in the cache
@@ -25,7 +28,7 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: fl
             fed = idx.size(1)
         else:
             logits, _ = model(idx[:, -context:])
-        next_token = _sample(logits[:, -1, :].float(), temperature, top_k, generator)
+        next_token = _sample(logits[:, -1, :vocab_size].float(), temperature, top_k, generator)
         idx = torch.cat([idx, next_token], dim=1)
     return idx
 
@@ -37,7 +40,8 @@ def sample_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int, tempera
     tokens = tokenizer.encode(prompt) or [0]
     idx = torch.tensor([tokens], dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
-    out = generate(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator)
+    out = generate(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator,
+                   vocab_size=tokenizer.vocab_size)
     return tokenizer.decode(out[0].tolist())
 
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import AblateError
+from harness.redaction import error_line
 from harness.registry import core
 
 ENTRY_POINT_GROUP = "ablate.variants"
@@ -35,11 +36,9 @@ def load_installed() -> None:
         with _registering_as(core.Origin(f"package {dist}", name_module=True, package=package)):
             try:
                 entry.load()
-            except Exception as err:
-                raise AblateError(
-                    f"the installed plugin '{entry.value}' (package {dist}) failed to import: "
-                    f"{type(err).__name__}: {err}"
-                ) from err
+            except (Exception, SystemExit) as err:
+                raise AblateError(f"the installed plugin '{entry.value}' (package {dist}) failed to import: "
+                                  f"{import_failure(err)}") from err
 
 
 def load_plugin(reference: str, base_dir: Path | None = None) -> None:
@@ -62,6 +61,8 @@ def load_plugin(reference: str, base_dir: Path | None = None) -> None:
                     "or install the package that provides it"
                 ) from None
             raise AblateError(f"plugin module '{reference}' failed to import: {err}") from err
+        except (Exception, SystemExit) as err:
+            raise AblateError(f"plugin module '{reference}' failed to import: {import_failure(err)}") from err
 
 
 def _find_file(reference: str, base_dir: Path | None) -> Path:
@@ -91,9 +92,17 @@ def _load_plugin_file(path: Path) -> None:
         except AblateError:
             del sys.modules[module_name], _loaded_files[module_name]
             raise
-        except Exception as err:
+        except (Exception, SystemExit) as err:
             del sys.modules[module_name], _loaded_files[module_name]
-            raise AblateError(f"plugin file {path} failed to import: {type(err).__name__}: {err}") from err
+            raise AblateError(f"plugin file {path} failed to import: {import_failure(err)}") from err
+
+
+def import_failure(err: BaseException) -> str:
+    """What went wrong importing a plugin, in one line; a plugin that exits the process says so
+    instead of ending ablate silently with its code."""
+    if isinstance(err, SystemExit):
+        return f"it called sys.exit({err.code!r}) while being imported"
+    return f"{type(err).__name__}: {error_line(err, 300)}"
 
 
 class _registering_as:

@@ -56,6 +56,13 @@ def collect_runs(tracker: Tracker, study: str, plan_id: str | None = None) -> Co
         rows.append(row)
     results = pd.DataFrame(rows)
     if not (results["state"] == RunState.FINISHED.value).any():
+        states = results["state"].value_counts()
+        if NOT_RUN not in states and RunState.RUNNING.value not in states:  # all settled, none finished
+            ended = ", ".join(f"{count} {state}" for state, count in states.items())
+            reasons = sorted({r for r in results["failure_reason"] if r})[:2]
+            raise AblateError(f"no run of study '{study}' finished, so there is nothing to compare: {ended}"
+                              + (f" ({'; '.join(reasons)})" if reasons else "")
+                              + ". Fix the settings (a lower train.lr, a smaller batch) and run it again")
         raise AblateError(f"study '{study}' has no finished run in its plan yet (execution {parent}); "
                           "`ablate status` says where it stands")
     order = {arm["name"]: i for i, arm in enumerate(plan["arms"])}

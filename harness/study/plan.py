@@ -24,6 +24,7 @@ from harness.registry import lookup
 from harness.spec import RunSpec
 from harness.study.paths import set_run_field
 from harness.study.schema import Arm, StudySpec
+from harness.training.faults import is_out_of_memory
 from harness.training.optim import make_optimizer
 from harness.training.trainer import resolve_device
 
@@ -165,6 +166,18 @@ def measure_step_seconds(spec: RunSpec, vocab_size: int, steps: int = 2) -> floa
     return (time.perf_counter() - start) / steps
 
 
+def _step_seconds(spec: RunSpec, vocab_size: int) -> float:
+    try:
+        return measure_step_seconds(spec, vocab_size)
+    except Exception as err:
+        if not is_out_of_memory(err):
+            raise
+        raise AblateError(f"arm '{spec.arm}': one training step does not fit in memory on "
+                          f"{resolve_device(spec.train.device)} (batch_size {spec.train.batch_size}, context_length "
+                          f"{spec.model.context_length}); lower train.batch_size (train.grad_accum keeps the tokens "
+                          "per step) or the model's size") from None
+
+
 def estimate(specs: list[RunSpec], datasets: dict, settled: set[str]) -> pd.DataFrame:
     """One row per arm: its planned runs, how many of them are `settled` already, its size,
     cost per token, tokens per run and measured time per run."""
@@ -183,6 +196,6 @@ def estimate(specs: list[RunSpec], datasets: dict, settled: set[str]) -> pd.Data
             "flops_per_token": model.flops_per_token(),
             "tokens_per_run": spec.train.steps * spec.train.batch_size * spec.train.grad_accum
                               * spec.model.context_length,
-            "seconds_per_run": measure_step_seconds(spec, vocab) * spec.train.steps,
+            "seconds_per_run": _step_seconds(spec, vocab) * spec.train.steps,
         })
     return pd.DataFrame(rows)

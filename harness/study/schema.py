@@ -18,8 +18,10 @@ any training, and reported as one message naming the file, the field and what is
 
 from __future__ import annotations
 
+import collections
 import copy
 import itertools
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -137,7 +139,7 @@ class SeedRange(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     min: int = Field(3, ge=2, description="seeds every arm trains first")
-    max: int = Field(10, ge=2, description="most seeds an arm trains")
+    max: int = Field(10, ge=2, le=MOST_RUNS, description="most seeds an arm trains")
 
     @pydantic.model_validator(mode="after")
     def _ordered(self):
@@ -153,7 +155,7 @@ def _also_a_count(schema: dict) -> None:
 class StudySpec(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="letters, digits, _ . -")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100, description="letters, digits, _ . -")
     description: str = ""
     base: BaseSettings = BaseSettings()
     data: DataConfig = DataConfig()
@@ -179,6 +181,8 @@ class StudySpec(pydantic.BaseModel):
         if isinstance(value, int) and not isinstance(value, bool):
             if value < 1:
                 raise ValueError("seeds must be a positive count, a list of seeds or {min, max}")
+            if value > MOST_RUNS:
+                raise ValueError(f"{value:,} seeds is more runs than a study may plan ({MOST_RUNS:,})")
             return list(range(value))
         if isinstance(value, list) and not value:
             raise ValueError("seeds must not be empty")
@@ -191,8 +195,11 @@ class StudySpec(pydantic.BaseModel):
         for path, values in self.grid.items():
             if not values:
                 raise ValueError(f"grid.{path} has no values")
+        combinations = math.prod(len(values) for values in self.grid.values())
+        if combinations > MOST_RUNS:  # refused before a single arm is made
+            raise ValueError(f"the grid makes {combinations:,} arms, more than a study may plan ({MOST_RUNS:,} runs)")
         names = [arm.name for arm in self.arm_list()]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        duplicates = sorted(name for name, count in collections.Counter(names).items() if count > 1)
         if duplicates:
             raise ValueError(f"arm names must be unique; repeated: {', '.join(duplicates)}")
         if len(set(self.seed_list)) != len(self.seed_list):
@@ -286,6 +293,8 @@ def load_study(path: str | Path, overrides: list[str] | None = None, profile: st
     path = Path(path)
     if not path.is_file():
         raise AblateError(f"study file {path} does not exist")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise AblateError(f"{path}: {path.stat().st_size:,} bytes is not a study file (at most {MAX_FILE_BYTES:,})")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
@@ -300,8 +309,10 @@ def load_study(path: str | Path, overrides: list[str] | None = None, profile: st
     as_written = copy.deepcopy(raw)
     if profile is not None:
         profiles = raw.get("profiles") or {}
+        if not isinstance(profiles, dict):
+            raise AblateError(f"{path}: profiles must map profile names to overrides (path: value)")
         if profile not in profiles:
-            raise AblateError(f"{path}: no profile '{profile}'; profiles: {', '.join(profiles) or '(none)'}")
+            raise AblateError(f"{path}: no profile '{profile}'; profiles: {', '.join(map(str, profiles)) or '(none)'}")
         if not isinstance(profiles[profile], dict):
             raise AblateError(f"{path}: profiles.{profile} must map paths to values")
         for key, value in profiles[profile].items():
@@ -309,6 +320,9 @@ def load_study(path: str | Path, overrides: list[str] | None = None, profile: st
     for text in overrides or []:
         key, value = parse_override(text)
         set_study_field(raw, key, value, str(path))
+    if _values_in(raw, MAX_VALUES) > MAX_VALUES:
+        raise AblateError(f"{path}: the study stands for more than {MAX_VALUES:,} values once its YAML aliases "
+                          "(*name) are expanded; write the values out, or use fewer aliases")
     plugins = raw.get("plugins") or []
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise AblateError(f"{path}: plugins must be a list of module names or .py files")
@@ -320,6 +334,25 @@ def load_study(path: str | Path, overrides: list[str] | None = None, profile: st
     study = _validated(raw, str(path))
     _check_profiles(as_written, path, skip=profile)
     return study
+
+
+# a study is a page of settings; YAML aliases can make a few lines stand for billions of values
+MAX_FILE_BYTES = 1_000_000
+MAX_VALUES = 100_000
+
+
+def _values_in(node, limit: int) -> int:
+    """How many values `node` stands for with its aliases expanded, counted up to just past `limit`
+    (without expanding anything: a shared list is visited again, not copied)."""
+    count, stack = 0, [node]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            stack += item
+    return count
 
 
 def _validated(raw: dict, where: str) -> StudySpec:

@@ -57,6 +57,11 @@ def _connect_once(uri: str) -> None:
         engine.dispose()
 
 
+def clipped(text: str, limit: int = 5000) -> str:
+    """`text` within the length MLflow takes for a tag (the whole of it stays in the study file)."""
+    return text if len(text) <= limit else text[:limit - 40] + " … (cut; the study file has the rest)"
+
+
 def is_outage(err: BaseException) -> bool:
     """Whether `err` (or an exception it was raised from) says the store did not answer: a
     network or database connection error, a timeout, a locked sqlite file, or a server error
@@ -176,10 +181,10 @@ class Tracker:
         for key, value in {"description": study.description, "baseline": study.baseline, "study_file": study_file,
                            "metric": study.report.metric, "goal": study.report.goal,
                            "arms": ",".join(a.name for a in study.arm_list())}.items():
-            self.client.set_experiment_tag(experiment_id, f"ablate.{key}", value)
+            self.client.set_experiment_tag(experiment_id, f"ablate.{key}", clipped(str(value)))
         run = self.client.create_run(experiment_id, run_name=f"{study.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
                                      tags={"ablate.kind": STUDY_KIND, "study": study.name, **version_tags(),
-                                           "planned_runs": str(runs), "mlflow.note.content": study.description})
+                                           "planned_runs": str(runs), "mlflow.note.content": clipped(study.description)})
         return run.info.run_id
 
     def end_study(self, parent_id: str, status: str = "FINISHED") -> None:

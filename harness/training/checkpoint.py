@@ -60,6 +60,25 @@ def load_checkpoint(path: str | Path) -> dict:
 def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[GPT, Tokenizer]:
     """The trained model (in eval mode) and its tokenizer, rebuilt from a checkpoint."""
     state = load_checkpoint(path)
-    model = GPT(ModelConfig(**state["model_config"]))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), Tokenizer.from_state(state["tokenizer"])
+    model = part_of(path, "model configuration", lambda: GPT(ModelConfig(**state["model_config"])))
+    part_of(path, "weights", lambda: model.load_state_dict(state["model"]))
+    tokenizer = tokenizer_of(path, state)
+    if tokenizer.vocab_size > model.cfg.vocab_size:
+        raise RunFailed(f"checkpoint {path} has a tokenizer of {tokenizer.vocab_size} tokens for a model of "
+                        f"{model.cfg.vocab_size}; it was altered, or its parts come from different runs")
+    return model.to(device).eval(), tokenizer
+
+
+def tokenizer_of(path: str | Path, state: dict) -> Tokenizer:
+    return part_of(path, "tokenizer", lambda: Tokenizer.from_state(state["tokenizer"]))
+
+
+def part_of(path: str | Path, what: str, build):
+    """build() from a loaded checkpoint, or one message saying which part of the file is unusable
+    (a file that loads safely may still lack keys or hold nonsense)."""
+    try:
+        return build()
+    except Exception as err:
+        reason = f"no {err.args[0]!r}" if isinstance(err, KeyError) else " ".join(str(err).split())[:200]
+        raise RunFailed(f"checkpoint {path} has no usable {what} ({reason}); it was not written by this version "
+                        "of ablate, or it was altered") from None

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from harness.data import Tokenizer, load_dataset, reference_losses
+from harness.data import load_dataset, reference_losses
 from harness.errors import AblateError
 from harness.model.gpt import GPT
 from harness.run_state import RunState
 from harness.spec import RunSpec
-from harness.training.checkpoint import load_checkpoint, save_checkpoint
+from harness.training.checkpoint import load_checkpoint, save_checkpoint, tokenizer_of
 from harness.training.distributed import DataParallel
 from harness.training.faults import out_of_memory_fails_the_run
 from harness.training.interrupt import deferred_interrupt
@@ -85,7 +85,7 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = self.cfg.tf32
 
         start_from = load_checkpoint(self.cfg.init_from) if self.cfg.init_from else None
-        tokenizer = Tokenizer.from_state(start_from["tokenizer"]) if start_from else None
+        tokenizer = tokenizer_of(self.cfg.init_from, start_from) if start_from else None
         self.dataset = load_dataset(spec.data, tokenizer)
         try:
             self.dataset.check_context(spec.model.context_length)
@@ -113,6 +113,8 @@ class Trainer:
     def _load_weights(self, start_from: dict) -> None:
         try:
             self.model.load_state_dict(start_from["model"])
+        except KeyError:
+            raise AblateError(f"train.init_from {self.cfg.init_from}: the checkpoint holds no weights") from None
         except RuntimeError as err:
             first = str(err).strip().splitlines()[:3]
             raise AblateError(f"train.init_from {self.cfg.init_from}: its weights do not fit this model: {' '.join(first)}") from None

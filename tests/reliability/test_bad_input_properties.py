@@ -58,6 +58,27 @@ values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=
                       max_leaves=6)
 
 
+def alias_bomb(depth: int) -> list:
+    """A list that YAML writes in a few lines with anchors and aliases and that stands for 10**depth values."""
+    bomb = [1] * 10
+    for _ in range(depth):
+        bomb = [bomb] * 10  # the same list ten times: yaml.safe_dump writes &id001 once and *id001 after
+    return bomb
+
+
+huge = st.sampled_from([10**4, 10**5, 10**6, 10**9, 2**31, 10**12, 10**18])
+long_strings = st.integers(1_000, 30_000).map(lambda n: "x" * n)
+# a file that is not text, a folder, a file that does not exist
+odd_paths = st.sampled_from(["/bin/ls", "/", "/proc/self/status", "missing.txt", "/dev/null"])
+
+GRID_PATHS = ["model.placement", "model.n_layer", "model.d_model", "model.n_head", "model.context_length",
+              "train.lr", "train.steps", "train.batch_size", "data.tokenizer", "model.norm"]
+grids = st.dictionaries(st.sampled_from(GRID_PATHS),
+                        st.one_of(st.lists(st.one_of(scalars, huge), min_size=1, max_size=4),
+                                  st.integers(1, 8).map(alias_bomb), st.lists(long_strings, max_size=2)),
+                        min_size=1, max_size=3)
+
+
 @st.composite
 def studies(draw):
     study = copy.deepcopy(VALID)
@@ -75,6 +96,34 @@ def studies(draw):
     return study
 
 
+@st.composite
+def extreme_studies(draw):
+    """A valid study pushed to an edge: grids of huge, aliased or long values, sizes far past any
+    machine, a data path that is no text file, very long strings."""
+    study = copy.deepcopy(VALID)
+    edge = draw(st.sampled_from(["grid", "size", "data", "strings", "seeds"]))
+    if edge == "grid":
+        study["grid"] = draw(grids)
+    elif edge == "size":
+        section, field = draw(st.sampled_from([("model", "n_layer"), ("model", "d_model"), ("model", "n_head"),
+                                               ("model", "context_length"), ("model", "vocab_size"),
+                                               ("train", "steps"), ("train", "batch_size")]))
+        study["base"][section][field] = draw(huge)
+    elif edge == "data":
+        study["data"] = {"dataset": {"name": "text", "path": draw(odd_paths)}, "tokenizer": "char"}
+    elif edge == "strings":
+        key = draw(st.sampled_from(["name", "description", "baseline_arm"]))
+        text = draw(long_strings)
+        if key == "baseline_arm":
+            study["arms"], study["grid"] = [{"name": text[:300]}, {"name": "b", "set": {"model.placement": "post"}}], None
+            study["report"]["baseline"] = text[:300]
+        else:
+            study[key] = text
+    else:
+        study["seeds"] = draw(st.one_of(huge, st.integers(1, 10**6).map(lambda n: list(range(n)))))
+    return {k: v for k, v in study.items() if v is not None}
+
+
 overrides = st.lists(st.one_of(
     st.builds(lambda path, value: f"{path}={value}", st.sampled_from(
         ["base.model.n_layer", "base.train.lr", "base.model.mlp", "model.norm", "seeds", "name", "base", "x.y.z", ""]),
@@ -89,7 +138,7 @@ def _check(study_file, sets=None, profile=None):
     except AblateError as err:
         assert str(err).strip(), "an error without a message"
         return
-    for spec in study.runs:
+    for spec in {spec.arm: spec for spec in study.runs}.values():  # seeds share a model
         vocab = study.datasets[spec.data.model_dump_json()].vocab_size
         with torch.device("meta"):
             GPT(spec.model.for_vocabulary(vocab))
@@ -107,6 +156,15 @@ def test_a_generated_study_is_valid_or_fails_with_one_message(tmp_path_factory, 
     if profile == "gpu":
         study["profiles"] = {"gpu": {"base.model.n_layer": 2}}
     _check(_write(tmp_path_factory, yaml.safe_dump(study, allow_unicode=True)), sets, profile)
+
+
+@settings(max_examples=40, deadline=60_000, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(study=extreme_studies())
+def test_a_study_at_the_edges_is_checked_quickly_with_one_message(tmp_path_factory, study):
+    """Would have found: an alias bomb in a grid (MemoryError), a binary data.path (AttributeError),
+    a billion layers keeping --dry-run busy for minutes, 1.3 million seeds planned silently."""
+    _check(_write(tmp_path_factory, yaml.safe_dump(study, allow_unicode=True)))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -160,3 +218,85 @@ def test_the_study_strategy_starts_from_a_valid_study(tmp_path_factory):
 def test_known_malformed_studies_fail_with_one_message(tmp_path_factory, text):
     with pytest.raises(AblateError):
         Study.load(_write(tmp_path_factory, text))
+
+
+def _exit_code(argv: list[str], folder) -> tuple[int, str]:
+    """`ablate *argv` run in-process in `folder`: (exit code, what it wrote)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            import sys
+            saved, sys.argv = sys.argv, ["ablate", *argv]
+            try:
+                main()
+            finally:
+                sys.argv = saved
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        os.chdir(cwd)
+    return code, stdout.getvalue() + stderr.getvalue()
+
+
+def _checkpoint() -> dict:
+    from harness.data.tokenizers import char_tokenizer
+    from harness.model.config import ModelConfig
+
+    config = ModelConfig(vocab_size=10, context_length=8, n_layer=1, n_head=2, d_model=8)
+    return {"format": 2, "model_config": config.model_dump(mode="json"), "model": GPT(config).state_dict(),
+            "tokenizer": char_tokenizer("abcdefghij").state()}
+
+
+@st.composite
+def damaged_checkpoints(draw):
+    """A checkpoint that loads safely (right format, plain tensors and containers) with a part
+    missing or replaced: what a bad copy, an older writer or a hand edit leaves."""
+    payload = _checkpoint()
+    part = draw(st.sampled_from(["model_config", "model", "tokenizer"]))
+    how = draw(st.sampled_from(["delete", "replace", "field", "vocabulary"]))
+    if how == "vocabulary":  # a tokenizer of another size than the model's table
+        payload["tokenizer"]["chars"] = "ab" + draw(st.text(alphabet="cdefghijklmnopq", max_size=14))
+    elif how == "delete":
+        del payload[part]
+    elif how == "replace":
+        payload[part] = draw(values)
+    elif part == "model":  # a weight missing, or of the wrong shape
+        key = draw(st.sampled_from(sorted(payload["model"])))
+        if draw(st.booleans()):
+            del payload["model"][key]
+        else:
+            payload["model"][key] = torch.zeros(3, 5)
+    else:
+        key = draw(st.sampled_from(sorted(payload[part]) + ["extra"]))
+        payload[part][key] = draw(values)
+    return payload
+
+
+def test_the_checkpoint_strategy_starts_from_a_usable_checkpoint(tmp_path):
+    torch.save(_checkpoint(), tmp_path / "good.pt")
+    code, output = _exit_code(["generate", "good.pt", "--max-new-tokens", "3", "--prompt", "ab"], tmp_path)
+    assert code == 0, output
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=damaged_checkpoints())
+def test_ablate_generate_on_a_damaged_checkpoint_samples_or_says_what_is_wrong(tmp_path_factory, payload):
+    folder = tmp_path_factory.mktemp("checkpoint")
+    torch.save(payload, folder / "damaged.pt")
+    code, output = _exit_code(["generate", "damaged.pt", "--max-new-tokens", "3", "--prompt", "ab"], folder)
+    assert code in (0, 2) and "Traceback" not in output, output[-2000:]
+    if code == 2:
+        assert output.startswith("ablate: error: ") and len(output.strip().splitlines()) == 1, output
+
+
+@pytest.mark.parametrize("body", ["import sys\nsys.exit(7)\n", "import sys\nsys.exit()\n",
+                                  "raise SystemExit('bye')\n", "1 / 0\n", "import no_such_module\n"])
+def test_a_plugin_that_exits_or_raises_while_imported_is_named_in_one_message(tmp_path, body):
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({**VALID, "plugins": ["plugin.py"]}))
+    (tmp_path / "plugin.py").write_text(body)
+    code, output = _exit_code(["run", "study.yaml", "--dry-run"], tmp_path)
+    assert code == 2 and "Traceback" not in output, output[-2000:]
+    assert "plugin.py failed to import" in output, output

@@ -2,7 +2,10 @@
 Each run is marked failed (or diverged) with its reason as a tag, the study goes on, and the
 report counts them."""
 
+import time
+
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
 from tests.faults import FAULTS
 from tests.reliability.conftest import ablate, arm_runs
@@ -17,8 +20,8 @@ arms:
   - name: healthy
   - name: nan_loss
     set: {train: {lr: 1.0e+6, grad_clip: 0}}
-  - name: out_of_memory
-    set: {train: {batch_size: 1000000000000}}
+  - name: out_of_memory  # a 640 GB embedding table: within the size limits, beyond any machine's memory
+    set: {model: {vocab_size: 10000000000}}
   - name: missing_checkpoint
     set: {train: {init_from: gone/checkpoint.pt}}
 seeds: 1
@@ -56,3 +59,23 @@ def test_a_faulty_run_is_marked_with_its_reason_and_the_study_goes_on(tmp_path):
     assert "4 runs planned, 2 queued" in again.stderr
     assert len(arm_runs(uri, "faulty")) == 4  # retried in their own MLflow runs, not new ones
     FAULTS["runs interrupted"] += 3
+
+
+def test_a_study_whose_every_run_diverges_says_so_at_once_without_blaming_the_store(tmp_path):
+    (tmp_path / "study.yaml").write_text(STUDY.split("arms:")[0] + "grid: {model.placement: [pre, post]}\nseeds: 1\n")
+    started = time.time()
+    result = ablate(tmp_path, "run", "study.yaml", "--set", "base.train.lr=.inf")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "no run of study 'faulty' finished, so there is nothing to compare: 2 diverged" in result.stderr
+    assert "tracking store" not in result.stderr and time.time() - started < 120
+
+
+def test_a_description_longer_than_mlflow_takes_is_cut_for_mlflow_only(tmp_path):
+    description = "why this study, " + "x" * 25_000
+    (tmp_path / "study.yaml").write_text(STUDY.split("arms:")[0].replace("name: faulty", "name: wordy")
+                                         + f"description: {description}\nseeds: 1\n")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri)
+    assert result.returncode == 0, result.stderr
+    tag = MlflowClient(uri).get_experiment_by_name("wordy").tags["ablate.description"]
+    assert tag.startswith("why this study, xxx") and tag.endswith("the study file has the rest)") and len(tag) <= 5000

@@ -120,9 +120,20 @@ BAD_STUDIES = [
     ("name: s\nprofiles: {gpu: {base.model.n_heads: 12}}\n", "profile 'gpu': base.model.n_heads: Extra inputs"),
     ("name: s\nprofiles: {gpu: {data.tokenizer: {name: bep}}}\n", "profile 'gpu'"),
     # sizes refused before anything is built or planned
-    ("name: s\nbase: {model: {n_layer: 9000, d_model: 4096, n_head: 32}}\n", "parameters, more than 1e+12"),
-    ("name: s\nbase: {model: {n_layer: 1000000000}}\n", "n_layer: Input should be less than or equal to 10000"),
-    ("name: s\nseeds: 1300000\n", "the study plans 1,300,000 runs"),
+    ("name: s\nbase: {model: {n_layer: 900, d_model: 40960, n_head: 32}}\n", "parameters, more than 1e+12"),
+    ("name: s\nbase: {model: {vocab_size: 1000000000000000000}}\n", "parameters, more than 1e+12"),
+    ("name: s\nbase: {model: {n_layer: 1000000000}}\n", "n_layer: Input should be less than or equal to 1000"),
+    ("name: s\nseeds: 1300000\n", "1,300,000 seeds is more runs than a study may plan"),
+    ("name: s\nseeds: [0, 1]\ngrid: {model.n_layer: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], model.d_model: [16, 32, 48, 64, "
+     "80, 96, 112, 128, 144, 160, 176], train.lr: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1], "
+     "train.steps: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], train.batch_size: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}\n",
+     "the grid makes 161,051 arms"),
+    ("name: s\nbase: {train: {batch_size: 1000000000}}\n", "tokens per micro-batch"),
+    ("name: " + "s" * 101 + "\n", "name: String should have at most 100 characters"),
+    # a billion laughs: nine lines that stand for 10^9 values
+    ("name: s\ngrid:\n  model.n_layer:\n    - &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+     + "".join(f"    - &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 9)),
+     "more than 100,000 values once its YAML aliases"),
 ]
 
 
