@@ -26,7 +26,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/ablate run studies/norm_placement.yaml
 
-# in parallel (pytest-xdist): a worker per core and one more, each pinned to its share of the cores
+# in parallel (pytest-xdist): a worker per core, each pinned to it with everything it starts
 # (tests/conftest.py); a test file stays on one worker, so its module fixtures are built once
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n auto --dist loadfile

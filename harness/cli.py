@@ -442,12 +442,13 @@ def bench_sequential(
 
 @bench_app.command("workers")
 def bench_workers(steps: Annotated[int, typer.Option(min=1, help="training steps per run")] = 100,
-                  max_jobs: Annotated[Optional[int], typer.Option(min=1, help="most workers (default: the cores)")] = None):
+                  max_jobs: Annotated[Optional[int], typer.Option(min=1, help="most workers (default: the cores)")] = None,
+                  seeds: Annotated[int, typer.Option(min=1, help="seeds of each of the 2 arms")] = 3):
     """One small study with --jobs 1, 2, ... up to the cores: runs per hour and the ratio to
     --jobs 1 (target on 2 cores: --jobs 2 not slower)."""
     from harness.bench import workers
 
-    typer.echo(workers(steps, max_jobs))
+    typer.echo(workers(steps, max_jobs, seeds))
 
 
 def _print_version(value: bool) -> None:

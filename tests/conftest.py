@@ -9,8 +9,7 @@ import torch
 def _pin_xdist_worker() -> None:
     """Under `pytest -n N`, each worker runs on its share of the cores, and so does everything it
     starts: N processes that each take a thread per core would fight over them. With more workers
-    than cores (tests that wait on a server or a scheduler leave their core idle), workers take
-    turns on one core instead."""
+    than cores, workers take turns on one core instead."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if not worker or not hasattr(os, "sched_setaffinity"):
@@ -99,11 +98,15 @@ def ledger_study(storage: str, study: str):
     return optuna.load_study(study_name=names[-1], storage=opened)
 
 
-def pytest_xdist_auto_num_workers(config):
-    """`-n auto`: one worker per core and one more, for the time tests spend waiting."""
-    from harness.environment import usable_cores
+# the slowest test files, measured: under `pytest -n`, files go to workers in collection order,
+# so these start first and the others fill in around them instead of leaving one worker alone at the end
+SLOWEST_FILES = ("test_bench.py", "test_slurm.py", "test_outage.py", "test_kill.py", "test_tuning.py",
+                 "test_mlflow_ui.py", "test_disk_faults.py", "test_faults.py", "test_safety.py", "test_status.py")
 
-    return usable_cores() + 1
+
+def pytest_collection_modifyitems(items):
+    rank = {name: position for position, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOWEST_FILES)))  # stable: each file keeps its order
 
 
 def pytest_sessionfinish(session):

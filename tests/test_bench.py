@@ -46,7 +46,7 @@ def test_kernel_table_times_each_triton_kernel_against_torch():
 
 
 def test_workers_benchmark_runs_the_study_with_each_number_of_jobs(tmp_path):
-    command = [sys.executable, "-m", "harness.cli", "bench", "workers", "--steps", "4", "--max-jobs", "2"]
+    command = [sys.executable, "-m", "harness.cli", "bench", "workers", "--steps", "4", "--max-jobs", "2", "--seeds", "1"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if re.match(r"\|\s+\d+\s+\|", line)]

@@ -17,7 +17,7 @@ import pandas as pd
 
 from harness.environment import usable_cores
 
-# norm_placement's model and batch, fewer steps: 2 arms x 3 seeds
+# norm_placement's model and batch, fewer steps: 2 arms x SEEDS seeds
 STUDY = """
 name: bench_workers
 base:
@@ -25,16 +25,16 @@ base:
   train: {steps: STEPS, batch_size: 16, lr: 3.0e-3, eval_interval: STEPS}
 data: {dataset: pydoc, tokenizer: char}
 grid: {model.placement: [pre, post]}
-seeds: 3
+seeds: SEEDS
 """
 
 
-def workers(steps: int = 100, max_jobs: int | None = None) -> str:
+def workers(steps: int = 100, max_jobs: int | None = None, seeds: int = 3) -> str:
     cores = usable_cores()
     rows = []
     for jobs in range(1, (max_jobs or cores) + 1):
         with tempfile.TemporaryDirectory() as folder:
-            Path(folder, "study.yaml").write_text(STUDY.replace("STEPS", str(steps)))
+            Path(folder, "study.yaml").write_text(STUDY.replace("STEPS", str(steps)).replace("SEEDS", str(seeds)))
             env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "ABLATE_STORAGE")}
             start = time.perf_counter()
             done = subprocess.run([sys.executable, "-m", "harness.cli", "run", "study.yaml", "--jobs", str(jobs)],
@@ -43,8 +43,8 @@ def workers(steps: int = 100, max_jobs: int | None = None) -> str:
             if done.returncode != 0:
                 raise RuntimeError(f"--jobs {jobs} failed: {done.stderr.strip().splitlines()[-1:]}")
         rows.append({"jobs": jobs, "threads per worker": max(1, cores // jobs) if jobs > 1 else cores,
-                     "wall time (s)": round(seconds, 1), "runs per hour": round(6 * 3600 / seconds, 1)})
+                     "wall time (s)": round(seconds, 1), "runs per hour": round(2 * seeds * 3600 / seconds, 1)})
     table = pd.DataFrame(rows)
     table["vs --jobs 1"] = (table["runs per hour"] / table["runs per hour"].iloc[0]).round(2)
-    return (f"6 runs of {steps} steps (norm_placement's shape) on {cores} cores, from scratch per row "
+    return (f"{2 * seeds} runs of {steps} steps (norm_placement's shape) on {cores} cores, from scratch per row "
             "(setup and report included)\n" + table.to_markdown(index=False))

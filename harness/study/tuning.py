@@ -224,7 +224,7 @@ def best_settings(study: StudySpec, storage) -> dict[str, dict[str, Any]]:
 
 def tune_all(study: StudySpec, storage, tracker: Tracker, parent_run_id: str, runs_dir: Path, progress) -> dict:
     """Tune every arm with the same budget, then return their best settings."""
-    tracker.client.set_experiment_tag(tracker.experiment_id(study.name), "ablate.tuned", ",".join(study.tune.space))
+    tracker.set_experiment_tag(tracker.experiment_id(study.name), "ablate.tuned", ",".join(study.tune.space))
     for arm in study.arm_list():
         tune_arm(study, arm, storage, tracker, parent_run_id, runs_dir, progress)
     return best_settings(study, storage)

@@ -175,13 +175,27 @@ class Tracker:
             return None
         return self.client.create_experiment(name)
 
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        """Set a tag of the study's experiment. Workers that finish together may set the same
+        tag at once: MLflow's SQL store looks the tag up, then inserts it, so the second insert
+        breaks a UNIQUE constraint. The tag exists by then, and setting it again updates it."""
+        import sqlalchemy.exc
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.set_experiment_tag(experiment_id, key, value)
+        except MlflowException as err:
+            if not isinstance(err.__cause__ or err.__context__, sqlalchemy.exc.IntegrityError):
+                raise
+            self.client.set_experiment_tag(experiment_id, key, value)
+
     def start_study(self, experiment_id: str, study, runs: int, study_file: str) -> str:
         # the MLflow UI opens a training experiment on its runs and charts, not on GenAI traces
-        self.client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
+        self.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
         for key, value in {"description": study.description, "baseline": study.baseline, "study_file": study_file,
                            "metric": study.report.metric, "goal": study.report.goal,
                            "arms": ",".join(a.name for a in study.arm_list())}.items():
-            self.client.set_experiment_tag(experiment_id, f"ablate.{key}", clipped(str(value)))
+            self.set_experiment_tag(experiment_id, f"ablate.{key}", clipped(str(value)))
         run = self.client.create_run(experiment_id, run_name=f"{study.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
                                      tags={"ablate.kind": STUDY_KIND, "study": study.name, **version_tags(),
                                            "planned_runs": str(runs), "mlflow.note.content": clipped(study.description)})

@@ -24,7 +24,7 @@ def store_files(folder):
     return [p for p in folder.iterdir() if "mlflow.db" in p.name or "optuna.db" in p.name]
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.4, 0.9])
+@pytest.mark.parametrize("delay", [0.4, 0.9])  # each broke the store before it was created whole
 def test_a_kill_while_the_first_run_creates_its_stores_leaves_nothing_broken(tmp_path, delay):
     (tmp_path / "study.yaml").write_text(STUDY)
     process = start_ablate(tmp_path, "run", "study.yaml")
