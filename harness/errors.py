@@ -6,8 +6,10 @@ code 2. Everything else is a bug in ablate and keeps its traceback.
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
+import typing
 
 import pydantic
 
@@ -49,17 +51,54 @@ def file_fault(err: BaseException, path: str | os.PathLike | None = None) -> Fil
     return None
 
 
-def describe_validation_error(err: pydantic.ValidationError, where: str = "") -> str:
-    """One readable message from a pydantic error: 'where: field.path: problem' per line."""
+def describe_validation_error(err: pydantic.ValidationError, where: str = "",
+                              model: type[pydantic.BaseModel] | None = None) -> str:
+    """One readable message from a pydantic error: 'where: field.path: problem' per line. Given
+    the `model` that was validated, an unknown field name gets the closest of its own names."""
     lines = []
     for problem in err.errors():
-        path = ".".join(str(part) for part in problem["loc"] if not _is_union_tag(part))
+        loc = [part for part in problem["loc"] if not _is_union_tag(part)]
+        path = ".".join(map(str, loc))
         message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden" and model is not None and loc:
+            message += did_you_mean(str(loc[-1]), field_names(model, loc[:-1]))
         lines.append(f"{path}: {message}" if path else message)
     prefix = f"{where}: " if where else ""
     if len(lines) == 1:
         return prefix + lines[0]
     return prefix + "invalid settings\n" + "\n".join(f"  - {line}" for line in lines)
+
+
+# the names nanoGPT, Hugging Face and habit give the settings ablate calls otherwise
+SYNONYMS = {"learning_rate": "lr", "n_layers": "n_layer", "num_layers": "n_layer", "num_hidden_layers": "n_layer",
+            "n_heads": "n_head", "num_heads": "n_head", "num_attention_heads": "n_head", "n_embd": "d_model",
+            "hidden_size": "d_model", "block_size": "context_length", "max_position_embeddings": "context_length",
+            "seq_len": "context_length", "max_iters": "steps", "max_steps": "steps", "iters": "steps",
+            "batch": "batch_size", "seed": "seeds", "eval_iters": "val_windows", "eval_every": "eval_interval",
+            "log_every": "log_interval", "warmup_iters": "warmup_steps", "warmup": "warmup_steps",
+            "weight_decay_rate": "weight_decay", "clip_grad": "grad_clip", "max_grad_norm": "grad_clip",
+            "gradient_accumulation_steps": "grad_accum", "activation": "mlp", "pos_embedding": "position",
+            "dataset_name": "dataset"}
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """' (did you mean 'lr'?)' when `name` is a synonym or a near miss of one of `known`, else ''."""
+    if SYNONYMS.get(name) in known:
+        return f" (did you mean '{SYNONYMS[name]}'?)"
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def field_names(model: type[pydantic.BaseModel], path: list) -> list[str]:
+    """The field names of the settings `model` holds at `path` (['base', 'train'] -> TrainConfig's)."""
+    for part in path:
+        field = model.model_fields.get(str(part))
+        inner = [t for t in (field.annotation, *typing.get_args(field.annotation))
+                 if isinstance(t, type) and issubclass(t, pydantic.BaseModel)] if field else []
+        if not inner:
+            return []
+        model = inner[0]
+    return list(model.model_fields)
 
 
 def _is_union_tag(part) -> bool:

@@ -98,17 +98,6 @@ def ledger_study(storage: str, study: str):
     return optuna.load_study(study_name=names[-1], storage=opened)
 
 
-# the slowest test files, measured: under `pytest -n`, files go to workers in collection order,
-# so these start first and the others fill in around them instead of leaving one worker alone at the end
-SLOWEST_FILES = ("test_bench.py", "test_slurm.py", "test_outage.py", "test_kill.py", "test_tuning.py",
-                 "test_mlflow_ui.py", "test_disk_faults.py", "test_faults.py", "test_safety.py", "test_status.py")
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: position for position, name in enumerate(SLOWEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(SLOWEST_FILES)))  # stable: each file keeps its order
-
-
 def pytest_sessionfinish(session):
     if hasattr(session.config, "workeroutput"):  # a worker of `pytest -n`: its counts go to the controller
         session.config.workeroutput["faults"] = dict(FAULTS)

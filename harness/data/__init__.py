@@ -29,6 +29,19 @@ class DataConfig(pydantic.BaseModel):
                                "validation split with a fixed seed: every arm and seed is judged on the same text, "
                                "whatever its batch size")
 
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _flat_dataset_options(cls, values):
+        # `data: {dataset: addition, digits: 2}`, as people write it, means
+        # `data: {dataset: {name: addition, digits: 2}}`: a key that is no field of data is an option
+        # of the dataset named beside it
+        if isinstance(values, dict) and isinstance(values.get("dataset"), str):
+            options = {k: v for k, v in values.items() if k not in cls.model_fields}
+            if options:
+                kept = {k: v for k, v in values.items() if k in cls.model_fields}
+                return {**kept, "dataset": {"name": values["dataset"], **options}}
+        return values
+
     @pydantic.model_validator(mode="after")
     def _resolve_dataset(self):
         variant = lookup("dataset", self.dataset.name)

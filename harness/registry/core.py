@@ -84,7 +84,7 @@ class Variant:
         try:
             return self.options(**raw)
         except pydantic.ValidationError as err:
-            raise ValueError(describe_validation_error(err, f"{self.slot} '{self.name}'")) from None
+            raise ValueError(describe_validation_error(err, f"{self.slot} '{self.name}'", self.options)) from None
 
 
 BUILT_IN_PACKAGE = "ablate"

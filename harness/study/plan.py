@@ -39,7 +39,7 @@ def arm_spec(study: StudySpec, arm: Arm, where: str = "study", extra: dict[str, 
     try:
         return RunSpec(study=study.name, arm=arm.name, **tree)
     except pydantic.ValidationError as err:
-        raise AblateError(describe_validation_error(err, f"{where}: arm '{arm.name}'")) from None
+        raise AblateError(describe_validation_error(err, f"{where}: arm '{arm.name}'", RunSpec)) from None
     except AblateError as err:
         raise AblateError(f"{where}: arm '{arm.name}': {err}") from None
 

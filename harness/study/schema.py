@@ -359,7 +359,7 @@ def _validated(raw: dict, where: str) -> StudySpec:
     try:
         return StudySpec(**raw)
     except pydantic.ValidationError as err:
-        raise AblateError(describe_validation_error(err, where)) from None
+        raise AblateError(describe_validation_error(err, where, StudySpec)) from None
     except AblateError as err:
         raise AblateError(f"{where}: {err}") from None
     except TypeError as err:  # keys that are not strings

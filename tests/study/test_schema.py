@@ -130,6 +130,14 @@ BAD_STUDIES = [
      "the grid makes 161,051 arms"),
     ("name: s\nbase: {train: {batch_size: 1000000000}}\n", "tokens per micro-batch"),
     ("name: " + "s" * 101 + "\n", "name: String should have at most 100 characters"),
+    # unknown names get the closest known one, nanoGPT's and Hugging Face's names their ablate name
+    ("name: s\nbase: {train: {learning_rate: 0.001}}\n", "base.train.learning_rate: Extra inputs are not "
+     "permitted (did you mean 'lr'?)"),
+    ("name: s\nbase: {model: {n_embd: 64}}\n", "(did you mean 'd_model'?)"),
+    ("name: s\nbase: {train: {stepz: 3}}\n", "(did you mean 'steps'?)"),
+    ("name: s\nreport: {baselin: x}\n", "(did you mean 'baseline'?)"),
+    ("name: s\ndata: {dataset: addition, digitz: 3}\n", "digitz: Extra inputs are not permitted (did you mean "
+     "'digits'?)"),
     # a billion laughs: nine lines that stand for 10^9 values
     ("name: s\ngrid:\n  model.n_layer:\n    - &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
      + "".join(f"    - &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 9)),
@@ -149,3 +157,13 @@ def test_malformed_studies_fail_with_one_message_naming_the_file_and_field(tmp_p
 def test_a_missing_study_file_is_named(tmp_path):
     with pytest.raises(AblateError, match="does not exist"):
         load_study(tmp_path / "nope.yaml")
+
+
+def test_dataset_options_may_be_written_beside_the_dataset_name(tmp_path):
+    """`data: {dataset: addition, digits: 2}` is `data: {dataset: {name: addition, digits: 2}}`: the same run."""
+    flat = load_study(_write(tmp_path, "name: s\ndata: {dataset: addition, digits: 2, val_windows: 8}\n"))
+    (tmp_path / "nested").mkdir()
+    nested = load_study(_write(tmp_path / "nested", "name: s\ndata: {dataset: {name: addition, digits: 2}, "
+                                                    "val_windows: 8}\n"))
+    assert flat.data == nested.data and flat.data.dataset.options["digits"] == 2
+    assert expand(flat, "flat")[0].key() == expand(nested, "nested")[0].key()
