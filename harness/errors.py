@@ -36,18 +36,24 @@ _FILE_FAULT_HINTS = {
 }
 
 
+def causes(err: BaseException | None) -> typing.Iterator[BaseException]:
+    """`err`, the exception it was raised from or during, that one's, ...: libraries wrap the
+    error that says what happened (an OSError, a refused connection) in their own."""
+    while err is not None:
+        yield err
+        err = err.__cause__ or err.__context__
+
+
 def file_fault(err: BaseException, path: str | os.PathLike | None = None) -> FileFault | None:
     """The FileFault that `err`, or an exception it was raised from, amounts to (naming `path`
     when the error does not name its file); None for anything else."""
-    seen: BaseException | None = err
-    while seen is not None:
+    for seen in causes(err):
         if isinstance(seen, FileFault):
             return seen
         if isinstance(seen, OSError) and seen.errno in _FILE_FAULT_HINTS:
             where = seen.filename or path or "a local file"
             return FileFault(f"{os.strerror(seen.errno)}: {os.fspath(where)} ({_FILE_FAULT_HINTS[seen.errno]}; "
                              "then run the same command again)")
-        seen = seen.__cause__ or seen.__context__
     return None
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.environment import process_alive
-from harness.errors import FileFault
+from harness.errors import FileFault, causes
 
 PRIVATE_SUFFIX = ".creating"
 
@@ -64,11 +64,9 @@ _FILE_FAULT_WORDS = ("readonly database", "database or disk is full", "unable to
 def sqlite_file_fault(err: BaseException, url: str) -> FileFault | None:
     """A FileFault naming the store's file when `err` says that file cannot be written."""
     path = sqlite_file(url)
-    seen: BaseException | None = err
-    while path is not None and seen is not None:
+    for seen in causes(err) if path is not None else ():
         words = next((w for w in _FILE_FAULT_WORDS if w in str(seen).lower()), None)
         if words:
             return FileFault(f"the store {path} cannot be written ({words}): free some space or make it and its "
                              "folder writable, then run the same command again")
-        seen = seen.__cause__ or seen.__context__
     return None

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness.environment import environment
-from harness.errors import AblateError, file_fault
+from harness.errors import AblateError, causes, file_fault
 from harness.redaction import error_line, redact
 from harness.run_state import RunState
 from harness.spec import RunSpec
@@ -70,16 +70,10 @@ def is_outage(err: BaseException) -> bool:
     import sqlalchemy.exc
     from mlflow.exceptions import MlflowException
 
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout,
-                             sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
-                             sqlalchemy.exc.DisconnectionError)):
-            return True
-        if isinstance(seen, MlflowException) and seen.get_http_status_code() >= 500:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    waitable = (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout,
+                sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError)
+    return any(isinstance(seen, waitable) or (isinstance(seen, MlflowException) and seen.get_http_status_code() >= 500)
+               for seen in causes(err))
 
 
 def tracking_uri(uri: str | None = None) -> str:
