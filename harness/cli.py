@@ -151,23 +151,32 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="seed (default: the study's first)")] = None,
     out: Annotated[Path, typer.Option(help="folder for the run's checkpoint")] = Path("runs"),
     fresh: Annotated[bool, typer.Option(help="start over instead of resuming from a checkpoint")] = False,
+    tracking_uri: TrackingOption = None,
 ):
-    """Train a single run and save its checkpoint."""
+    """Train a single run, tracked in MLflow like a one-arm study, and save its checkpoint."""
     from harness.run_state import RunState
 
-    study = _load(run_file, set_, plugin, None, runs_dir=out)
-    result, checkpoint = study.train_one(seed, fresh)
-    metrics = ", ".join(f"{k}={result.metrics[k]:.4g}" for k in ("train_loss", "val_loss", "val_exact_match",
-                                                                  "avg_tokens_per_s") if k in result.metrics)
-    typer.echo(f"{result.status.value} after {result.steps} steps: {metrics}")
+    study = _load(run_file, set_, plugin, None, tracking_uri, runs_dir=out)
+    outcome, checkpoint = study.train_one(seed, fresh)
+    metrics = ", ".join(f"{k}={outcome.metrics[k]:.4g}" for k in ("train_loss", "val_loss", "val_exact_match",
+                                                                   "avg_tokens_per_s") if k in outcome.metrics)
+    if not outcome.trained:
+        typer.echo(f"already {outcome.state.value} in MLflow (experiment '{study.name}'); nothing was trained: {metrics}")
+    elif outcome.state == RunState.FINISHED:
+        typer.echo(f"finished after {study.runs[0].train.steps} steps: {metrics}")
+    if study.runs[0].train.init_from:
+        typer.echo(f"started from: {study.runs[0].train.init_from} ({study.runs[0].sources['init_from']})")
     typer.echo(f"checkpoint: {checkpoint}")
-    if result.status == RunState.DIVERGED:
-        raise AblateError(f"the run diverged: {result.reason}; its curve up to then is kept. Lower train.lr or add warmup")
+    if outcome.state == RunState.DIVERGED:
+        raise AblateError(f"the run diverged: {outcome.reason}; its curve up to then is kept. Lower train.lr or add warmup")
+    if outcome.state == RunState.FAILED:
+        raise AblateError(f"the run failed: {outcome.reason}")
 
 
 @app.command()
 def generate(
-    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint written by ablate train/run")],
+    checkpoint: Annotated[str, typer.Argument(help="a checkpoint written by ablate train/run, or hf:<model id or "
+                                                   "folder> (a Hugging Face GPT-2 or Llama model)")],
     prompt: Annotated[str, typer.Option(help="text to continue", show_default="a newline")] = "\n",
     max_new_tokens: Annotated[int, typer.Option(min=1, help="tokens to sample")] = 200,
     temperature: Annotated[float, typer.Option(min=0.0, help="softmax temperature; 0 = greedy")] = 0.8,
@@ -175,12 +184,17 @@ def generate(
     seed: Annotated[int, typer.Option(help="seed of the sampler")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps")] = "auto",
 ):
-    """Sample text from a checkpoint."""
+    """Sample text from a checkpoint or a Hugging Face model."""
     from harness.model.generate import sample_text
+    from harness.model.hf_source import PREFIX, model_from_hf
     from harness.training.checkpoint import model_from_checkpoint
     from harness.training.trainer import resolve_device
 
-    model, tokenizer = model_from_checkpoint(checkpoint, resolve_device(device))
+    if checkpoint.startswith(PREFIX):
+        model, tokenizer = model_from_hf(checkpoint.removeprefix(PREFIX))
+        model = model.to(resolve_device(device))
+    else:
+        model, tokenizer = model_from_checkpoint(checkpoint, resolve_device(device))
     typer.echo(sample_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, seed))
 
 

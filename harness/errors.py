@@ -108,5 +108,6 @@ def field_names(model: type[pydantic.BaseModel], path: list) -> list[str]:
 
 
 def _is_union_tag(part) -> bool:
-    # pydantic names the union member it tried ("str", "function-after[...]"): noise for a person
-    return isinstance(part, str) and ("[" in part or part in {"str", "dict", "int", "float"})
+    # pydantic names the union member it tried ("str", "function-after[...]", "StudyRun"): noise
+    # for a person (settings are named in lower case)
+    return isinstance(part, str) and ("[" in part or part in {"str", "dict", "int", "float"} or part[:1].isupper())

@@ -48,6 +48,8 @@ class RunSpec(pydantic.BaseModel):
         device): the same run is recognised however the study that asked for it was written,
         and a run of other data, another tokenizer or edited plugin code is another run."""
         train = self.train.model_dump(mode="json", exclude=EXECUTION_FIELDS)
+        if "init_from" in self.sources:  # the starting weights by their content, not by where they lie
+            train.pop("init_from")
         model = self.model.model_dump(mode="json", exclude=MODEL_EXECUTION_FIELDS)
         identity = {"model": model, "train": train, "data": self.data.model_dump(mode="json"), "seed": self.seed,
                     "sources": self.sources}

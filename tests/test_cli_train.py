@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 TINY_RUN = """
 name: tiny
@@ -26,6 +27,19 @@ def test_train_then_generate(tmp_path):
     assert trained.returncode == 0, trained.stderr
     assert "finished after 20 steps" in trained.stdout
     checkpoint = next(Path(tmp_path, "runs", "tiny").glob("*/checkpoint.pt"))
+    again = ablate("train", "run.yaml", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "already finished in MLflow (experiment 'tiny'); nothing was trained: train_loss=" in again.stdout
+
+    # tracked like a one-arm study: its experiment, a parent run, one run with the same params and artifacts
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    [run] = client.search_runs([experiment], "tags.`ablate.kind` = 'arm_run'")
+    assert run.data.params["train.steps"] == "20" and run.data.tags["arm"] == "base" and run.info.status == "FINISHED"
+    assert run.data.tags["run_key"] == checkpoint.parent.name and run.data.metrics["steps_trained"] == 20
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"model_summary.txt"}
+    assert len(client.search_runs([experiment], "tags.`ablate.kind` = 'study'")) == 2
+
     sampled = ablate("generate", str(checkpoint), "--prompt", "The ", "--max-new-tokens", "30", cwd=tmp_path)
     assert sampled.returncode == 0, sampled.stderr
     assert sampled.stdout.startswith("The ") and len(sampled.stdout.rstrip("\n")) == 34

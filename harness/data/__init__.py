@@ -19,7 +19,8 @@ from harness.registry import TextSource, lookup
 
 
 class DataConfig(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    # for editors: the dataset's own options may stand beside its name (`dataset: addition, digits: 2`)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, json_schema_extra={"additionalProperties": True})
 
     dataset: VariantChoice = slot_field("dataset", "pydoc")
     tokenizer: TokenizerConfig = pydantic.Field(TokenizerConfig(), json_schema_extra=TokenizerConfig.as_written)

@@ -8,6 +8,7 @@ import torch
 from pydantic import Field
 
 from harness.data.tokenizers import char_tokenizer
+from harness.errors import AblateError
 from harness.registry import Options, register
 
 VOCABULARY = "0123456789+=\n"
@@ -40,6 +41,18 @@ class AdditionTask:
         self.val_fraction = options.val_fraction
         self.val_examples = options.val_examples
         self.metadata = {"source": "synthetic addition", "digits": self.digits, "val_fraction": self.val_fraction}
+        self._check_both_splits()
+
+    def _check_both_splits(self) -> None:
+        # sampling draws until it has enough pairs of a split: a split with none would never end
+        if self.digits > 3:
+            return  # millions of pairs: both splits have plenty
+        a, b = torch.cartesian_prod(torch.arange(10 ** self.digits), torch.arange(10 ** self.digits)).unbind(1)
+        held_out = int(self._is_val(a, b).sum())
+        if held_out == 0 or held_out == a.numel():
+            raise AblateError(f"addition with {self.digits} digit(s) has {a.numel()} operand pairs, and val_fraction "
+                              f"{self.val_fraction} leaves {'none' if held_out == 0 else 'all'} of them for "
+                              "validation; use more digits or another val_fraction")
 
     def _is_val(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         # a fixed pseudo-random share of operand pairs, the same in every run and process

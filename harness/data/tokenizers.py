@@ -1,6 +1,8 @@
-"""Tokenizers: characters, a byte-level BPE trained here, or any tiktoken encoding.
+"""Tokenizers: characters, a byte-level BPE trained here, any tiktoken encoding, or the
+tokenizer a Hugging Face model comes with.
 
-Every tokenizer is a ``tiktoken.Encoding`` or a character table, and can be saved into a
+Every tokenizer is a ``tiktoken.Encoding``, a character table or a Hugging Face
+``tokenizers`` tokenizer, and can be saved into a
 checkpoint (:meth:`Tokenizer.state`) so that sampling and fine-tuning use exactly the
 vocabulary the model was trained with.
 """
@@ -83,6 +85,8 @@ class Tokenizer:
         if state["kind"] == "bpe":
             ranks = {base64.b64decode(token): rank for token, rank in state["ranks"]}
             return _bpe_tokenizer(ranks, state["name"])
+        if state["kind"] == "hf":
+            return hf_tokenizer(state["json"])
         return tiktoken_tokenizer(state["encoding"])
 
 
@@ -116,6 +120,17 @@ def tiktoken_tokenizer(encoding: str) -> Tokenizer:
             "or use tokenizer 'bpe' to train one locally") from None
     return Tokenizer("tiktoken", enc.encode_ordinary, enc.decode, enc.n_vocab,
                      {"kind": "tiktoken", "encoding": encoding})
+
+
+def hf_tokenizer(json_text: str) -> Tokenizer:
+    """A Hugging Face model's own tokenizer (its tokenizer.json), encoding text as a stream:
+    no special tokens added."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    tokenizer = HFTokenizer.from_str(json_text)
+    return Tokenizer("hf", lambda text: tokenizer.encode(text, add_special_tokens=False).ids,
+                     lambda tokens: tokenizer.decode(tokens, skip_special_tokens=False),
+                     tokenizer.get_vocab_size(), {"kind": "hf", "json": json_text})
 
 
 def _bpe_tokenizer(ranks: dict[bytes, int], name: str) -> Tokenizer:

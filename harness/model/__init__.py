@@ -7,6 +7,7 @@
     kv_cache.py     the key/value cache of generation
     generate.py     sampling: greedy, temperature, top-k, with the cache
     hf_interop.py   weights to and from Hugging Face GPT-2 and Llama
+    hf_source.py    a Hugging Face model by id or folder: its files, revision and tokenizer
 
 Nothing here knows studies, tracking or training.
 """

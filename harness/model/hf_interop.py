@@ -125,17 +125,35 @@ def _architecture(hf_model):
 
 def from_hf(hf_model) -> GPT:
     """An ablate GPT with the weights of a GPT2LMHeadModel or LlamaForCausalLM."""
-    make_config, correspondences = _architecture(hf_model)
-    cfg = make_config(hf_model.config)
-    model = GPT(cfg)
+    make_config, _ = _architecture(hf_model)
+    model = GPT(make_config(hf_model.config))
+    load_hf_weights(model, hf_model)
+    return model.eval()
+
+
+def load_hf_weights(model: GPT, hf_model) -> None:
+    """Copy a Hugging Face model's weights into `model`, an ablate GPT of the matching
+    architecture whose context may be shorter (a learned position table keeps its first rows)."""
+    _, correspondences = _architecture(hf_model)
+    cfg = model.cfg
     theirs = hf_model.state_dict()
     ours = {c.ours: c.to_ours(theirs) for c in correspondences(cfg)}
+    if "position.table.weight" in ours:
+        ours["position.table.weight"] = ours["position.table.weight"][: cfg.context_length]
     missing, unexpected = model.load_state_dict(ours, strict=False)
     # the tied head is the embedding: nothing else may be left unloaded
     missing = [name for name in missing if not (cfg.tie_embeddings and name == "lm_head.weight")]
     if missing or unexpected:
         raise AblateError(f"weights did not line up: missing {missing}, unexpected {unexpected}")
-    return model.eval()
+
+
+def config_from_hf(hf_config) -> ModelConfig:
+    """The ablate configuration of a Hugging Face GPT-2 or Llama configuration."""
+    architectures = [name for name in hf_config.architectures or [] if name in _ARCHITECTURES]
+    if not architectures:
+        raise AblateError(f"cannot start from a {', '.join(hf_config.architectures or [hf_config.model_type])}; "
+                          f"supported: {', '.join(_ARCHITECTURES)}")
+    return _ARCHITECTURES[architectures[0]][0](hf_config)
 
 
 def to_hf(model: GPT, hf_model) -> None:

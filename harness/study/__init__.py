@@ -4,6 +4,7 @@
     paths.py      dotted paths (model.norm, train.lr) into nested settings: arms, --set, profiles
     plan.py       arms x seeds (x scales) -> RunSpecs (one per run), the data they need, a time estimate
     matching.py   `match: params`: the baseline's parameter count for every arm
+    staging.py    `init_from: {study, arm, seed}`: the checkpoint of another study's run
     ledger.py     the queue: every planned run an Optuna trial that workers claim
     tuning.py     per-arm tuning with Optuna before the comparison
     lifecycle.py  one run, opened to ended, the same for a comparison run and a tuning trial

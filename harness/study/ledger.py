@@ -17,12 +17,15 @@ waiting trial to one worker); the default sqlite file suits one machine.
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import hashlib
 import json
 import os
 import socket
 import time
 import warnings
+from pathlib import Path
 from typing import Callable
 
 from harness.environment import process_alive
@@ -30,7 +33,7 @@ from harness.errors import AblateError
 from harness.redaction import error_line, redact
 from harness.run_state import RunState
 from harness.spec import RunSpec
-from harness.sqlite_store import create_whole
+from harness.sqlite_store import create_whole, sqlite_file
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 HEARTBEAT_SECONDS = int(os.environ.get("ABLATE_HEARTBEAT_INTERVAL", "10"))
@@ -47,16 +50,47 @@ def open_storage(url: str):
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    database = sqlite_file(url)
+    storage = RDBStorage
+    if database is not None:
+        storage = functools.partial(_claim_once_storage(), database.with_name(database.name + ".claims.lock"))
     try:
         create_whole(url, lambda private: RDBStorage(private, engine_kwargs=engine))
-        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+        return storage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                       heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
     except ModuleNotFoundError as err:
         raise AblateError(f"the Optuna storage {redact(url)} needs the Python package '{err.name}' "
                           "(for PostgreSQL: pip install 'ablate[dist]')") from None
     except Exception as err:
         raise AblateError(f"the Optuna storage {redact(url)} is unreachable ({error_line(err, 200)}); "
                           "check --storage") from None
+
+
+def _claim_once_storage():
+    from optuna.storages import RDBStorage
+    from optuna.trial import TrialState
+
+    class ClaimOnce(RDBStorage):
+        """An sqlite ledger whose workers claim a waiting trial one at a time.
+
+        Optuna claims a waiting trial by reading its state and then setting it to RUNNING,
+        relying on SELECT ... FOR UPDATE, which sqlite lacks: two workers could both read
+        WAITING and both train the run, into the same MLflow run (seen with `--jobs 2`). A lock
+        file beside the database makes the read and the write one step; sqlite is on one
+        machine, so a local lock covers every worker."""
+
+        def __init__(self, lock_path: Path, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.lock_path = lock_path
+
+        def set_trial_state_values(self, trial_id, state, values=None):
+            if state != TrialState.RUNNING:
+                return super().set_trial_state_values(trial_id, state, values)
+            with open(self.lock_path, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+                return super().set_trial_state_values(trial_id, state, values)
+
+    return ClaimOnce
 
 
 def worker_name() -> str:

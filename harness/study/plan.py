@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import pydantic
@@ -26,6 +26,7 @@ from harness.study.paths import set_run_field
 from harness.study.schema import Arm, StudySpec
 from harness.training.faults import is_out_of_memory
 from harness.training.optim import make_optimizer
+from harness.training.starting_point import StartingPoint, starting_point
 from harness.training.trainer import resolve_device
 
 
@@ -107,21 +108,50 @@ def plan_record(study: StudySpec, runs: list[RunSpec], study_file: str) -> dict:
 
 
 def resolve(study: StudySpec, where: str = "study", tuned: dict[str, dict[str, Any]] | None = None,
-            counts: dict[str, int] | None = None) -> tuple[list[RunSpec], dict]:
-    """The runs of `expand`, complete with their sources, and the datasets they train on."""
-    runs = expand(study, where, tuned, counts)
-    datasets = check_data(runs)
-    return with_sources(runs, datasets), datasets
+            counts: dict[str, int] | None = None,
+            locate: Callable[[RunSpec], RunSpec] | None = None) -> tuple[list[RunSpec], dict]:
+    """The runs of `expand`, complete (see `complete`), and the datasets they train on."""
+    return complete(expand(study, where, tuned, counts), locate)
 
 
-def with_sources(specs: list[RunSpec], datasets: dict) -> list[RunSpec]:
+def complete(specs: list[RunSpec], locate: Callable[[RunSpec], RunSpec] | None = None) -> tuple[list[RunSpec], dict]:
+    """The runs with their starting points found (`locate` turns another study's run into its
+    checkpoint), the architecture a Hugging Face start brings, their data loaded and checked,
+    and their sources filled in; and the datasets by `dataset_key`."""
+    specs = [locate(spec) if locate else spec for spec in specs]
+    starts = {spec.train.init_from: None for spec in specs if spec.train.init_from}
+    for init_from in starts:
+        starts[init_from] = starting_point(init_from)
+    specs = [with_start_model(spec, starts) for spec in specs]
+    datasets = check_data(specs, starts)
+    return with_sources(specs, datasets, starts), datasets
+
+
+def with_start_model(spec: RunSpec, starts: dict[str, StartingPoint]) -> RunSpec:
+    if not spec.train.init_from:
+        return spec
+    try:
+        return spec.model_copy(update={"model": starts[spec.train.init_from].model_for(spec.model)})
+    except AblateError as err:
+        raise AblateError(f"arm '{spec.arm}': {err}") from None
+
+
+def dataset_key(spec: RunSpec) -> str:
+    """Runs that share this key train on the same tokens: the same data, the same tokenizer."""
+    return spec.data.model_dump_json() + "|" + str(spec.train.init_from or "")
+
+
+def with_sources(specs: list[RunSpec], datasets: dict, starts: dict[str, StartingPoint]) -> list[RunSpec]:
     """The runs with what decides their numbers beyond their configuration made part of their
-    identity: the data's content hash, the tokenizer's, and the code of every plugin variant
-    they use (ablate's own code is covered by the version recorded on every run)."""
+    identity: the data's content hash, the tokenizer's, the starting weights', and the code of
+    every plugin variant they use (ablate's own code is covered by the version recorded on
+    every run)."""
     resolved = []
     for spec in specs:
-        dataset = datasets[spec.data.model_dump_json()]
+        dataset = datasets[dataset_key(spec)]
         sources = {"data": dataset.metadata.get("sha256", ""), "tokenizer": dataset.tokenizer.fingerprint()}
+        if spec.train.init_from:
+            sources["init_from"] = starts[spec.train.init_from].identity
         for slot, name in spec.variants():
             code = lookup(slot, name).code
             if code:
@@ -130,15 +160,16 @@ def with_sources(specs: list[RunSpec], datasets: dict) -> list[RunSpec]:
     return resolved
 
 
-def check_data(specs: list[RunSpec]) -> dict:
-    """Load each distinct dataset once, before any training: a missing file, a context longer
-    than the data or a vocabulary smaller than the tokenizer's fails here. Returns the
-    datasets by their configuration (as JSON)."""
+def check_data(specs: list[RunSpec], starts: dict[str, StartingPoint]) -> dict:
+    """Load each distinct dataset once, before any training, with the tokenizer of the run's
+    starting point if it has one: a missing file, a context longer than the data or a
+    vocabulary smaller than the tokenizer's fails here. Returns the datasets by `dataset_key`."""
     datasets = {}
     for spec in specs:
-        key = spec.data.model_dump_json()
+        key = dataset_key(spec)
         if key not in datasets:
-            datasets[key] = load_dataset(spec.data)
+            start = starts.get(spec.train.init_from) if spec.train.init_from else None
+            datasets[key] = load_dataset(spec.data, start.tokenizer if start else None)
         try:
             datasets[key].check_context(spec.model.context_length)
             spec.model.for_vocabulary(datasets[key].vocab_size)
@@ -186,7 +217,7 @@ def estimate(specs: list[RunSpec], datasets: dict, settled: set[str]) -> pd.Data
         first.setdefault(spec.arm, spec)
     rows = []
     for spec in first.values():
-        vocab = datasets[spec.data.model_dump_json()].vocab_size
+        vocab = datasets[dataset_key(spec)].vocab_size
         with torch.device("meta"):
             model = GPT(spec.model.for_vocabulary(vocab))
         rows.append({

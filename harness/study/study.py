@@ -24,7 +24,7 @@ import torch
 from rich.console import Console
 
 from harness.errors import AblateError
-from harness.progress import RunProgress, make_progress
+from harness.progress import make_progress
 from harness.redaction import redact
 from harness.registry import load_plugin
 from harness.report import build_report
@@ -33,13 +33,15 @@ from harness.spec import RunSpec
 from harness.study import launch
 from harness.study.clean import CleanResult, clean_runs
 from harness.study.ledger import DEFAULT_STORAGE, Ledger, plan_id
-from harness.study.plan import estimate, plan_record, resolve
+from harness.study.lifecycle import RunOutcome, train_tracked
+from harness.study.plan import complete, estimate, plan_record, resolve
 from harness.study.schema import StudySpec, load_study
 from harness.study.slurm import SlurmSettings, submit_workers
+from harness.study.staging import StudyRuns
 from harness.study.status import StudyStatus, study_status
 from harness.study.worker import WorkerOutcome, work
-from harness.tracking.tracker import Tracker, tracking_store_exists
-from harness.training.trainer import CHECKPOINT_NAME, Trainer, TrainResult, resolve_device
+from harness.tracking.tracker import RUN_KIND, Tracker, tracking_store_exists
+from harness.training.trainer import CHECKPOINT_NAME, resolve_device
 
 
 class Study:
@@ -57,7 +59,8 @@ class Study:
         self.reports_dir = reports_dir
         self.console = console
         self._tuned: dict | None = None  # each arm's best tuned settings, once tuned
-        self.runs, self.datasets = resolve(spec, str(file))
+        self.locate = StudyRuns(self.storage, self.runs_dir)  # the runs of other studies that runs start from
+        self.runs, self.datasets = resolve(spec, str(file), locate=self.locate)
         # this configuration's ledger; taken before tuning, which changes the runs' keys
         self.plan_id = plan_id(self.runs, spec.tune.model_dump_json() if spec.tune else "")
 
@@ -117,7 +120,7 @@ class Study:
         if not self.spec.sequential:
             return self.runs
         counts = {arm.name: self.spec.sequential.max_seeds for arm in self.spec.arm_list()}
-        return resolve(self.spec, str(self.file), self._tuned, counts)[0]
+        return resolve(self.spec, str(self.file), self._tuned, counts, self.locate)[0]
 
     # ---- running it --------------------------------------------------------------------------
 
@@ -177,7 +180,7 @@ class Study:
                     break
                 added = [arm for arm, count in counts.items() if count > self._counts()[arm]]
                 self.console.print(f"verdicts not settled yet: adding a seed to {', '.join(added)}")
-                self.runs, self.datasets = resolve(self.spec, str(self.file), self._tuned, counts)
+                self.runs, self.datasets = resolve(self.spec, str(self.file), self._tuned, counts, self.locate)
                 if jobs > 1:
                     workers = self._start_workers(jobs)
         except BaseException:
@@ -215,21 +218,34 @@ class Study:
         return launch.start_workers(jobs, self.file, self.overrides, self.plugins, self.profile, self.tracker.uri,
                                     self.storage, self.runs_dir)
 
-    def train_one(self, seed: int | None = None, fresh: bool = False) -> tuple[TrainResult, Path]:
-        """Train the study's single run (a study of one arm) without the ledger or MLflow;
-        returns its result and checkpoint. It resumes from its checkpoint unless `fresh`."""
+    def train_one(self, seed: int | None = None, fresh: bool = False) -> tuple[RunOutcome, Path]:
+        """Train the study's single run (a study of one arm), tracked in MLflow like a one-arm
+        study: its experiment, a parent run with the plan, the run with the same params, tags and
+        artifacts (`ablate report` reads it back). No ledger. A run MLflow holds settled is not
+        trained again (`outcome.trained` is False). It resumes from its checkpoint unless
+        `fresh`. Returns the outcome and the checkpoint's path."""
         if len(self.spec.arm_list()) > 1:
             raise AblateError(f"{self.file} has {len(self.spec.arm_list())} arms; `ablate train` runs one, "
                               "`ablate run` a study")
-        spec = self.runs[0] if seed is None else self.runs[0].model_copy(update={"seed": seed})
+        spec = self.runs[0]
+        if seed is not None and seed != spec.seed:
+            spec = complete([spec.model_copy(update={"seed": seed})], self.locate)[0][0]
         run_dir = self.runs_dir / self.name / spec.key()
-        trainer_checkpoint = run_dir / CHECKPOINT_NAME
         if fresh:
-            trainer_checkpoint.unlink(missing_ok=True)
-        with make_progress(self.console) as progress:
-            bar = RunProgress(progress, f"{self.name} seed {spec.seed}", spec.train.steps)
-            result = Trainer(spec, run_dir, bar).run()
-        return result, trainer_checkpoint
+            (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+        tracker = self.tracker
+        self._send_kept()
+        parent = tracker.start_study(tracker.experiment_id(self.name), self.spec, 1, str(self.file))
+        try:
+            tracker.record_plan(parent, plan_record(self.spec, [spec], str(self.file)))
+            with make_progress(self.console) as progress:
+                outcome = train_tracked(spec, run_dir, tracker, parent, progress, kind=RUN_KIND)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the store may be what failed
+                tracker.end_study(parent, "KILLED")
+            raise
+        tracker.patiently(lambda: tracker.end_study(parent), "ending the study")
+        return outcome, run_dir / CHECKPOINT_NAME
 
     def work(self) -> WorkerOutcome:
         """Be one worker of a study that `run` planned: help tune it (when it tunes), then
@@ -240,7 +256,7 @@ class Study:
             from harness.study.tuning import tune_all
 
             with make_progress(self.console) as progress:
-                tune_all(self.spec, ledger.storage, tracker, ledger.parent_run_id(), self.runs_dir, progress)
+                tune_all(self.spec, ledger.storage, tracker, ledger.parent_run_id(), self.runs_dir, progress, self.locate)
         ledger.wait_until_planned()
         if self.spec.tune:
             self._use_best_settings()
@@ -262,14 +278,14 @@ class Study:
             self.console.print("waiting for the workers to tune every arm")
             wait_for_tuning(self.spec, self.ledger.storage)
         with make_progress(self.console) as progress:  # what is left: all of it here, or a dead worker's trial
-            tune_all(self.spec, self.ledger.storage, self.tracker, parent_run_id, self.runs_dir, progress)
+            tune_all(self.spec, self.ledger.storage, self.tracker, parent_run_id, self.runs_dir, progress, self.locate)
         self._use_best_settings()
 
     def _use_best_settings(self) -> None:
         from harness.study.tuning import best_settings
 
         self._tuned = best_settings(self.spec, self.ledger.storage)
-        self.runs, self.datasets = resolve(self.spec, str(self.file), self._tuned)
+        self.runs, self.datasets = resolve(self.spec, str(self.file), self._tuned, locate=self.locate)
 
     def _send_kept(self) -> None:
         """Send what runs kept on disk while the tracking store was unreachable."""

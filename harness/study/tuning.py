@@ -20,7 +20,7 @@ from harness.errors import AblateError
 from harness.run_state import RunState
 from harness.study.ledger import release_dead_local_claims, worker_name
 from harness.study.lifecycle import RunPruned, train_tracked
-from harness.study.plan import arm_spec, check_data, with_sources
+from harness.study.plan import arm_spec, complete
 from harness.study.schema import Arm, StudySpec, TuneSettings
 from harness.tracking.tracker import TUNE_KIND, Tracker
 from harness.training.observer import Observer
@@ -139,8 +139,10 @@ def tuning_study_name(study: StudySpec, arm: str) -> str:
     return f"ablate:{study.name}:tune:{arm}"
 
 
-def tune_arm(study: StudySpec, arm: Arm, storage, tracker: Tracker, parent_run_id: str, runs_dir: Path, progress):
-    """Run the arm's remaining trials; returns its Optuna study."""
+def tune_arm(study: StudySpec, arm: Arm, storage, tracker: Tracker, parent_run_id: str, runs_dir: Path, progress,
+             locate=None):
+    """Run the arm's remaining trials; returns its Optuna study. `locate` finds the checkpoint of
+    another study's run that the arm starts from (harness.study.staging)."""
     optuna = _optuna()
     settings = study.tune
     base = arm_spec(study, arm)
@@ -158,7 +160,7 @@ def tune_arm(study: StudySpec, arm: Arm, storage, tracker: Tracker, parent_run_i
         trial.set_user_attr("origin", origin)
         values = suggest(trial, settings)
         spec = arm_spec(study, arm, "tune", values).model_copy(update={"seed": settings.seed})
-        [spec] = with_sources([spec], check_data([spec]))
+        [spec], _ = complete([spec], locate)
         try:
             outcome = train_tracked(
                 spec, runs_dir / study.name / "tune" / f"{spec.key()}-{origin}", tracker, parent_run_id, progress,
@@ -222,9 +224,10 @@ def best_settings(study: StudySpec, storage) -> dict[str, dict[str, Any]]:
     return best
 
 
-def tune_all(study: StudySpec, storage, tracker: Tracker, parent_run_id: str, runs_dir: Path, progress) -> dict:
+def tune_all(study: StudySpec, storage, tracker: Tracker, parent_run_id: str, runs_dir: Path, progress,
+             locate=None) -> dict:
     """Tune every arm with the same budget, then return their best settings."""
     tracker.set_experiment_tag(tracker.experiment_id(study.name), "ablate.tuned", ",".join(study.tune.space))
     for arm in study.arm_list():
-        tune_arm(study, arm, storage, tracker, parent_run_id, runs_dir, progress)
+        tune_arm(study, arm, storage, tracker, parent_run_id, runs_dir, progress, locate)
     return best_settings(study, storage)

@@ -8,6 +8,30 @@ import pydantic
 from pydantic import Field
 
 
+class LoraConfig(pydantic.BaseModel):
+    """Low-rank adapters (Hu et al. 2021) on the chosen linear layers of every block; the rest of
+    the model is frozen. W + (alpha / rank) B A, with B zero at the start."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    rank: int = Field(8, gt=0, le=4096, description="rank r of each adapter")
+    alpha: float = Field(16.0, gt=0, description="scale: the update is alpha / rank x B A")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter's input")
+    targets: list[Literal["attention", "mlp"]] = Field(
+        ["attention", "mlp"], min_length=1, description="which linear layers of each block get adapters")
+
+
+class StudyRun(pydantic.BaseModel):
+    """The final checkpoint of another study's run, e.g. `{study: addition_pretrain, arm: base,
+    seed: same}`: with `seed: same`, each seed starts from the run of the same seed."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    study: str = Field(min_length=1, max_length=100, description="the other study's name")
+    arm: str = Field("base", min_length=1, description="its arm")
+    seed: int | Literal["same"] = Field("same", description="its seed, or `same`: the seed of the run it starts")
+
+
 class TrainConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
@@ -35,7 +59,11 @@ class TrainConfig(pydantic.BaseModel):
     threads: int | None = Field(
         None, gt=0, description="CPU threads of this run's process; default PyTorch's (one per core), or the "
                                 "process's share of the cores when several workers share a machine")
-    init_from: str | None = Field(None, description="checkpoint whose weights (and tokenizer) start this run")
+    init_from: str | StudyRun | None = Field(
+        None, description="where the weights start: an ablate checkpoint's path, hf:<model id or folder> (a Hugging "
+                          "Face GPT-2 or Llama model, its architecture and tokenizer with it), or another study's "
+                          "run {study, arm, seed}; default: random initialisation")
+    lora: LoraConfig | None = Field(None, description="train low-rank adapters on a frozen model instead of every weight")
 
     @pydantic.model_validator(mode="after")
     def _warmup_fits(self):

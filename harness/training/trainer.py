@@ -21,13 +21,15 @@ from harness.errors import AblateError
 from harness.model.gpt import GPT
 from harness.run_state import RunState
 from harness.spec import RunSpec
-from harness.training.checkpoint import load_checkpoint, save_checkpoint, tokenizer_of
+from harness.training.checkpoint import load_checkpoint, save_checkpoint
 from harness.training.distributed import DataParallel
 from harness.training.faults import out_of_memory_fails_the_run
 from harness.training.interrupt import deferred_interrupt
+from harness.training.lora import merge_lora, trainable_parameters, with_lora
 from harness.training.observer import Observer
 from harness.training.optim import lr_at, make_optimizer
 from harness.training.slowdown import SlowdownWatch
+from harness.training.starting_point import starting_point
 from harness.training.throughput import mfu
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -84,23 +86,25 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = self.cfg.tf32
             torch.backends.cudnn.allow_tf32 = self.cfg.tf32
 
-        start_from = load_checkpoint(self.cfg.init_from) if self.cfg.init_from else None
-        tokenizer = tokenizer_of(self.cfg.init_from, start_from) if start_from else None
-        self.dataset = load_dataset(spec.data, tokenizer)
+        self.start = starting_point(self.cfg.init_from) if self.cfg.init_from else None
+        self.dataset = load_dataset(spec.data, self.start.tokenizer if self.start else None)
         try:
             self.dataset.check_context(spec.model.context_length)
         except ValueError as err:
             raise AblateError(f"data: {err}") from None
 
         try:
-            model_cfg = spec.model.for_vocabulary(self.dataset.vocab_size)
+            model_cfg = self.start.model_for(spec.model) if self.start else spec.model
+            model_cfg = model_cfg.for_vocabulary(self.dataset.vocab_size)
         except ValueError as err:
             raise AblateError(str(err)) from None
         torch.manual_seed(spec.seed)
         with out_of_memory_fails_the_run("setting up the run"):
             self.model = GPT(model_cfg).to(self.device)
-            if start_from:
-                self._load_weights(start_from)
+            if self.start:
+                self.start.load(self.model)
+            self.adapters = with_lora(self.model, self.cfg.lora) if self.cfg.lora else None
+            self.trainable = trainable_parameters(self.model)  # counted before the adapters are merged
             self.optimizer = make_optimizer(self.model, self.cfg, self.device)
             self.eval_batches = self.dataset.eval_batches(self.cfg.batch_size, model_cfg.context_length)
         self.data_rng = torch.Generator().manual_seed(spec.seed)
@@ -109,15 +113,6 @@ class Trainer:
         self.step_model = self.parallel.wrap(torch.compile(self.model) if self.compiled else self.model)
         self.flops_per_token = self.model.flops_per_token()
         self.slowdown = SlowdownWatch()
-
-    def _load_weights(self, start_from: dict) -> None:
-        try:
-            self.model.load_state_dict(start_from["model"])
-        except KeyError:
-            raise AblateError(f"train.init_from {self.cfg.init_from}: the checkpoint holds no weights") from None
-        except RuntimeError as err:
-            first = str(err).strip().splitlines()[:3]
-            raise AblateError(f"train.init_from {self.cfg.init_from}: its weights do not fit this model: {' '.join(first)}") from None
 
     def _autocast_dtype(self) -> torch.dtype | None:
         wanted = self.cfg.dtype
@@ -154,8 +149,9 @@ class Trainer:
             "execution_optimizer": "AdamW (fused)" if self.optimizer.defaults.get("fused") else "AdamW",
             "vocab_size": self.dataset.vocab_size,
             "params": self.model.num_parameters(), "params_non_embedding": self.model.num_parameters(non_embedding=True),
+            "params_trainable": self.trainable,
             "flops_per_token": self.flops_per_token, "tokens_per_step": self.tokens_per_step,
-            **references, **data,
+            **references, **data, **(self.start.record if self.start else {}),
         }
 
     @property
@@ -170,6 +166,7 @@ class Trainer:
         self.observer.before_checkpoint(step, self.checkpoint_path)
         save_checkpoint(self.checkpoint_path, {
             "step": step, "spec": self.spec.model_dump(mode="json"),
+            "lora_merged": self.adapters is None and self.cfg.lora is not None,
             "model_config": self.model.cfg.model_dump(mode="json"),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "tokenizer": self.dataset.tokenizer.state(),
@@ -180,8 +177,11 @@ class Trainer:
 
     def _restore(self) -> tuple[int, list[dict], LoopState]:
         state = load_checkpoint(self.checkpoint_path)
+        if state.get("lora_merged"):  # the run's end, saved as plain weights: nothing is left to train
+            self._merge_adapters()
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if not state.get("lora_merged"):
+            self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         self.data_rng.set_state(state["data_rng"])
         if state["cuda_rng"]:
@@ -285,6 +285,8 @@ class Trainer:
                     self.observer.on_metrics(step, metrics)
                     timer_start, timer_steps = time.perf_counter(), 0
                 stop = interrupted()
+                if last:  # the final checkpoint holds plain weights: generation and fine-tuning need no adapters
+                    self._merge_adapters()
                 if (self.checkpoint_every and step % self.checkpoint_every == 0) or last or stop:
                     wall = earlier_wall + time.perf_counter() - wall_start
                     self._save(step, history, LoopState(float(interval_loss), interval_count, start_loss, wall))
@@ -299,6 +301,11 @@ class Trainer:
         final["avg_tokens_per_s"] = step * self.tokens_per_step / final["wall_time_s"]
         final["steps_trained"] = trained_steps
         return TrainResult(status, reason, step, final, history, info)
+
+    def _merge_adapters(self) -> None:
+        if self.adapters is not None:
+            self.model = merge_lora(self.adapters)
+            self.adapters = None
 
     def _divergence(self, train_loss: float, start_loss: float) -> str:
         if not math.isfinite(train_loss):

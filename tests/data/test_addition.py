@@ -1,8 +1,10 @@
 """The addition task."""
 
+import pytest
 import torch
 
 from harness.data import DataConfig, load_dataset
+from harness.errors import AblateError
 
 
 def _task(digits=2):
@@ -33,3 +35,10 @@ def test_context_too_short_for_the_rows_is_refused():
 
     with pytest.raises(ValueError, match="context_length >= 12"):
         _task(digits=3).check_context(8)
+
+
+def test_a_split_without_operand_pairs_is_refused_instead_of_sampled_forever():
+    with pytest.raises(AblateError, match="leaves none of them for validation"):
+        load_dataset(DataConfig(dataset={"name": "addition", "digits": 1}))
+    with pytest.raises(AblateError, match="leaves all of them for validation"):
+        load_dataset(DataConfig(dataset={"name": "addition", "digits": 1, "val_fraction": 0.99}))
