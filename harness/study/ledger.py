@@ -53,7 +53,7 @@ def open_storage(url: str):
     database = sqlite_file(url)
     storage = RDBStorage
     if database is not None:
-        storage = functools.partial(_claim_once_storage(), database.with_name(database.name + ".claims.lock"))
+        storage = functools.partial(_claim_once_storage(), database)
     try:
         create_whole(url, lambda private: RDBStorage(private, engine_kwargs=engine))
         return storage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
@@ -75,18 +75,19 @@ def _claim_once_storage():
 
         Optuna claims a waiting trial by reading its state and then setting it to RUNNING,
         relying on SELECT ... FOR UPDATE, which sqlite lacks: two workers could both read
-        WAITING and both train the run, into the same MLflow run (seen with `--jobs 2`). A lock
-        file beside the database makes the read and the write one step; sqlite is on one
-        machine, so a local lock covers every worker."""
+        WAITING and both train the run, into the same MLflow run (seen with `--jobs 2`). An
+        flock on the database file makes the read and the write one step (sqlite's own locks
+        are POSIX record locks, which an flock does not touch); sqlite is on one machine, so a
+        local lock covers every worker."""
 
-        def __init__(self, lock_path: Path, *args, **kwargs):
+        def __init__(self, database: Path, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.lock_path = lock_path
+            self.database = database
 
         def set_trial_state_values(self, trial_id, state, values=None):
             if state != TrialState.RUNNING:
                 return super().set_trial_state_values(trial_id, state, values)
-            with open(self.lock_path, "a") as lock:
+            with open(self.database, "rb") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
                 return super().set_trial_state_values(trial_id, state, values)
 

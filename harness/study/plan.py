@@ -24,7 +24,7 @@ from harness.registry import lookup
 from harness.spec import RunSpec
 from harness.study.paths import set_run_field
 from harness.study.schema import Arm, StudySpec
-from harness.training.faults import is_out_of_memory
+from harness.training.faults import RunFailed, is_out_of_memory
 from harness.training.optim import make_optimizer
 from harness.training.starting_point import StartingPoint, starting_point
 from harness.training.trainer import resolve_device
@@ -119,9 +119,13 @@ def complete(specs: list[RunSpec], locate: Callable[[RunSpec], RunSpec] | None =
     checkpoint), the architecture a Hugging Face start brings, their data loaded and checked,
     and their sources filled in; and the datasets by `dataset_key`."""
     specs = [locate(spec) if locate else spec for spec in specs]
-    starts = {spec.train.init_from: None for spec in specs if spec.train.init_from}
-    for init_from in starts:
-        starts[init_from] = starting_point(init_from)
+    starts = {}
+    for spec in specs:
+        if spec.train.init_from and spec.train.init_from not in starts:
+            try:
+                starts[spec.train.init_from] = starting_point(spec.train.init_from)
+            except RunFailed as err:  # an unusable checkpoint: nothing of the study trains
+                raise AblateError(f"arm '{spec.arm}': train.init_from: {err}") from None
     specs = [with_start_model(spec, starts) for spec in specs]
     datasets = check_data(specs, starts)
     return with_sources(specs, datasets, starts), datasets

@@ -24,7 +24,7 @@ import torch
 from rich.console import Console
 
 from harness.errors import AblateError
-from harness.progress import make_progress
+from harness.progress import RunProgress, make_progress
 from harness.redaction import redact
 from harness.registry import load_plugin
 from harness.report import build_report
@@ -41,7 +41,8 @@ from harness.study.staging import StudyRuns
 from harness.study.status import StudyStatus, study_status
 from harness.study.worker import WorkerOutcome, work
 from harness.tracking.tracker import RUN_KIND, Tracker, tracking_store_exists
-from harness.training.trainer import CHECKPOINT_NAME, resolve_device
+from harness.training.distributed import world_size
+from harness.training.trainer import CHECKPOINT_NAME, Trainer, resolve_device
 
 
 class Study:
@@ -223,7 +224,8 @@ class Study:
         study: its experiment, a parent run with the plan, the run with the same params, tags and
         artifacts (`ablate report` reads it back). No ledger. A run MLflow holds settled is not
         trained again (`outcome.trained` is False). It resumes from its checkpoint unless
-        `fresh`. Returns the outcome and the checkpoint's path."""
+        `fresh`. Under data parallelism (torchrun, srun) it is not tracked: every process trains,
+        and none may open MLflow runs of its own. Returns the outcome and the checkpoint's path."""
         if len(self.spec.arm_list()) > 1:
             raise AblateError(f"{self.file} has {len(self.spec.arm_list())} arms; `ablate train` runs one, "
                               "`ablate run` a study")
@@ -233,6 +235,11 @@ class Study:
         run_dir = self.runs_dir / self.name / spec.key()
         if fresh:
             (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+        if world_size() > 1:  # every data-parallel process trains; none opens MLflow runs of its own
+            with make_progress(self.console) as progress:
+                result = Trainer(spec, run_dir, RunProgress(progress, f"{self.name} seed {spec.seed}",
+                                                            spec.train.steps)).run()
+            return RunOutcome(result.status, result.metrics, reason=result.reason), run_dir / CHECKPOINT_NAME
         tracker = self.tracker
         self._send_kept()
         parent = tracker.start_study(tracker.experiment_id(self.name), self.spec, 1, str(self.file))

@@ -167,7 +167,15 @@ class Tracker:
             return experiment.experiment_id
         if not create:
             return None
-        return self.client.create_experiment(name)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(name)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            # another first run of the study created it a moment ago
+            return self.client.get_experiment_by_name(name).experiment_id
 
     def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
         """Set a tag of the study's experiment. Workers that finish together may set the same

@@ -18,7 +18,7 @@ from harness.errors import AblateError
 
 class DataParallel:
     def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.world = world_size()
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if self.world > 1 and not dist.is_initialized():
@@ -61,3 +61,8 @@ class DataParallel:
             return model
         device = next(model.parameters()).device
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def world_size() -> int:
+    """How many data-parallel processes this one is part of (torchrun and srun set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))

@@ -22,8 +22,6 @@ arms:
     set: {train: {lr: 1.0e+6, grad_clip: 0}}
   - name: out_of_memory  # a 640 GB embedding table: within the size limits, beyond any machine's memory
     set: {model: {vocab_size: 10000000000}}
-  - name: missing_checkpoint
-    set: {train: {init_from: gone/checkpoint.pt}}
 seeds: 1
 report: {baseline: healthy}
 """
@@ -38,8 +36,7 @@ def test_a_faulty_run_is_marked_with_its_reason_and_the_study_goes_on(tmp_path):
 
     runs = {run.data.tags["arm"]: run for run in arm_runs(uri, "faulty")}
     assert runs["healthy"].info.status == "FINISHED" and runs["healthy"].data.tags["state"] == "finished"
-    expected = {"nan_loss": ("diverged", "training loss"), "out_of_memory": ("failed", "out of memory"),
-                "missing_checkpoint": ("failed", "gone/checkpoint.pt does not exist")}
+    expected = {"nan_loss": ("diverged", "training loss"), "out_of_memory": ("failed", "out of memory")}
     for arm, (state, reason) in expected.items():
         tags = runs[arm].data.tags
         assert runs[arm].info.status == "FAILED" and tags["state"] == state, (arm, tags)
@@ -51,13 +48,22 @@ def test_a_faulty_run_is_marked_with_its_reason_and_the_study_goes_on(tmp_path):
     summary = pd.read_csv(tmp_path / "reports" / "faulty" / "summary.csv").set_index("arm")
     assert summary.loc["out_of_memory", "failed"] == 1 and summary.loc["nan_loss", "diverged"] == 1
     report = (tmp_path / "reports" / "faulty" / "report.md").read_text()
-    assert "missing_checkpoint seed 0 failed: checkpoint gone/checkpoint.pt does not exist" in report
+    assert "out_of_memory seed 0 failed: " in report
 
     # failed runs are tried again by the next `ablate run`; finished and diverged ones are not
     again = ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri)
     assert again.returncode == 0, again.stderr
-    assert "4 runs planned, 2 queued" in again.stderr
-    assert len(arm_runs(uri, "faulty")) == 4  # retried in their own MLflow runs, not new ones
+    assert "3 runs planned, 1 queued" in again.stderr
+    assert len(arm_runs(uri, "faulty")) == 3  # retried in their own MLflow runs, not new ones
+
+
+def test_a_missing_starting_checkpoint_stops_the_study_before_anything_trains(tmp_path):
+    (tmp_path / "study.yaml").write_text(STUDY.replace("set: {train: {lr: 1.0e+6, grad_clip: 0}}",
+                                                       "set: {train: {init_from: gone/checkpoint.pt}}"))
+    result = ablate(tmp_path, "run", "study.yaml")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "arm 'nan_loss': train.init_from: checkpoint gone/checkpoint.pt does not exist" in result.stderr
+    assert not (tmp_path / "runs").exists()
     FAULTS["runs interrupted"] += 3
 
 

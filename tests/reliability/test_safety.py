@@ -143,10 +143,12 @@ def test_a_damaged_checkpoint_is_named_with_what_to_do(tmp_path):
     assert ablate(tmp_path, "train", "run.yaml").returncode == 0
     [checkpoint] = tmp_path.glob("runs/one/*/checkpoint.pt")
     checkpoint.write_bytes(os.urandom(4096))
-    for _ in range(2):  # and again: the message does not change, and says how to get out
-        result = ablate(tmp_path, "train", "run.yaml")
+    # a fresh tracking store each time: for the store the first holds, the run is finished already
+    for attempt in range(2):  # and again: the message does not change, and says how to get out
+        result = ablate(tmp_path, "train", "run.yaml", "--tracking-uri", f"sqlite:///{tmp_path}/other{attempt}.db")
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert f"checkpoint {checkpoint.relative_to(tmp_path)} cannot be read: it is damaged" in result.stderr
         assert "Delete it to start its run again" in result.stderr and "weights_only" not in result.stderr
     checkpoint.unlink()
-    assert ablate(tmp_path, "train", "run.yaml").returncode == 0, "deleting it restarts the run"
+    restarted = ablate(tmp_path, "train", "run.yaml", "--tracking-uri", f"sqlite:///{tmp_path}/other2.db")
+    assert restarted.returncode == 0 and "finished after 4 steps" in restarted.stdout, "deleting it restarts the run"
