@@ -12,6 +12,7 @@ import functools
 import json
 import numbers
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -44,8 +45,13 @@ ReportsDirOption = Annotated[Path, typer.Option(help="folder for reports")]
 StudyArgument = Annotated[str, typer.Argument(help="study name (the MLflow experiment) or study file")]
 
 
-class Interrupted(Exception):
-    """Ctrl-C in a long command; carried past typer, which would turn it into a bare 'Aborted!'."""
+class Stopped(Exception):
+    """A stop request (Ctrl-C, SIGTERM) in a long command; carried past typer, which would turn
+    it into a bare 'Aborted!'."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def interruptible(command):
@@ -53,14 +59,16 @@ def interruptible(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except KeyboardInterrupt:
-            raise Interrupted from None
+        except KeyboardInterrupt as err:
+            raise Stopped(getattr(err, "signum", signal.SIGINT)) from None
 
     return wrapper
 
 
 def _console() -> Console:
-    return Console(stderr=True)
+    from harness.notices import make_console
+
+    return make_console()
 
 
 def _study_name(study: str) -> str:
@@ -230,6 +238,8 @@ def run(
     slurm_gpus_per_job: Annotated[int, typer.Option(min=0, help="GPUs per SLURM worker")] = 0,
     slurm_cpus_per_job: Annotated[Optional[int], typer.Option(
         min=1, help="CPU cores per SLURM worker (default: this machine's cores / --jobs)")] = None,
+    slurm_signal_delay: Annotated[int, typer.Option(
+        min=1, help="seconds before the time limit at which a SLURM worker checkpoints and stops")] = 120,
 ):
     """Train every arm x seed of a study, track it in MLflow, and write its report."""
     from harness.study.slurm import SlurmSettings
@@ -247,7 +257,7 @@ def run(
             typer.echo(f"seeds are added one at a time while a verdict is unsettled: up to "
                        f"{study.spec.sequential.max_seeds} per arm, {len(study.possible_runs())} runs at most")
         return
-    slurm = SlurmSettings(slurm_partition, slurm_time, slurm_gpus_per_job, slurm_cpus_per_job) \
+    slurm = SlurmSettings(slurm_partition, slurm_time, slurm_gpus_per_job, slurm_cpus_per_job, slurm_signal_delay) \
         if launcher == Launcher.slurm else None
     if slurm:
         slurm.minutes()  # a malformed time fails before anything is planned
@@ -269,6 +279,9 @@ def worker(
     runs_dir: RunsDirOption = Path("runs"),
 ):
     """Claim and train queued runs of a planned study until none is left (start any number)."""
+    from harness.study.launch import follow_parent
+
+    follow_parent()
     outcome = _load(study_file, set_, plugin, profile, tracking_uri, storage, runs_dir).work()
     typer.echo(f"worker done: {outcome.trained} runs trained, {outcome.done_already} found finished in MLflow")
 
@@ -478,16 +491,20 @@ def _group(version: Annotated[bool, typer.Option("--version", callback=_print_ve
 
 
 def main() -> None:
+    from harness.notices import say
+    from harness.training import interrupt
+
+    interrupt.install()  # SIGTERM (kill, timeout, scancel, a container stop) is Ctrl-C
     # typer reports usage errors itself (exit 2); our own user errors arrive here
     try:
         app()
     except AblateError as err:
-        typer.echo(f"ablate: error: {err}", err=True)
+        say(f"ablate: error: {err}")
         sys.exit(2)
-    except Interrupted:
-        typer.echo("ablate: interrupted; the run in progress is checkpointed and marked KILLED in MLflow. "
-                   "Run the same command again to resume it.", err=True)
-        sys.exit(130)
+    except Stopped as stop:
+        say(f"ablate: interrupted ({signal.Signals(stop.signum).name}); the run in progress is checkpointed and "
+            "marked KILLED in MLflow. Run the same command again to resume it.")
+        sys.exit(128 + stop.signum)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from harness.notices import make_console
 from harness.training.observer import Observer
 
 
@@ -12,20 +14,25 @@ def make_progress(console: Console | None = None) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console or Console(stderr=True), transient=False,
+        console=console or make_console(), transient=False,
     )
 
 
 class RunProgress(Observer):
-    """An observer that moves a progress bar with the run's steps and shows its latest metrics."""
+    """An observer that moves a progress bar with the run's steps and shows its latest metrics.
+
+    It keeps its own label: a task id is rich's key for the task, not its position in
+    `Progress.tasks` once earlier runs' bars are removed."""
 
     def __init__(self, progress: Progress, label: str, total_steps: int):
         self.progress = progress
-        self.task = progress.add_task(label, total=total_steps, status="starting")
+        self.label = label
+        self.flags: list[str] = []  # notices said, shown after the label
+        self.task = progress.add_task(escape(label), total=total_steps, status="starting")
         self.latest: dict[str, float] = {}
 
     def on_start(self, info: dict) -> None:
-        self.progress.update(self.task, status=f"{info['params_non_embedding']:,} params on {info['device']}")
+        self.progress.update(self.task, status=f"{info['params_non_embedding']:,} params on {info['execution']['device']}")
 
     def on_metrics(self, step: int, metrics: dict) -> None:
         self.latest.update(metrics)
@@ -37,8 +44,9 @@ class RunProgress(Observer):
         self.progress.update(self.task, completed=step, status="  ".join(p for p in parts if p))
 
     def on_notice(self, name: str, message: str) -> None:
-        self.progress.console.print(f"[yellow]{self.progress.tasks[self.task].description}: {message}[/]")
-        self.progress.update(self.task, description=f"{self.progress.tasks[self.task].description} [{name}]")
+        self.progress.console.print(f"[yellow]{escape(self.label)}: {escape(message)}[/]", highlight=False)
+        self.flags.append(name)
+        self.progress.update(self.task, description=escape(" ".join([self.label, *(f"[{f}]" for f in self.flags)])))
 
     def close(self) -> None:
         self.progress.remove_task(self.task)

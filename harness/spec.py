@@ -56,15 +56,26 @@ class RunSpec(pydantic.BaseModel):
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def execution_settings(self) -> dict[str, str]:
+        """The settings that choose where and how fast the run computes, as asked for
+        (`train.threads` -> '2'): recorded per attempt, since a resumed run may change them."""
+        flat: dict[str, str] = {}
+        _flatten(self.model.model_dump(mode="json", include=MODEL_EXECUTION_FIELDS), "model", flat)
+        _flatten(self.train.model_dump(mode="json", include=EXECUTION_FIELDS), "train", flat)
+        return flat
+
     def variants(self) -> list[tuple[str, str]]:
         """(slot, variant name) of every registered variant the run uses."""
         return [(slot, getattr(self.model, slot).name) for slot in MODEL_SLOTS] + [("dataset", self.data.dataset.name)]
 
     def flat_params(self) -> dict[str, str]:
-        """Every resolved field as `section.field` -> text, for tracking."""
+        """Every field the run key covers as `section.field` -> text: a run's MLflow params.
+        Execution settings (:meth:`execution_settings`) may differ between attempts of one run,
+        and MLflow never lets a param change, so they are not among them."""
         flat: dict[str, str] = {"seed": str(self.seed)}
-        for section in ("model", "train", "data"):
-            _flatten(getattr(self, section).model_dump(mode="json"), section, flat)
+        _flatten(self.model.model_dump(mode="json", exclude=MODEL_EXECUTION_FIELDS), "model", flat)
+        _flatten(self.train.model_dump(mode="json", exclude=EXECUTION_FIELDS), "train", flat)
+        _flatten(self.data.model_dump(mode="json"), "data", flat)
         _flatten(self.sources, "sources", flat)
         # a data URL may carry credentials: they are not a parameter
         return {key: redact(value) if "://" in value else value for key, value in flat.items()}

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.notices import warn
+from harness.redaction import error_line
 from harness.report.arm_runs import log_arm_runs
 from harness.report.collect import Collected, collect_curves, collect_runs, collect_tuning
 from harness.report.markdown import render
@@ -79,27 +81,43 @@ def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str |
     results.to_csv(folder / "results.csv", index=False)
     summary.to_csv(folder / "summary.csv", index=False)
     curves = collect_curves(tracker, results, metric)
-    plot_curves(curves, metric, references, folder / "curves.png")
+    files = ["report.md", "results.csv", "summary.csv"]
+    files += _drawn(folder / "curves.png", lambda path: plot_curves(curves, metric, references, path))
     finished_curves = curves.merge(finished[["arm", "seed"]])  # a diverged seed has no place in a mean
-    log_arm_runs(tracker, tracker.experiment_id(study, create=False), collected.parent_run_id, summary,
-                 finished_curves, metric)
-    plot_final(results, summary, metric, folder / "final_loss.png")
+    _reported("the arms' runs in MLflow", lambda: log_arm_runs(
+        tracker, tracker.experiment_id(study, create=False), collected.parent_run_id, summary, finished_curves, metric))
+    files += _drawn(folder / "final_loss.png", lambda path: plot_final(results, summary, metric, path))
     first_params = tracker.client.get_run(finished["run_id"].iloc[0]).data.params
     data = {label: first_params[key] for key, label in DATA_PARAMS.items() if key in first_params}
     tuning = collect_tuning(tracker, study, metric)
-    files = ["report.md", "results.csv", "summary.csv", "curves.png", "final_loss.png"]
     if plan.get("scales"):
-        plot_scaling(summary, metric, folder / "scaling.png")
-        files.append("scaling.png")
+        files += _drawn(folder / "scaling.png", lambda path: plot_scaling(summary, metric, path))
     if len(tuning):
         tuning.to_csv(folder / "tuning.csv", index=False)
-        plot_tuning(tuning, metric, goal == "minimize", folder / "tuning.png")
-        files += ["tuning.csv", "tuning.png"]
+        files += ["tuning.csv", *_drawn(folder / "tuning.png",
+                                        lambda path: plot_tuning(tuning, metric, goal == "minimize", path))]
     (folder / "report.md").write_text(render(study, collected, summary, references, _shared_settings(plan), data,
                                              tuning, rule))
     for name in files:
         tracker.client.log_artifact(collected.parent_run_id, str(folder / name), artifact_path="report")
     return Report(folder, results, summary)
+
+
+def _reported(what: str, report) -> bool:
+    """report() (a figure, a derived record): a failure there is a warning, never the end of
+    a study whose runs are trained and tracked."""
+    try:
+        report()
+        return True
+    except Exception as err:
+        warn(f"{what} could not be made ({type(err).__name__}: {error_line(err, 200)}); the rest of the report is "
+             "written")
+        return False
+
+
+def _drawn(path: Path, draw) -> list[str]:
+    """[the figure's file name] once draw(path) has drawn it; [] (and a warning) when it failed."""
+    return [path.name] if _reported(str(path), lambda: draw(path)) else []
 
 
 def _shared_settings(plan: dict) -> dict[str, str]:

@@ -2,13 +2,22 @@
 
 The storage and tracking URLs go to them by environment, not on their command line, where
 any user of the machine could read a password.
+
+The workers hear a stop only from their parent: they run in a session of their own, so a
+terminal's Ctrl-C reaches the parent alone, which forwards one SIGTERM to each and waits
+while they checkpoint (a worker given two signals would stop at once, mid-step). A parent
+that dies without forwarding (SIGKILL) still stops them: each asks the kernel for SIGTERM
+when its parent goes (Linux's parent-death signal), so nothing trains on orphaned.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -30,11 +39,28 @@ def start_workers(jobs: int, study_file: Path, overrides: list[str], plugins: li
     workers = []
     for index in range(jobs):
         env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "ABLATE_STORAGE": storage,
-               "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+               "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, PARENT_VARIABLE: str(os.getpid())}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
-        workers.append(subprocess.Popen(command, env=env))
+        workers.append(subprocess.Popen(command, env=env, start_new_session=True))
     return workers
+
+
+PARENT_VARIABLE = "ABLATE_PARENT_PID"
+STOP_GRACE_SECONDS = 120.0  # for a worker to finish its step, checkpoint and tell MLflow
+_PR_SET_PDEATHSIG = 1
+
+
+def follow_parent() -> None:
+    """In a worker started by :func:`start_workers`: be sent SIGTERM when the parent dies, and
+    stop now if it died already."""
+    parent = os.environ.get(PARENT_VARIABLE)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != int(parent):  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def wait_for(workers: list[subprocess.Popen]) -> None:
@@ -44,6 +70,16 @@ def wait_for(workers: list[subprocess.Popen]) -> None:
                           "run the same command again to finish the study")
 
 
-def stop(workers: list[subprocess.Popen]) -> None:
+def stop(workers: list[subprocess.Popen], grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+    """Forward a stop to the workers (SIGTERM: each checkpoints its run and marks it
+    interrupted) and wait for them; a worker still running after `grace_seconds` is killed."""
     for process in workers:
-        process.terminate()
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + grace_seconds
+    for process in workers:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

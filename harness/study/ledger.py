@@ -233,6 +233,7 @@ class Ledger:
             trial.suggest_categorical("arm", trial.study.user_attrs["arms"])
             seed = trial.user_attrs["seed"]
             trial.suggest_int("seed", seed, seed)
+            claimed.update(trial.user_attrs)
             state, value = train(trial, key)
             trial.set_user_attr("state", state.value)
             if state.trial_state == TrialState.FAIL:  # not settled: the next `ablate run` plans it again
@@ -241,7 +242,17 @@ class Ledger:
                 raise optuna.TrialPruned(f"run {key} ended {state.value}")
             return value
 
-        self._load().optimize(objective, n_trials=1, catch=(RunNotSettled,))
+        claimed: dict = {}
+        study = self._load()
+        try:
+            study.optimize(objective, n_trials=1, catch=(RunNotSettled,))
+        except KeyboardInterrupt:
+            # stopped on purpose (Ctrl-C, SIGTERM, SLURM's warning before a time limit): Optuna failed
+            # the trial; a copy goes back in the queue, for another worker or the next `ablate run`
+            if "run_key" in claimed:
+                study.enqueue_trial({"arm": claimed["arm"], "seed": claimed["seed"]},
+                                    user_attrs={k: claimed[k] for k in ("run_key", "arm", "seed")})
+            raise
 
 
 class RunNotSettled(Exception):

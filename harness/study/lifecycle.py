@@ -22,16 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 
-from harness.errors import file_fault
+from harness.errors import AblateError, file_fault
 from harness.model.generate import sample_text
+from harness.notices import warn
 from harness.progress import RunProgress
+from harness.redaction import error_line
 from harness.run_state import RunState
 from harness.spec import RunSpec
 from harness.tracking.outbox import OUTBOX_NAME
 from harness.tracking.tracker import Tracker
 from harness.training.faults import RunFailed
-from harness.training.observer import Observers
+from harness.training.observer import Observers, Reporting
 from harness.training.trainer import Trainer
 
 
@@ -75,17 +78,18 @@ def train_tracked(spec: RunSpec, run_dir: Path, tracker: Tracker, parent_run_id:
                                 outbox_path=run_dir / OUTBOX_NAME)
 
     tracked = tracker.patiently(open_run, "starting a run")
-    bar = RunProgress(progress, label, spec.train.steps)
+    progress_bar = RunProgress(progress, label, spec.train.steps)
+    bar = Reporting(progress_bar, f"the progress bar of {label}")
     try:
         trainer = Trainer(spec, run_dir, Observers(tracked, bar, *observers))
         result = trainer.run()
     except RunFailed as fault:
         tracked.end(RunState.FAILED, str(fault))
-        progress.console.print(f"[yellow]failed:[/] {label}: {fault}")
+        progress.console.print(f"[yellow]failed:[/] {escape(label)}: {escape(str(fault))}")
         return RunOutcome(RunState.FAILED, reason=str(fault))
     except RunPruned as pruned:
         tracked.end(RunState.PRUNED, str(pruned))
-        return RunOutcome(RunState.PRUNED, dict(bar.latest), reason=str(pruned))
+        return RunOutcome(RunState.PRUNED, dict(progress_bar.latest), reason=str(pruned))
     except BaseException as err:
         fault = file_fault(err)
         if fault is None:  # Ctrl-C, a kill, an outage that outlasted the patience, a bug
@@ -101,10 +105,25 @@ def train_tracked(spec: RunSpec, run_dir: Path, tracker: Tracker, parent_run_id:
 
 def training_sample(trainer: Trainer) -> str:
     """A short sample logged with a run (none for tasks such as addition, nor from a model
-    whose weights went non-finite when it diverged)."""
+    whose weights went non-finite when it diverged). It only reports: when it cannot be made,
+    a warning says so and the run is recorded without it."""
     if trainer.dataset.exact_match:
         return ""
     if not all(torch.isfinite(p).all() for p in trainer.model.parameters()):
         return ""
     trainer.model.eval()
-    return sample_text(trainer.model, trainer.dataset.tokenizer, "\n", 300, temperature=0.8, top_k=50, seed=0)
+    tokenizer = trainer.dataset.tokenizer
+    try:
+        prompt = "\n" if _encodes(tokenizer, "\n") else tokenizer.decode([0])  # a vocabulary without a newline
+        return sample_text(trainer.model, tokenizer, prompt, 300, temperature=0.8, top_k=50, seed=0)
+    except Exception as err:
+        warn(f"no text sample for run {trainer.spec.arm} seed={trainer.spec.seed} ({error_line(err, 200)})")
+        return ""
+
+
+def _encodes(tokenizer, text: str) -> bool:
+    try:
+        tokenizer.encode(text)
+    except AblateError:
+        return False
+    return True

@@ -6,6 +6,11 @@ The ledger and tracking URIs reach the jobs by environment (sbatch exports the s
 environment), never on a command line or in submitit's pickles. A worker that SLURM cancels,
 preempts or times out dies like a killed worker: its trial's heartbeat goes stale, and another
 worker continues the run from its checkpoint (the `runs/` folder must be shared).
+
+A worker is asked for SLURM's warning signal (USR2) `signal_delay_s` seconds before its time
+limit, and takes it, like the SIGTERM of `scancel` or a preemption, as a stop request: it
+checkpoints its run, marks it interrupted, puts it back in the queue and ends cleanly before
+SLURM kills it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ class SlurmSettings:
     time: str = "4:00:00"  # per worker: [days-]hours:minutes:seconds, or minutes
     gpus_per_job: int = 0
     cpus_per_job: int | None = None  # default: this machine's cores shared among the workers
+    # seconds before the time limit at which SLURM sends USR2 (SLURM may send it up to a minute early)
+    signal_delay_s: int = 120
 
     def minutes(self) -> int:
         """`time` in minutes, as submitit takes it."""
@@ -49,6 +56,7 @@ def submit_workers(study, jobs: int, settings: SlurmSettings):
     cpus = settings.cpus_per_job or max(1, usable_cores() // jobs)
     executor.update_parameters(name=f"ablate-{study.name}", timeout_min=settings.minutes(), nodes=1,
                                tasks_per_node=1, cpus_per_task=cpus, slurm_array_parallelism=jobs,
+                               slurm_signal_delay_s=settings.signal_delay_s,
                                **({"gpus_per_node": settings.gpus_per_job} if settings.gpus_per_job else {}),
                                **({"slurm_partition": settings.partition} if settings.partition else {}))
     arguments = [(str(study.file.resolve()), study.overrides, study.profile, study.plugins, str(study.runs_dir.resolve()))
@@ -62,14 +70,25 @@ def submit_workers(study, jobs: int, settings: SlurmSettings):
 
 
 def run_worker(study_file: str, overrides: list[str], profile: str | None, plugins: list[str], runs_dir: str) -> str:
-    """One array task: an `ablate worker` of the study, with the threads SLURM gave it."""
+    """One array task: an `ablate worker` of the study, with the threads SLURM gave it. SIGTERM
+    and the warning signal before the time limit stop it cleanly (submitit's own handlers would
+    only log SIGTERM and requeue the whole task)."""
+    import signal
+
     import torch
 
     from harness.study.study import Study
+    from harness.training import interrupt
 
+    interrupt.install(extra=(signal.SIGUSR2,))
     if os.environ.get("SLURM_CPUS_PER_TASK"):
         torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
-    study = Study.load(Path(study_file), overrides, profile, plugins, storage=os.environ["ABLATE_STORAGE"],
-                       runs_dir=runs_dir)
-    outcome = study.work()
+    try:
+        study = Study.load(Path(study_file), overrides, profile, plugins, storage=os.environ["ABLATE_STORAGE"],
+                           runs_dir=runs_dir)
+        outcome = study.work()
+    except KeyboardInterrupt as stop:
+        name = signal.Signals(getattr(stop, "signum", signal.SIGINT)).name
+        print(f"stopped by {name}: the run in progress is checkpointed, marked interrupted and queued again")
+        return f"stopped by {name}"
     return f"{outcome.trained} runs trained, {outcome.done_already} found finished"

@@ -15,7 +15,6 @@ MLflow or the ledger is touched.
 
 from __future__ import annotations
 
-import contextlib
 from functools import cached_property
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from rich.console import Console
 
 from harness.errors import AblateError
+from harness.notices import make_console
 from harness.progress import RunProgress, make_progress
 from harness.redaction import redact
 from harness.registry import load_plugin
@@ -81,7 +81,7 @@ class Study:
         spec = load_study(path, overrides, profile)
         return cls(spec, Path(path), overrides=list(overrides or []), profile=profile, plugins=list(plugins or []),
                    tracking_uri=tracking_uri, storage=storage or DEFAULT_STORAGE, runs_dir=Path(runs_dir),
-                   reports_dir=Path(reports_dir), console=console or Console(stderr=True))
+                   reports_dir=Path(reports_dir), console=console or make_console())
 
     @property
     def name(self) -> str:
@@ -142,56 +142,67 @@ class Study:
             raise AblateError("--launcher slurm needs --jobs N (N >= 1): how many workers to submit")
         tracker, ledger = self.tracker, self.ledger
         self._send_kept()
-        parent = tracker.start_study(tracker.experiment_id(self.name), self.spec, len(self.runs), str(self.file))
-        ledger.open(parent, self.spec.report.metric)
-        workers = []
-        try:
-            if self.spec.tune:
-                from harness.study.tuning import retry_unsettled_trials
-
-                retry_unsettled_trials(self.spec, ledger.storage)  # before any worker may claim a trial
-            if slurm:  # they tune (when the study tunes), then train what the plan below queues
-                array = submit_workers(self, jobs, slurm)
-                self.console.print(f"submitted {jobs} workers to SLURM as job array {array[0].job_id.split('_')[0]} "
-                                   f"(logs in {array[0].paths.folder.parent}); watch them with `squeue --me` and "
-                                   f"`ablate status {self.file}`, then `ablate report {self.name}`", soft_wrap=True)
-            elif jobs > 1:
-                workers = self._start_workers(jobs)
-            if jobs == 0:
-                self.console.print(f"start workers with: {self.worker_command()}", soft_wrap=True)
-            if self.spec.tune:
-                self._tune(parent, wait_for_workers=jobs != 1 or slurm is not None)
-            ledger.release_dead_local_claims()  # an `ablate run` killed here before: its run goes back in the queue
-            while True:
-                queued = ledger.plan(self.runs)
-                tracker.record_plan(parent, plan_record(self.spec, self.runs, str(self.file)))
-                self.console.print(f"{len(self.runs)} runs planned, {queued} queued, "
-                                   f"{len(self.runs) - queued} finished or in progress already")
-                if jobs == 0 or slurm:  # the workers train; `ablate report` once they are done
-                    tracker.end_study(parent)
-                    return None
-                if jobs == 1:
-                    outcome = work(self.runs, self.spec.report.metric, tracker, ledger, self.runs_dir, self.console)
-                    self.console.print(f"{outcome.trained} runs trained")
-                else:
-                    launch.wait_for(workers)
-                    workers = []
-                counts = self._more_seeds(self._report(parent)) if rule else None
-                if counts is None:
-                    break
-                added = [arm for arm, count in counts.items() if count > self._counts()[arm]]
-                self.console.print(f"verdicts not settled yet: adding a seed to {', '.join(added)}")
-                self.runs, self.datasets = resolve(self.spec, str(self.file), self._tuned, counts, self.locate)
-                if jobs > 1:
-                    workers = self._start_workers(jobs)
-        except BaseException:
-            launch.stop(workers)
-            with contextlib.suppress(Exception):  # the store may be what failed
-                tracker.end_study(parent, "KILLED")
-            raise
-        self._send_kept()
-        tracker.patiently(lambda: tracker.end_study(parent), "ending the study")
+        with tracker.execution(self.spec, len(self.runs), str(self.file)) as parent:
+            ledger.open(parent, self.spec.report.metric)
+            workers = []
+            try:
+                trained_here = self._execute(parent, jobs, slurm, workers)
+            except BaseException:
+                launch.stop(workers)  # each checkpoints its run and ends; none trains on orphaned
+                raise
+            if not trained_here:  # planned only: the workers train; `ablate report` once they are done
+                return None
+            self._send_kept()
         return self._report(parent)
+
+    def _execute(self, parent: str, jobs: int, slurm: SlurmSettings | None, workers: list) -> bool:
+        """Tune, plan and train (here, or by local workers, which join `workers`) until every
+        verdict that may add seeds has settled; False when the study is only planned here (for
+        SLURM's workers or `ablate worker`s)."""
+        tracker, ledger, rule = self.tracker, self.ledger, self.spec.sequential
+        if self.spec.tune:
+            from harness.study.tuning import retry_unsettled_trials
+
+            retry_unsettled_trials(self.spec, ledger.storage)  # before any worker may claim a trial
+        if slurm:  # they tune (when the study tunes), then train what the plan below queues
+            array = submit_workers(self, jobs, slurm)
+            self.console.print(f"submitted {jobs} workers to SLURM as job array {array[0].job_id.split('_')[0]} "
+                               f"(logs in {array[0].paths.folder.parent}); watch them with `squeue --me` and "
+                               f"`ablate status {self.file}`, then `ablate report {self.name}`", soft_wrap=True)
+        elif jobs > 1:
+            workers += self._start_workers(jobs)
+        if jobs == 0:
+            self.console.print(f"start workers with: {self.worker_command()}", soft_wrap=True)
+        if self.spec.tune:
+            self._tune(parent, wait_for_workers=jobs != 1 or slurm is not None)
+        ledger.release_dead_local_claims()  # an `ablate run` killed here before: its run goes back in the queue
+        while True:
+            queued = self._plan(parent)
+            self.console.print(f"{len(self.runs)} runs planned, {queued} queued, "
+                               f"{len(self.runs) - queued} finished or in progress already")
+            if jobs == 0 or slurm:
+                return False
+            if jobs == 1:
+                outcome = work(self.runs, self.spec.report.metric, tracker, ledger, self.runs_dir, self.console)
+                self.console.print(f"{outcome.trained} runs trained")
+            else:
+                launch.wait_for(workers)
+                workers.clear()
+            counts = self._more_seeds(self._report(parent)) if rule else None
+            if counts is None:
+                return True
+            added = [arm for arm, count in counts.items() if count > self._counts()[arm]]
+            self.console.print(f"verdicts not settled yet: adding a seed to {', '.join(added)}")
+            self.runs, self.datasets = resolve(self.spec, str(self.file), self._tuned, counts, self.locate)
+            if jobs > 1:
+                workers += self._start_workers(jobs)
+
+    def _plan(self, parent: str) -> int:
+        """Queue this plan's runs in the ledger and record the plan on the parent run; how many
+        were queued."""
+        queued = self.ledger.plan(self.runs)
+        self.tracker.record_plan(parent, plan_record(self.spec, self.runs, str(self.file)))
+        return queued
 
     def _counts(self) -> dict[str, int]:
         """How many seeds each arm trains in the current plan."""
@@ -242,16 +253,10 @@ class Study:
             return RunOutcome(result.status, result.metrics, reason=result.reason), run_dir / CHECKPOINT_NAME
         tracker = self.tracker
         self._send_kept()
-        parent = tracker.start_study(tracker.experiment_id(self.name), self.spec, 1, str(self.file))
-        try:
+        with tracker.execution(self.spec, 1, str(self.file)) as parent:
             tracker.record_plan(parent, plan_record(self.spec, [spec], str(self.file)))
             with make_progress(self.console) as progress:
                 outcome = train_tracked(spec, run_dir, tracker, parent, progress, kind=RUN_KIND)
-        except BaseException:
-            with contextlib.suppress(Exception):  # the store may be what failed
-                tracker.end_study(parent, "KILLED")
-            raise
-        tracker.patiently(lambda: tracker.end_study(parent), "ending the study")
         return outcome, run_dir / CHECKPOINT_NAME
 
     def work(self) -> WorkerOutcome:

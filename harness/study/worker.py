@@ -7,11 +7,13 @@ machine, `ablate worker` on any machine that shares the ledger and the tracking 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from harness.errors import AblateError
 from harness.progress import make_progress
@@ -20,7 +22,8 @@ from harness.spec import RunSpec
 from harness.study.ledger import HEARTBEAT_SECONDS, Ledger
 from harness.study.lifecycle import train_tracked
 from harness.tracking.tracker import RUN_KIND, Tracker
-from harness.training.observer import Observer
+from harness.training.interrupt import honour
+from harness.training.observer import Observer, Reporting
 
 
 @dataclass
@@ -64,15 +67,17 @@ def work(specs: list[RunSpec], metric: str, tracker: Tracker, ledger: Ledger, ru
             # what earlier runs kept while the store was away goes first
             tracker.patiently(lambda: tracker.send_kept(runs_dir / study), "sending kept records")
             result = train_tracked(spec, runs_dir / study / key, tracker, parent_run_id, progress, kind=RUN_KIND,
-                                   observers=(LedgerProgress(trial, spec.train.steps),))
+                                   observers=(Reporting(LedgerProgress(trial, spec.train.steps), "the ledger heartbeat"),))
             if result.trained:
                 outcome.trained += 1
             else:
                 outcome.done_already += 1
-            progress.update(claimed, advance=1, status=f"last: {spec.arm} seed {spec.seed} {result.state.value}")
+            with contextlib.suppress(Exception):  # a progress line never stops a study
+                progress.update(claimed, advance=1, status=escape(f"last: {spec.arm} seed {spec.seed} {result.state.value}"))
             return result.state, result.metrics.get(metric)
 
         while True:
+            honour()  # a stop request a library swallowed ends the worker before its next run
             open_runs, waiting = ledger.has_open_runs()
             if not open_runs:
                 return outcome

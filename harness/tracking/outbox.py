@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from harness.notices import say, warn
 from harness.redaction import error_line
+from harness.tracking.outage import is_outage
 
 OUTBOX_NAME = "unsent_tracking.json"
 
@@ -88,18 +89,24 @@ class Outbox:
                 kind, payload = self.records[0]
             try:
                 _send(self.client, self.run_id, kind, payload)
-            except Exception as err:  # unreachable, timed out, locked: keep it, say so once, try later
+            except Exception as err:
+                if not is_outage(err):  # the store answered no: it would say no again, so the record goes
+                    warn(f"the tracking store refused {_describe(kind, payload)} of run {self.label} "
+                         f"({error_line(err, 200)}); it is left out and the records after it are sent")
+                    with self._lock:
+                        self.records.pop(0)
+                    continue
+                # unreachable, timed out, locked: keep it, say so once, try later
                 self.last_error = error_line(err)
                 if self.failing_since is None:
                     self.failing_since = time.time()
-                    print(f"warning: the tracking store does not answer for run {self.label} ({self.last_error}); "
-                          "training goes on and its records are kept until it does", file=sys.stderr)
+                    warn(f"the tracking store does not answer for run {self.label} ({self.last_error}); "
+                          "training goes on and its records are kept until it does")
                 return
             with self._lock:
                 self.records.pop(0)
             if self.failing_since is not None:
-                print(f"the tracking store answers again; run {self.label}'s kept records are being sent",
-                      file=sys.stderr)
+                say(f"the tracking store answers again; run {self.label}'s kept records are being sent")
                 self.failing_since = None
 
     def keep(self) -> None:
@@ -134,6 +141,20 @@ def _claim(path: Path):
         handle.close()
         return None
     return handle
+
+
+def _describe(kind: str, payload) -> str:
+    """A record as a person would name it: 'params train.lr, seed', 'the text config.yaml'."""
+    if kind in ("params", "tags"):
+        names = list(payload)
+        return f"{kind} {', '.join(names[:5])}" + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    if kind == "metrics":
+        return f"{len(payload)} metric points ({', '.join(sorted({p[0] for p in payload}))})"
+    if kind == "text":
+        return f"the text {payload[0]}"
+    if kind == "dataset":
+        return f"the dataset input {payload.get('name', '')}"
+    return f"the final status {payload}"
 
 
 def _send(client, run_id: str, kind: str, payload) -> None:

@@ -8,12 +8,13 @@ tracking store never stops training and loses nothing: what it could not take is
 
 from __future__ import annotations
 
-import sys
+import json
 import time
 from pathlib import Path
 
 import yaml
 
+from harness.notices import warn
 from harness.registry import MODEL_SLOTS, lookup
 from harness.run_state import RunState
 from harness.spec import RunSpec
@@ -28,21 +29,28 @@ class TrackedRun(Observer):
     FLUSH_EVERY = 500
 
     def __init__(self, client, run_id: str, spec: RunSpec, logged_until: dict[str, int],
-                 outbox_path: Path | None = None):
+                 outbox_path: Path | None = None, *, attempt: int = 1, logged_params: dict[str, str] | None = None):
         self.client = client
         self.run_id = run_id
         self.spec = spec
         self.logged_until = logged_until
+        self.attempt = attempt  # 1 for a new run, n for its n-th start
+        self.logged_params = logged_params or {}  # what earlier attempts recorded: MLflow keeps a param as first set
         self.outbox = Outbox(client, run_id, outbox_path, label=f"{spec.arm} seed={spec.seed}")
         self.pending: list[tuple[str, float, int, int]] = []
 
     def on_start(self, info: dict) -> None:
+        # params: what the run key covers, the same in every attempt; tags: this attempt's execution
         params = dict(self.spec.flat_params())
         params.update({slot: str(getattr(self.spec.model, slot)) for slot in MODEL_SLOTS})
-        params.update({key: str(value) for key, value in info.items()})
-        self.outbox.params({k: v[:6000] for k, v in params.items()})
-        self.outbox.tags({"device": info["device"],
-                          **{k: str(v) for k, v in info.items() if k.startswith("execution_")}})
+        params.update({key: str(value) for key, value in info.items() if key != "execution"})
+        params = {k: v[:6000] for k, v in params.items()}
+        changed = sorted(k for k, v in params.items() if k in self.logged_params and self.logged_params[k] != v)
+        if changed:
+            warn(f"run {self.outbox.label}: {', '.join(changed)} differ from what an earlier attempt recorded; "
+                 "MLflow keeps the first values")
+        self.outbox.params({k: v for k, v in params.items() if k not in self.logged_params})
+        self.outbox.tags(attempt_tags(self.attempt, self.spec, info["execution"]))
         self.outbox.dataset(dataset_input(self.spec, info))
         for slot, name in self.spec.variants():  # the code of plugin variants, as it was when this run trained
             variant = lookup(slot, name)
@@ -104,7 +112,17 @@ class TrackedRun(Observer):
         """Send everything now if the store answers; otherwise keep it on disk and say where."""
         if not self.outbox.flush(wait=True):
             where = self.outbox.path or "memory only"
-            print(f"warning: run {self.outbox.label} ended while the tracking store was unreachable "
+            warn(f"run {self.outbox.label} ended while the tracking store was unreachable "
                   f"({self.outbox.last_error}); {len(self.outbox.records)} records are kept in {where} and "
-                  "are sent by the next `ablate run` of this study", file=sys.stderr)
+                  "are sent by the next `ablate run` of this study")
         self.outbox.close()
+
+
+def attempt_tags(attempt: int, spec: RunSpec, execution: dict) -> dict[str, str]:
+    """Tags of one attempt at a run: `execution_*` and `device` describe the latest attempt
+    (overwritten by the next), `attempt_<n>` keeps each attempt's settings and where it took
+    the run up, as one JSON line."""
+    record = {**spec.execution_settings(), **{f"execution_{k}": v for k, v in execution.items()}}
+    return {"device": str(execution["device"]), "attempt": str(attempt),
+            **{f"execution_{k}": str(v) for k, v in execution.items()},
+            f"attempt_{attempt}": json.dumps(record, default=str)[:5000]}

@@ -8,22 +8,27 @@ meet an outage goes through :meth:`Tracker.patiently`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import sys
+import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlsplit
 
-from harness.environment import environment
-from harness.errors import AblateError, causes, file_fault
+from harness.environment import environment, process_alive
+from harness.errors import AblateError, file_fault
+from harness.notices import say, warn
 from harness.redaction import error_line, redact
 from harness.run_state import RunState
 from harness.spec import RunSpec
 from harness.sqlite_store import create_whole, sqlite_file_fault
 from harness.tracking.lineage import plugin_tags, version_tags
 from harness.tracking.outbox import send_kept
+from harness.tracking.outage import is_outage
 from harness.tracking.tracked_run import TrackedRun
 
 RUN_KIND = "arm_run"
@@ -40,6 +45,31 @@ def _quick_http_failures():
 
 # how long a study waits for a tracking store that stopped answering before it gives up
 PATIENCE_SECONDS = float(os.environ.get("ABLATE_TRACKING_PATIENCE", "600"))
+
+
+# an execution's parent run beats every HEARTBEAT_SECONDS; one silent for ABANDONED_AFTER_SECONDS is dead
+HEARTBEAT_SECONDS = 60.0
+ABANDONED_AFTER_SECONDS = 600.0
+
+
+class _Heartbeat:
+    """A background thread that sets the parent run's `ablate.heartbeat` tag (epoch seconds)
+    while the execution lives; a store that does not answer meanwhile is tried at the next beat."""
+
+    def __init__(self, client, run_id: str):
+        self.client, self.run_id = client, run_id
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="ablate-heartbeat", daemon=True)
+        self.thread.start()
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(HEARTBEAT_SECONDS):
+            with contextlib.suppress(Exception):
+                self.client.set_tag(self.run_id, "ablate.heartbeat", f"{time.time():.0f}")
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
 
 
 def _connect_once(uri: str) -> None:
@@ -60,20 +90,6 @@ def _connect_once(uri: str) -> None:
 def clipped(text: str, limit: int = 5000) -> str:
     """`text` within the length MLflow takes for a tag (the whole of it stays in the study file)."""
     return text if len(text) <= limit else text[:limit - 40] + " … (cut; the study file has the rest)"
-
-
-def is_outage(err: BaseException) -> bool:
-    """Whether `err` (or an exception it was raised from) says the store did not answer: a
-    network or database connection error, a timeout, a locked sqlite file, or a server error
-    (HTTP 5xx). Waiting may cure these; nothing else."""
-    import requests
-    import sqlalchemy.exc
-    from mlflow.exceptions import MlflowException
-
-    waitable = (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout,
-                sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError)
-    return any(isinstance(seen, waitable) or (isinstance(seen, MlflowException) and seen.get_http_status_code() >= 500)
-               for seen in causes(err))
 
 
 def tracking_uri(uri: str | None = None) -> str:
@@ -143,8 +159,8 @@ class Tracker:
                                       "send is kept beside their checkpoints. Run the same command again when "
                                       "it is back") from None
                 if not warned:
-                    print(f"warning: the MLflow tracking store {redact(self.uri)} does not answer ({what}: "
-                          f"{first_line}); waiting up to {PATIENCE_SECONDS:.0f} s for it", file=sys.stderr)
+                    warn(f"the MLflow tracking store {redact(self.uri)} does not answer ({what}: "
+                          f"{first_line}); waiting up to {PATIENCE_SECONDS:.0f} s for it")
                     warned = True
                 time.sleep(pause)
                 pause = min(2 * pause, 15.0)
@@ -191,6 +207,49 @@ class Tracker:
                 raise
             self.client.set_experiment_tag(experiment_id, key, value)
 
+    @contextlib.contextmanager
+    def execution(self, study, runs: int, study_file: str) -> Iterator[str]:
+        """One execution of a study as the parent run that brackets it; yields its run id.
+
+        Executions that died without ending theirs (SIGKILL, a lost machine) are ended KILLED
+        first. The parent beats a heartbeat while the execution lives, ends KILLED when anything
+        escapes the block (a stop request, a fault) and FINISHED when the block is done."""
+        experiment_id = self.experiment_id(study.name)
+        ended = self.patiently(lambda: self.end_abandoned(experiment_id), "ending abandoned executions")
+        if ended:
+            say(f"{ended} earlier executions of study '{study.name}' died without ending their parent run in MLflow "
+                "(their processes are gone); they are marked KILLED")
+        parent = self.patiently(lambda: self.start_study(experiment_id, study, runs, study_file), "starting the study")
+        heartbeat = _Heartbeat(self.client, parent)
+        try:
+            yield parent
+        except BaseException:
+            heartbeat.stop()
+            with contextlib.suppress(Exception):  # the store may be what failed
+                self.end_study(parent, "KILLED")
+            raise
+        heartbeat.stop()
+        self.patiently(lambda: self.end_study(parent), "ending the study")
+
+    def end_abandoned(self, experiment_id: str) -> int:
+        """End as KILLED the study's parent runs left RUNNING by executions that are gone: on
+        this machine, whose process no longer exists; anywhere, whose heartbeat stopped more
+        than ABANDONED_AFTER_SECONDS ago. Returns how many."""
+        here, now, ended = socket.gethostname(), time.time(), 0
+        for run in self.find_runs(experiment_id, STUDY_KIND):
+            tags = run.data.tags
+            if run.info.status != "RUNNING" or "ablate.heartbeat" not in tags:
+                continue
+            pid = tags.get("ablate.execution_pid", "")
+            gone_here = tags.get("ablate.execution_host") == here and pid.isdigit() and not process_alive(int(pid))
+            silent = now - float(tags["ablate.heartbeat"]) > ABANDONED_AFTER_SECONDS
+            if gone_here or silent:
+                self.client.set_tag(run.info.run_id, "ablate.ended_by", f"a later execution on {here}: the process "
+                                    f"{tags.get('ablate.execution_host')}:{pid} was gone")
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                ended += 1
+        return ended
+
     def start_study(self, experiment_id: str, study, runs: int, study_file: str) -> str:
         # the MLflow UI opens a training experiment on its runs and charts, not on GenAI traces
         self.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
@@ -200,7 +259,10 @@ class Tracker:
             self.set_experiment_tag(experiment_id, f"ablate.{key}", clipped(str(value)))
         run = self.client.create_run(experiment_id, run_name=f"{study.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
                                      tags={"ablate.kind": STUDY_KIND, "study": study.name, **version_tags(),
-                                           "planned_runs": str(runs), "mlflow.note.content": clipped(study.description)})
+                                           "planned_runs": str(runs), "mlflow.note.content": clipped(study.description),
+                                           "ablate.execution_host": socket.gethostname(),
+                                           "ablate.execution_pid": str(os.getpid()),
+                                           "ablate.heartbeat": f"{time.time():.0f}"})
         return run.info.run_id
 
     def end_study(self, parent_id: str, status: str = "FINISHED") -> None:
@@ -262,7 +324,9 @@ class Tracker:
                                      default=0) for key in existing.data.metrics}
             self.client.set_tag(existing.info.run_id, "state", RunState.RUNNING.value)
             self.client.update_run(existing.info.run_id, status=RunState.RUNNING.mlflow_status)
-            return TrackedRun(self.client, existing.info.run_id, spec, logged_until, outbox_path)
+            attempt = int(existing.data.tags.get("attempt", "1")) + 1
+            return TrackedRun(self.client, existing.info.run_id, spec, logged_until, outbox_path, attempt=attempt,
+                              logged_params=dict(existing.data.params))
         tags = {
             "mlflow.parentRunId": parent_id, "ablate.kind": kind, "study": spec.study, "arm": spec.arm,
             "seed": str(spec.seed), "run_key": spec.key(), **version_tags(), **plugin_tags(spec),

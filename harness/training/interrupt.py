@@ -1,5 +1,13 @@
-"""Ctrl-C during training stops at the next step boundary, so the checkpoint written then
-resumes exactly the same curve. A second Ctrl-C stops at once."""
+"""Stop requests: Ctrl-C (SIGINT), SIGTERM (`kill`, `timeout`, `scancel`, a container stop, a
+SLURM time limit or preemption) and SLURM's warning signal before a time limit are one request:
+checkpoint, mark the run interrupted, end the execution's parent run, exit 128 + the signal.
+
+During training the first request stops the loop at the next step boundary, so the checkpoint
+written then resumes exactly the same curve; a second stops at once. Outside training (setup,
+planning, reporting) a request raises at once. A request is also remembered: a library that
+swallows the exception it raised (some catch BaseException while they create a store) does not
+swallow the request, which :func:`honour` raises again at the next safe point.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +15,76 @@ import contextlib
 import signal
 import threading
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_received: list[int] = []  # stop requests this process has had, oldest first
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop request by signal `signum`; a KeyboardInterrupt, so every path that handles
+    Ctrl-C (checkpoint, mark interrupted, end the parent run) handles it alike."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal, as a shell reports a process a signal ended: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + self.signum
+
+
+def _raise(signum, frame):
+    _received.append(signum)
+    raise Interrupted(signum)
+
+
+def install(extra: tuple[int, ...] = ()) -> None:
+    """Make SIGINT, SIGTERM and `extra` signals (SLURM's warning signal) stop requests of this
+    process (its main thread). The command line and every worker call it first."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (*STOP_SIGNALS, *extra):
+        signal.signal(signum, _raise)
+
+
+def requested() -> int | None:
+    """The signal of the first stop request not yet raised to the caller, or None."""
+    return _received[0] if _received else None
+
+
+def honour() -> None:
+    """Raise the stop request that arrived earlier, if any (one a library swallowed). The
+    exception then carries it: a notebook that catches it may train again."""
+    if _received:
+        signum = _received[0]
+        _received.clear()
+        raise Interrupted(signum)
+
 
 @contextlib.contextmanager
 def deferred_interrupt():
-    """Yields a function telling whether SIGINT arrived since entering."""
+    """Yields a function telling whether a stop was requested (since entering, or before and
+    swallowed): the training loop asks it at every step boundary."""
     if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
+        yield lambda: bool(_received)
         return
-    received = []
+    here: list[int] = []
 
     def handler(signum, frame):
-        if received:
-            raise KeyboardInterrupt
-        received.append(signum)
+        if here:
+            raise Interrupted(signum)
+        here.append(signum)
+        _received.append(signum)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    watched = (*STOP_SIGNALS, *(s for s in _extra_installed() if s not in STOP_SIGNALS))
+    previous = {signum: signal.signal(signum, handler) for signum in watched}
     try:
-        yield lambda: bool(received)
+        yield lambda: bool(_received)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, before in previous.items():
+            signal.signal(signum, before)
+
+
+def _extra_installed() -> list[int]:
+    """Signals besides SIGINT and SIGTERM that :func:`install` made stop requests."""
+    return [s for s in (signal.SIGUSR1, signal.SIGUSR2) if signal.getsignal(s) is _raise]

@@ -8,11 +8,13 @@ seconds, it says so once (the trainer passes it to the progress line and a run t
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections import deque
 
 FACTOR = 3.0
-PATIENCE_S = 30.0
+# seconds of slow steps before the notice; $ABLATE_SLOWDOWN_PATIENCE sets it (the tests use 1)
+PATIENCE_S = float(os.environ.get("ABLATE_SLOWDOWN_PATIENCE", "30"))
 WINDOW = 20  # normal intervals the median is taken over
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from harness.spec import RunSpec
 from harness.training.checkpoint import load_checkpoint, save_checkpoint
 from harness.training.distributed import DataParallel
 from harness.training.faults import out_of_memory_fails_the_run
-from harness.training.interrupt import deferred_interrupt
+from harness.training.interrupt import deferred_interrupt, honour
 from harness.training.lora import merge_lora, trainable_parameters, with_lora
 from harness.training.observer import Observer
 from harness.training.optim import lr_at, make_optimizer
@@ -142,16 +144,25 @@ class Trainer:
         if hasattr(self.dataset, "tokens"):
             references = reference_losses(self.dataset.tokens["train"], self.dataset.tokens["val"], self.dataset.vocab_size)
         return {
-            "device": str(self.device), "processes": self.parallel.world, "threads": torch.get_num_threads(),
-            # what ran, beside what was asked for (auto settings resolved per device)
-            "execution_dtype": str(self.autocast_dtype or torch.float32).removeprefix("torch."),
-            "execution_compiled": self.compiled,
-            "execution_optimizer": "AdamW (fused)" if self.optimizer.defaults.get("fused") else "AdamW",
+            "execution": self.execution(),
             "vocab_size": self.dataset.vocab_size,
             "params": self.model.num_parameters(), "params_non_embedding": self.model.num_parameters(non_embedding=True),
             "params_trainable": self.trainable,
             "flops_per_token": self.flops_per_token, "tokens_per_step": self.tokens_per_step,
             **references, **data, **(self.start.record if self.start else {}),
+        }
+
+    def execution(self) -> dict:
+        """What this attempt at the run actually ran on and with (auto settings resolved, the
+        dtype the weights hold and the one autocast computes in), which may differ between
+        attempts of one run: recorded per attempt, never as a param."""
+        return {
+            "device": str(self.device), "processes": self.parallel.world, "threads": torch.get_num_threads(),
+            "param_dtype": _dtype_name(next(self.model.parameters()).dtype),
+            "autocast_dtype": _dtype_name(self.autocast_dtype) if self.autocast_dtype else "none",
+            "compiled": self.compiled,
+            "optimizer": "AdamW (fused)" if self.optimizer.defaults.get("fused") else "AdamW",
+            "host": socket.gethostname(), "pid": os.getpid(),
         }
 
     @property
@@ -226,6 +237,7 @@ class Trainer:
             step, history, resumed = self._restore()
         interval_count, start_loss, earlier_wall = resumed.interval_steps, resumed.start_loss, resumed.wall_time_s
         info = self.info()
+        info["execution"]["start_step"] = step  # where this attempt took the run up
         self.observer.on_start(info)
         self.model.train()
 
@@ -291,7 +303,7 @@ class Trainer:
                     wall = earlier_wall + time.perf_counter() - wall_start
                     self._save(step, history, LoopState(float(interval_loss), interval_count, start_loss, wall))
                 if stop:
-                    raise KeyboardInterrupt
+                    honour()
 
         info.update(self.model.kernel_report())  # known once the model has run
         final = _final_metrics(history)
@@ -314,6 +326,10 @@ class Trainer:
             return (f"training loss {train_loss:.3f} exceeds {self.cfg.divergence_factor} x its start "
                     f"({start_loss:.3f})")
         return ""
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _final_metrics(history: list[dict]) -> dict[str, float]:

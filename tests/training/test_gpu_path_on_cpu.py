@@ -38,9 +38,9 @@ def test_bf16_compile_and_fused_adamw_track_eager_fp32(tmp_path):
     runs = {r.data.tags["arm"]: r for r in client.search_runs(
         [client.get_experiment_by_name("gpu_path").experiment_id], "tags.`ablate.kind` = 'arm_run'")}
     eager, gpu = runs["eager_fp32"], runs["gpu_settings"]
-    assert (eager.data.tags["execution_dtype"], eager.data.tags["execution_compiled"],
+    assert (eager.data.tags["execution_autocast_dtype"], eager.data.tags["execution_compiled"],
             eager.data.tags["execution_optimizer"]) == ("float32", "False", "AdamW")
-    assert (gpu.data.tags["execution_dtype"], gpu.data.tags["execution_compiled"],
+    assert (gpu.data.tags["execution_autocast_dtype"], gpu.data.tags["execution_compiled"],
             gpu.data.tags["execution_optimizer"]) == ("bfloat16", "True", "AdamW (fused)")
     curves = {arm: [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val_loss"),
                                             key=lambda m: m.step)] for arm, run in runs.items()}

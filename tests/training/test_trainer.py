@@ -132,7 +132,7 @@ def test_train_threads_sets_the_run_process_threads(tmp_path):
     before = torch.get_num_threads()
     try:
         result = Trainer(_spec(steps=2, threads=1), tmp_path).run()
-        assert result.info["threads"] == 1 and torch.get_num_threads() == 1
+        assert result.info["execution"]["threads"] == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
 

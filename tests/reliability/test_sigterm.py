@@ -1,0 +1,150 @@
+"""SIGTERM (SLURM preemption, `scancel`, `timeout`, a container stop) is Ctrl-C: the run in
+progress is checkpointed and marked interrupted, the execution's parent run ends KILLED, the
+command exits 143; a `--jobs N` parent forwards it to its workers and waits for them; an
+execution killed outright has its parent run ended by the next one; and a stop request is
+honoured at every moment, while the stores are created too."""
+
+import os
+import signal
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.faults import FAULTS
+from tests.reliability.conftest import ablate, arm_runs, start_ablate
+
+STUDY = """
+name: preempted
+base:
+  model: {n_layer: 2, d_model: 32, n_head: 2, context_length: 32}
+  train: {steps: 3000, batch_size: 4, log_interval: 10, eval_interval: 100, checkpoint_interval: 0}
+data: {val_windows: 4}
+grid: {model.placement: [pre, post]}
+seeds: 1
+report: {baseline: pre}
+"""
+
+
+def _parents(uri, study="preempted"):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(study).experiment_id
+    return client.search_runs([experiment], "tags.`ablate.kind` = 'study'")
+
+
+def _wait_for(condition, process, timeout=240):
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def _trained_steps(uri):
+    """Per arm run MLflow holds, the last step it has a training loss of."""
+    client = MlflowClient(uri)
+    if client.get_experiment_by_name("preempted") is None:
+        return []
+    return [max((m.step for m in client.get_metric_history(r.info.run_id, "train_loss")), default=0)
+            for r in arm_runs(uri, "preempted")]
+
+
+def _workers_of(parent_pid):
+    """Live `ablate worker` processes whose parent was `parent_pid` (or init, once orphaned)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            command = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            environ = open(f"/proc/{entry}/environ", "rb").read()
+        except OSError:
+            continue
+        if b"worker" in command and f"ABLATE_PARENT_PID={parent_pid}".encode() in environ:
+            found.append(int(entry))
+    return found
+
+
+def test_sigterm_checkpoints_the_run_ends_the_parent_killed_and_exits_143(tmp_path):
+    (tmp_path / "study.yaml").write_text(STUDY)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    process = start_ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri)
+    # checkpoint_interval 0: before the stop, no checkpoint exists at all
+    _wait_for(lambda: tmp_path.joinpath("mlflow.db").exists() and any(s >= 200 for s in _trained_steps(uri)), process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "interrupted (SIGTERM)" in stderr and "Traceback" not in stderr
+    [run] = arm_runs(uri, "preempted")
+    assert run.info.status == "KILLED" and run.data.tags["state"] == "interrupted"
+    assert [p.info.status for p in _parents(uri)] == ["KILLED"]
+    assert list(tmp_path.glob("runs/preempted/*/checkpoint.pt")), "the stop wrote a checkpoint"
+    FAULTS["runs interrupted"] += 1
+
+    resumed = ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr
+    runs = {r.data.tags["arm"]: r for r in arm_runs(uri, "preempted")}
+    assert runs["pre"].info.run_id == run.info.run_id and runs["pre"].data.tags["state"] == "finished"
+    assert runs["pre"].data.metrics["steps_trained"] <= 3000 - 200, "it resumed from the stop's checkpoint"
+    FAULTS["runs recovered"] += 1
+
+
+def test_sigterm_to_a_jobs_2_parent_stops_both_workers_cleanly_and_orphans_none(tmp_path):
+    (tmp_path / "study.yaml").write_text(STUDY)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    process = start_ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri, "--jobs", "2")
+    _wait_for(lambda: tmp_path.joinpath("mlflow.db").exists() and len(_trained_steps(uri)) == 2
+              and min(_trained_steps(uri)) >= 50, process)
+    workers = _workers_of(process.pid)
+    assert len(workers) == 2
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr, stderr
+    assert _workers_of(process.pid) == [], "a worker trains on without its parent"
+    runs = arm_runs(uri, "preempted")
+    assert sorted(r.data.tags["state"] for r in runs) == ["interrupted", "interrupted"]
+    assert {r.info.status for r in runs} == {"KILLED"} and [p.info.status for p in _parents(uri)] == ["KILLED"]
+    assert len(list(tmp_path.glob("runs/preempted/*/checkpoint.pt"))) == 2, "each worker checkpointed its run"
+    FAULTS["runs interrupted"] += 2
+
+
+def test_a_killed_parent_stops_its_workers_and_the_next_run_ends_its_parent_run(tmp_path):
+    (tmp_path / "study.yaml").write_text(STUDY.replace("steps: 3000", "steps: 300"))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    process = start_ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri, "--jobs", "2")
+    _wait_for(lambda: tmp_path.joinpath("mlflow.db").exists() and len(_trained_steps(uri)) == 2
+              and min(_trained_steps(uri)) >= 20, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    deadline = time.time() + 120
+    while _workers_of(process.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _workers_of(process.pid) == [], "the workers outlived their killed parent"
+    assert {r.data.tags["state"] for r in arm_runs(uri, "preempted")} == {"interrupted"}, "they stopped cleanly"
+    assert [p.info.status for p in _parents(uri)] == ["RUNNING"]
+    FAULTS["runs interrupted"] += 2
+
+    again = ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri)
+    assert again.returncode == 0, again.stderr
+    assert "1 earlier executions of study 'preempted' died" in again.stderr
+    parents = sorted(_parents(uri), key=lambda p: p.info.start_time)
+    assert [p.info.status for p in parents] == ["KILLED", "FINISHED"]
+    assert {r.data.tags["state"] for r in arm_runs(uri, "preempted")} == {"finished"}
+    FAULTS["runs recovered"] += 2
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_the_stores_are_created_is_honoured(tmp_path, stop):
+    (tmp_path / "study.yaml").write_text(STUDY.replace("steps: 3000", "steps: 20"))
+    for delay in (0.5, 0.7, 0.9):
+        for store in tmp_path.glob("*.db"):
+            store.unlink()
+        process = start_ablate(tmp_path, "run", "study.yaml")
+        _wait_for(lambda: tmp_path.joinpath("mlflow.db").exists(), process, timeout=120)
+        time.sleep(delay)
+        process.send_signal(stop)
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 128 + stop, stderr
+        assert "interrupted" in stderr and "Traceback" not in stderr and "runs trained" not in stderr, stderr
+        FAULTS["runs interrupted"] += 1
