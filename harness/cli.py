@@ -338,6 +338,10 @@ def status(
         {"step": "Int64", "steps": "Int64"})
     if len(running):
         console.print(_table(running.rename(columns={"heartbeat_age_s": "last heartbeat (s ago)"}), "running"))
+    missing = (state.runs["state"] == "missing").sum()
+    if missing:
+        typer.echo(f"{missing} runs the ledger lists as finished are missing from the tracking store; the next "
+                   "`ablate run` trains them again")
     eta = "unknown until a run has finished" if state.eta_seconds is None else f"{state.eta_seconds / 60:.1f} min"
     typer.echo(f"{(state.runs['state'] == 'finished').sum()} of {len(state.runs)} runs finished; ETA {eta}")
 

@@ -26,7 +26,7 @@ import socket
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from harness.environment import process_alive
 from harness.errors import AblateError
@@ -36,10 +36,9 @@ from harness.spec import RunSpec
 from harness.sqlite_store import create_whole, sqlite_file
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
+PLANNED_KEYS = "planned_keys"  # the ledger's user attribute listing the current plan's run keys
 HEARTBEAT_SECONDS = int(os.environ.get("ABLATE_HEARTBEAT_INTERVAL", "10"))
 GRACE_SECONDS = int(os.environ.get("ABLATE_HEARTBEAT_GRACE", "60"))
-# a run with a trial in these states needs no new one; a failed trial's run is planned again
-PLANNED_OR_SETTLED = ("WAITING", "RUNNING", "COMPLETE", "PRUNED")
 
 
 def open_storage(url: str):
@@ -133,6 +132,11 @@ def ledger_names(storage, study_name: str) -> list[str]:
             if name.startswith(prefix) and ":" not in name[len(prefix):]]
 
 
+class Planned(NamedTuple):
+    queued: int  # runs put in the queue by this plan
+    missing: int  # of those, runs the ledger had as settled that MLflow does not hold
+
+
 class Ledger:
     def __init__(self, storage_url: str, study_name: str, plan: str | None = None):
         """The ledger of one plan of the study (default: the plan run last in `storage_url`)."""
@@ -154,21 +158,27 @@ class Ledger:
         study.set_user_attr("mlflow_parent_run_id", parent_run_id)
         study.set_user_attr("planned", False)
 
-    def plan(self, specs: list[RunSpec]) -> int:
-        """Queue every run that has no waiting, running or settled trial; returns how many.
-        A trial carries its run's arm and seed as params, and its key, arm and seed as user
-        attributes."""
+    def plan(self, specs: list[RunSpec], tracked: set[str]) -> Planned:
+        """Queue every run of `specs` that has no waiting or running trial and that MLflow does
+        not hold settled (`tracked`: the keys it holds settled). The ledger only queues: a run
+        whose trial completed but which MLflow does not hold (a store deleted or reset, a run
+        deleted, another tracking URI over this ledger) is queued again. A trial carries its
+        run's arm and seed as params, and its key, arm and seed as user attributes. The plan's
+        keys are kept on the ledger: waiting trials of an earlier plan that this one dropped
+        (fewer seeds, say) are skipped by the workers instead of trained."""
         study = self._load()
-        taken = {t.user_attrs.get("run_key") for t in study.get_trials(deepcopy=False)
-                 if t.state.name in PLANNED_OR_SETTLED}
-        missing = [spec for spec in specs if spec.key() not in taken]
+        trials = study.get_trials(deepcopy=False)
+        in_flight = {t.user_attrs.get("run_key") for t in trials if t.state.name in ("WAITING", "RUNNING")}
+        settled = {t.user_attrs.get("run_key") for t in trials if t.state.name in ("COMPLETE", "PRUNED")}
+        queue = [spec for spec in specs if spec.key() not in in_flight and spec.key() not in tracked]
         arms = list(dict.fromkeys([*study.user_attrs.get("arms", []), *(spec.arm for spec in specs)]))
         study.set_user_attr("arms", arms)
-        for spec in missing:
+        study.set_user_attr(PLANNED_KEYS, sorted({spec.key() for spec in specs}))
+        for spec in queue:
             study.enqueue_trial({"arm": spec.arm, "seed": spec.seed},
                                 user_attrs={"run_key": spec.key(), "arm": spec.arm, "seed": spec.seed})
         study.set_user_attr("planned", True)
-        return len(missing)
+        return Planned(len(queue), sum(spec.key() in settled for spec in queue))
 
     def release_dead_local_claims(self) -> int:
         """See :func:`release_dead_local_claims`."""
@@ -227,13 +237,16 @@ class Ledger:
             if key is None:  # another worker claimed the last waiting trial first
                 trial.set_user_attr("empty", True)
                 raise optuna.TrialPruned("no planned run was left to claim")
+            if key not in trial.study.user_attrs.get(PLANNED_KEYS, [key]):  # queued by a plan since replaced
+                trial.set_user_attr("superseded", True)
+                raise optuna.TrialPruned(f"run {key} is not in the study's current plan")
             trial.set_user_attr("worker", worker_name())
+            claimed.update(trial.user_attrs)
             # the enqueued values, as params the dashboard can plot against (one distribution
             # per name across the study: every arm of the plan, any seed)
             trial.suggest_categorical("arm", trial.study.user_attrs["arms"])
             seed = trial.user_attrs["seed"]
             trial.suggest_int("seed", seed, seed)
-            claimed.update(trial.user_attrs)
             state, value = train(trial, key)
             trial.set_user_attr("state", state.value)
             if state.trial_state == TrialState.FAIL:  # not settled: the next `ablate run` plans it again
@@ -246,9 +259,9 @@ class Ledger:
         study = self._load()
         try:
             study.optimize(objective, n_trials=1, catch=(RunNotSettled,))
-        except KeyboardInterrupt:
-            # stopped on purpose (Ctrl-C, SIGTERM, SLURM's warning before a time limit): Optuna failed
-            # the trial; a copy goes back in the queue, for another worker or the next `ablate run`
+        except BaseException:
+            # stopped (Ctrl-C, SIGTERM, SLURM's warning before a time limit) or unable to go on: Optuna
+            # failed the trial; a copy goes back in the queue, for another worker or the next `ablate run`
             if "run_key" in claimed:
                 study.enqueue_trial({"arm": claimed["arm"], "seed": claimed["seed"]},
                                     user_attrs={k: claimed[k] for k in ("run_key", "arm", "seed")})

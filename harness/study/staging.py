@@ -14,12 +14,14 @@ re-run of the first stage with other settings makes the second stage's runs new 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from harness.errors import AblateError
 from harness.redaction import redact
 from harness.run_state import RunState
 from harness.spec import RunSpec
 from harness.study.ledger import Ledger
+from harness.tracking.tracker import RUN_KIND, Tracker
 from harness.training.config import StudyRun
 from harness.training.trainer import CHECKPOINT_NAME
 
@@ -27,9 +29,10 @@ from harness.training.trainer import CHECKPOINT_NAME
 class StudyRuns:
     """Turns `init_from: {study, arm, seed}` into that run's checkpoint path."""
 
-    def __init__(self, storage_url: str, runs_dir: Path):
+    def __init__(self, storage_url: str, runs_dir: Path, tracker: Callable[[], Tracker] | None = None):
         self.storage_url = storage_url
         self.runs_dir = runs_dir
+        self.tracker = tracker  # opened only to name a run whose checkpoint is gone
         self._finished: dict[str, dict[tuple[str, int], str]] = {}  # study -> (arm, seed) -> run key
 
     def __call__(self, spec: RunSpec) -> RunSpec:
@@ -42,9 +45,20 @@ class StudyRuns:
         if not checkpoint.is_file():
             raise AblateError(f"arm '{spec.arm}' starts from study '{ref.study}' arm '{ref.arm}' seed {seed} (run {key}), "
                               f"but its checkpoint {checkpoint} is gone (`ablate clean` removes finished runs' "
-                              f"checkpoints). Delete that run from MLflow and run study '{ref.study}' again, or point "
-                              "init_from at a checkpoint")
+                              f"checkpoints). To train it again, delete it from MLflow ({self._delete_command(ref, key)}) "
+                              f"and run study '{ref.study}' again with `ablate run`; or point init_from at a checkpoint")
         return spec.model_copy(update={"train": spec.train.model_copy(update={"init_from": str(checkpoint)})})
+
+    def _delete_command(self, ref: StudyRun, key: str) -> str:
+        """The MLflow command that deletes the run `key` of study `ref.study`, or where to do it."""
+        if self.tracker is not None:
+            tracker = self.tracker()
+            experiment_id = tracker.experiment_id(ref.study, create=False)
+            run = tracker.find_run(experiment_id, RUN_KIND, {"run_key": key}) if experiment_id else None
+            if run is not None:
+                return (f"MLFLOW_TRACKING_URI={redact(tracker.uri)} mlflow runs delete --run-id {run.info.run_id}, "
+                        "or delete it in the MLflow UI")
+        return f"the run tagged run_key={key}, in the MLflow UI"
 
     def _run_key(self, ref: StudyRun, seed: int, arm: str) -> str:
         runs = self._finished_runs(ref.study)

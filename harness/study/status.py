@@ -6,6 +6,8 @@ A run is, in this order of precedence:
 - queued or running when its newest ledger trial waits or runs;
 - finished or diverged when MLflow holds it settled;
 - failed or interrupted when its last attempt ended so (the next `ablate run` queues it);
+- missing when the ledger has it settled but MLflow does not hold it (a deleted or reset
+  tracking store, a deleted run: the next `ablate run` trains it again);
 - not planned when no `ablate run` has queued it yet.
 """
 
@@ -24,7 +26,8 @@ from harness.spec import RunSpec
 from harness.study.ledger import Ledger
 from harness.tracking.tracker import Tracker
 
-STATES = ["finished", "running", "queued", "failed", "interrupted", "diverged", "not planned"]
+MISSING = "missing"  # settled in the ledger, not held by MLflow
+STATES = ["finished", "running", "queued", "failed", "interrupted", "diverged", MISSING, "not planned"]
 
 
 @dataclass
@@ -76,6 +79,8 @@ def study_status(name: str, tracker: Tracker, ledger: Ledger, planned: list[RunS
                            steps=progress.get("steps", math.nan), heartbeat_age_s=now - progress.get("at", started))
         elif recorded is not None and recorded.settled:
             row["state"] = recorded.value
+        elif trial is not None and trial.state.name in ("COMPLETE", "PRUNED") and not trial.user_attrs.get("superseded"):
+            row["state"] = MISSING
         elif trial is not None and trial.state.name == "FAIL":
             row["state"] = trial.user_attrs.get("state", RunState.INTERRUPTED.value)
         elif recorded is not None:  # its MLflow run says running, but no worker holds it: it was killed
@@ -105,7 +110,7 @@ def _eta(runs: pd.DataFrame) -> float | None:
     left = 0.0
     for row in runs.itertuples():
         seconds = per_arm.get(row.arm, overall)
-        if row.state in ("queued", "failed", "interrupted", "not planned"):
+        if row.state in ("queued", "failed", "interrupted", MISSING, "not planned"):
             left += seconds
         elif row.state == "running":
             done = row.step / row.steps if row.steps and not math.isnan(row.steps) else 0.0

@@ -60,7 +60,7 @@ class Study:
         self.reports_dir = reports_dir
         self.console = console
         self._tuned: dict | None = None  # each arm's best tuned settings, once tuned
-        self.locate = StudyRuns(self.storage, self.runs_dir)  # the runs of other studies that runs start from
+        self.locate = StudyRuns(self.storage, self.runs_dir, lambda: self.tracker)  # the runs of other studies that runs start from
         self.runs, self.datasets = resolve(spec, str(file), locate=self.locate)
         # this configuration's ledger; taken before tuning, which changes the runs' keys
         self.plan_id = plan_id(self.runs, spec.tune.model_dump_json() if spec.tune else "")
@@ -177,9 +177,7 @@ class Study:
             self._tune(parent, wait_for_workers=jobs != 1 or slurm is not None)
         ledger.release_dead_local_claims()  # an `ablate run` killed here before: its run goes back in the queue
         while True:
-            queued = self._plan(parent)
-            self.console.print(f"{len(self.runs)} runs planned, {queued} queued, "
-                               f"{len(self.runs) - queued} finished or in progress already")
+            self._plan(parent)
             if jobs == 0 or slurm:
                 return False
             if jobs == 1:
@@ -197,12 +195,16 @@ class Study:
             if jobs > 1:
                 workers += self._start_workers(jobs)
 
-    def _plan(self, parent: str) -> int:
-        """Queue this plan's runs in the ledger and record the plan on the parent run; how many
-        were queued."""
-        queued = self.ledger.plan(self.runs)
+    def _plan(self, parent: str) -> None:
+        """Queue this plan's runs that MLflow does not hold settled, record the plan on the
+        parent run, and say so."""
+        planned = self.ledger.plan(self.runs, self.tracker.patiently(self.settled_keys, "reading the study's runs"))
         self.tracker.record_plan(parent, plan_record(self.spec, self.runs, str(self.file)))
-        return queued
+        if planned.missing:
+            self.console.print(f"{planned.missing} runs the ledger lists as finished are missing from the tracking "
+                               f"store {redact(self.tracker.uri)}: training them again", style="yellow", markup=False)
+        self.console.print(f"{len(self.runs)} runs planned, {planned.queued} queued, "
+                           f"{len(self.runs) - planned.queued} finished or in progress already")
 
     def _counts(self) -> dict[str, int]:
         """How many seeds each arm trains in the current plan."""
