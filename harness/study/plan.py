@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
 from typing import Any, Callable
 
@@ -38,7 +39,8 @@ def arm_spec(study: StudySpec, arm: Arm, where: str = "study", extra: dict[str, 
     for path, value in {**(scale or {}), **arm.set, **(extra or {})}.items():
         set_run_field(tree, path, copy.deepcopy(value), f"{where}: arm '{arm.name}'")
     try:
-        return RunSpec(study=study.name, arm=arm.name, **tree)
+        plugins = {"plugin." + re.sub(r"[^\w.-]", "_", name): code for name, code in study.plugin_code.items()}
+        return RunSpec(study=study.name, arm=arm.name, sources=plugins, **tree)
     except pydantic.ValidationError as err:
         raise AblateError(describe_validation_error(err, f"{where}: arm '{arm.name}'", RunSpec)) from None
     except AblateError as err:
@@ -148,12 +150,13 @@ def dataset_key(spec: RunSpec) -> str:
 def with_sources(specs: list[RunSpec], datasets: dict, starts: dict[str, StartingPoint]) -> list[RunSpec]:
     """The runs with what decides their numbers beyond their configuration made part of their
     identity: the data's content hash, the tokenizer's, the starting weights', and the code of
-    every plugin variant they use (ablate's own code is covered by the version recorded on
-    every run)."""
+    every plugin variant they use, beside the plugins their study loads (ablate's own code is
+    covered by the version recorded on every run)."""
     resolved = []
     for spec in specs:
         dataset = datasets[dataset_key(spec)]
-        sources = {"data": dataset.metadata.get("sha256", ""), "tokenizer": dataset.tokenizer.fingerprint()}
+        sources = {**spec.sources, "data": dataset.metadata.get("sha256", ""),
+                   "tokenizer": dataset.tokenizer.fingerprint()}
         if spec.train.init_from:
             sources["init_from"] = starts[spec.train.init_from].identity
         for slot, name in spec.variants():

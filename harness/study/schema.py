@@ -174,6 +174,14 @@ class StudySpec(pydantic.BaseModel):
                     "scale and gets a verdict per scale; several paths change together (their lists are zipped)")
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="named sets of overrides (path: value), chosen with --profile")
+    _plugin_code: dict[str, str] = pydantic.PrivateAttr(default_factory=dict)
+
+    @property
+    def plugin_code(self) -> dict[str, str]:
+        """Plugin name -> what identifies its code, for every plugin the study loads (its
+        `plugins:` and `--plugin`): each enters the key of every run of the study, whether or not
+        the run uses a variant of it, since its import ran in the process that trains them."""
+        return self._plugin_code
 
     @pydantic.field_validator("seeds", mode="before")
     @classmethod
@@ -326,12 +334,15 @@ def load_study(path: str | Path, overrides: list[str] | None = None, profile: st
     plugins = raw.get("plugins") or []
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise AblateError(f"{path}: plugins must be a list of module names or .py files")
+    loaded = {}
     for plugin in plugins:
         try:
-            load_plugin(plugin, base_dir=path.parent)
+            name, code = load_plugin(plugin, base_dir=path.parent)
         except AblateError as err:
             raise AblateError(f"{path}: plugins: {err}") from None
+        loaded[name] = code
     study = _validated(raw, str(path))
+    study.plugin_code.update(loaded)
     _check_profiles(as_written, path, skip=profile)
     return study
 

@@ -76,9 +76,9 @@ class Study:
         `tracking_uri` defaults to $MLFLOW_TRACKING_URI, else MLflow's default; `storage`
         (the ledger) to $ABLATE_STORAGE, else sqlite:///optuna.db.
         """
-        for plugin in plugins or []:
-            load_plugin(plugin)
+        loaded = dict(load_plugin(plugin) for plugin in plugins or [])
         spec = load_study(path, overrides, profile)
+        spec.plugin_code.update(loaded)
         return cls(spec, Path(path), overrides=list(overrides or []), profile=profile, plugins=list(plugins or []),
                    tracking_uri=tracking_uri, storage=storage or DEFAULT_STORAGE, runs_dir=Path(runs_dir),
                    reports_dir=Path(reports_dir), console=console or make_console())

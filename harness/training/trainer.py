@@ -21,6 +21,7 @@ import torch
 from harness.data import load_dataset, reference_losses
 from harness.errors import AblateError
 from harness.model.gpt import GPT
+from harness.registry import global_state
 from harness.run_state import RunState
 from harness.spec import RunSpec
 from harness.training.checkpoint import load_checkpoint, save_checkpoint
@@ -101,7 +102,7 @@ class Trainer:
         except ValueError as err:
             raise AblateError(str(err)) from None
         torch.manual_seed(spec.seed)
-        with out_of_memory_fails_the_run("setting up the run"):
+        with out_of_memory_fails_the_run("setting up the run"), _leaves_global_state():
             self.model = GPT(model_cfg).to(self.device)
             if self.start:
                 self.start.load(self.model)
@@ -158,7 +159,7 @@ class Trainer:
         attempts of one run: recorded per attempt, never as a param."""
         return {
             "device": str(self.device), "processes": self.parallel.world, "threads": torch.get_num_threads(),
-            "param_dtype": _dtype_name(next(self.model.parameters()).dtype),
+            "param_dtype": ",".join(sorted({_dtype_name(p.dtype) for p in self.model.parameters()})),
             "autocast_dtype": _dtype_name(self.autocast_dtype) if self.autocast_dtype else "none",
             "compiled": self.compiled,
             "optimizer": "AdamW (fused)" if self.optimizer.defaults.get("fused") else "AdamW",
@@ -326,6 +327,20 @@ class Trainer:
             return (f"training loss {train_loss:.3f} exceeds {self.cfg.divergence_factor} x its start "
                     f"({start_loss:.3f})")
         return ""
+
+
+@contextlib.contextmanager
+def _leaves_global_state():
+    """Refuse a model whose variants changed PyTorch's process-wide state while it was built
+    (harness.registry.global_state): the runs after it would compute otherwise under their keys."""
+    before = global_state.Snapshot()
+    yield
+    # initialising weights draws from the global generator, seeded per run just before
+    changed = before.changes(ignore=(global_state.RANDOM_STATE,))
+    if changed:
+        before.restore()
+        raise AblateError(f"building the model changed PyTorch's global state ({'; '.join(changed)}); a variant "
+                          "must leave it as it found it: make the setting one of its options")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
