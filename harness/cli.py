@@ -505,6 +505,15 @@ def main() -> None:
     except AblateError as err:
         say(f"ablate: error: {err}")
         sys.exit(2)
+    except Exception as err:  # a local file fault on any path ablate writes is the user's to fix, in one line
+        from harness.errors import file_fault
+        from harness.sqlite_store import sqlite_file_fault
+
+        fault = file_fault(err) or sqlite_file_fault(err)
+        if fault is None:
+            raise
+        say(f"ablate: error: {fault}")
+        sys.exit(2)
     except Stopped as stop:
         say(f"ablate: interrupted ({signal.Signals(stop.signum).name}); the run in progress is checkpointed and "
             "marked KILLED in MLflow. Run the same command again to resume it.")

@@ -44,14 +44,16 @@ def causes(err: BaseException | None) -> typing.Iterator[BaseException]:
         err = err.__cause__ or err.__context__
 
 
-def file_fault(err: BaseException, path: str | os.PathLike | None = None) -> FileFault | None:
+def file_fault(err: BaseException, path: str | os.PathLike | None = None, *,
+               name: str | os.PathLike | None = None) -> FileFault | None:
     """The FileFault that `err`, or an exception it was raised from, amounts to (naming `path`
-    when the error does not name its file); None for anything else."""
+    when the error does not name its file, and `name` in any case: the file a person knows, not
+    a private one written on its behalf); None for anything else."""
     for seen in causes(err):
         if isinstance(seen, FileFault):
             return seen
         if isinstance(seen, OSError) and seen.errno in _FILE_FAULT_HINTS:
-            where = seen.filename or path or "a local file"
+            where = name or seen.filename or path or "a local file"
             return FileFault(f"{os.strerror(seen.errno)}: {os.fspath(where)} ({_FILE_FAULT_HINTS[seen.errno]}; "
                              "then run the same command again)")
     return None

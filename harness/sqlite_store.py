@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.environment import process_alive
-from harness.errors import FileFault, causes
+from harness.errors import FileFault, causes, file_fault
 
 PRIVATE_SUFFIX = ".creating"
 
@@ -34,17 +34,23 @@ def create_whole(url: str, create: Callable[[str], None]) -> None:
     path = sqlite_file(url)
     if path is None or path.exists() or not path.parent.is_dir():
         return  # no folder: the library's own error names the path
-    _remove_abandoned(path)
     private = path.with_name(f".{path.name}.{os.getpid()}{PRIVATE_SUFFIX}")
-    private.unlink(missing_ok=True)
     try:
-        create(f"sqlite:///{private}")
-        try:
-            os.link(private, path)  # fails if the file appeared meanwhile: never replaces a store
-        except FileExistsError:
-            pass  # another first run linked its store first; both are empty
-    finally:
+        _remove_abandoned(path)
         private.unlink(missing_ok=True)
+        try:
+            create(f"sqlite:///{private}")
+            try:
+                os.link(private, path)  # fails if the file appeared meanwhile: never replaces a store
+            except FileExistsError:
+                pass  # another first run linked its store first; both are empty
+        finally:
+            private.unlink(missing_ok=True)
+    except Exception as err:  # a folder that cannot be written: name the store, not the private file
+        fault = file_fault(err, name=path) or sqlite_file_fault(err, f"sqlite:///{path}")
+        if fault is None:
+            raise
+        raise fault from None
 
 
 def _remove_abandoned(path: Path) -> None:
@@ -61,12 +67,16 @@ _FILE_FAULT_WORDS = ("readonly database", "database or disk is full", "unable to
                      "disk i/o error")
 
 
-def sqlite_file_fault(err: BaseException, url: str) -> FileFault | None:
-    """A FileFault naming the store's file when `err` says that file cannot be written."""
-    path = sqlite_file(url)
-    for seen in causes(err) if path is not None else ():
+def sqlite_file_fault(err: BaseException, url: str | None = None) -> FileFault | None:
+    """A FileFault naming the store's file (of `url`, or any local sqlite store) when `err`
+    says that file cannot be written."""
+    path = sqlite_file(url) if url else None
+    if url and path is None:
+        return None
+    for seen in causes(err):
         words = next((w for w in _FILE_FAULT_WORDS if w in str(seen).lower()), None)
         if words:
-            return FileFault(f"the store {path} cannot be written ({words}): free some space or make it and its "
+            store = path or "a local sqlite store (mlflow.db, optuna.db)"
+            return FileFault(f"the store {store} cannot be written ({words}): free some space or make it and its "
                              "folder writable, then run the same command again")
     return None

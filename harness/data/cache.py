@@ -6,6 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from harness.errors import FileFault
+
 
 def cache_dir() -> Path:
     """$ABLATE_CACHE_DIR, else $XDG_CACHE_HOME/ablate, else ~/.cache/ablate."""
@@ -14,7 +16,11 @@ def cache_dir() -> Path:
         path = Path(explicit)
     else:
         path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ablate"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FileFault(f"the cache folder {path} cannot be made ({os.strerror(err.errno or 0)}: {err.filename or path});"
+                        " set ABLATE_CACHE_DIR (or XDG_CACHE_HOME) to a folder you may write to") from None
     return path
 
 

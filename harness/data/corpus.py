@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from harness.data.cache import content_hash
+from harness.files import write_atomically
 from harness.data.tokenizers import Tokenizer
 
 
@@ -34,11 +35,9 @@ class TokenizedCorpus:
     def _tokenize(self, text: str, cache: Path, tokenizer_key: str) -> np.ndarray:
         path = cache / "tokens" / f"{content_hash(text, tokenizer_key)}.npy"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
             dtype = np.uint16 if self.vocab_size <= 2 ** 16 else np.uint32
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, np.asarray(self.tokenizer.encode(text), dtype=dtype))
-            tmp.replace(path)
+            tokens = np.asarray(self.tokenizer.encode(text), dtype=dtype)
+            write_atomically(path, lambda private: _save_npy(private, tokens))
         return np.load(path, mmap_mode="r")
 
     def check_context(self, context_length: int) -> None:
@@ -64,3 +63,8 @@ class TokenizedCorpus:
         high = len(self.tokens["val"]) - context_length - 1
         starts = torch.randint(high, (self.val_windows,), generator=torch.Generator().manual_seed(0))
         return [self._windows("val", chunk, context_length) for chunk in starts.split(batch_size)]
+
+
+def _save_npy(path: Path, tokens: np.ndarray) -> None:
+    with open(path, "wb") as file:  # np.save given a name would add ".npy" to it
+        np.save(file, tokens, allow_pickle=False)

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from harness.errors import AblateError
+from harness.files import write_atomically
 from harness.redaction import redact
 from harness.registry import NoOptions, Options, TextSource, register
 
@@ -81,8 +82,7 @@ def downloaded_text(cfg, options: URLOptions, cache_dir: Path) -> TextSource:
         except OSError as err:
             raise AblateError(
                 f"dataset 'url': cannot download {redact(url)} ({err}); without network, put the file at {path}") from None
-        path.with_suffix(".part").write_bytes(data)
-        path.with_suffix(".part").replace(path)
+        write_atomically(path, lambda private: private.write_bytes(data))
     data = path.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
     if sha256 and actual != sha256:

@@ -19,6 +19,7 @@ from tiktoken.load import load_tiktoken_bpe
 
 from harness.data.cache import content_hash
 from harness.errors import AblateError
+from harness.files import write_text
 
 # GPT-2's pre-tokenisation: words, numbers, punctuation runs and whitespace split apart
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -146,9 +147,8 @@ def bpe_tokenizer(train_text: str, vocab_size: int, cache: Path) -> Tokenizer:
     path = cache / f"bpe-{vocab_size}-{key}.tiktoken"
     if not path.exists():
         ranks = train_bpe(train_text, vocab_size)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in sorted(ranks.items(), key=lambda x: x[1])))
-        tmp.replace(path)
+        write_text(path, "".join(f"{base64.b64encode(t).decode()} {r}\n"
+                                 for t, r in sorted(ranks.items(), key=lambda x: x[1])))
     return _bpe_tokenizer(load_tiktoken_bpe(str(path)), f"bpe-{vocab_size}-{key}")
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.files import write_csv, write_text
 from harness.notices import warn
 from harness.redaction import error_line
 from harness.report.arm_runs import log_arm_runs
@@ -78,8 +79,8 @@ def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str |
 
     folder = study_folder(reports_dir, study)
     folder.mkdir(parents=True, exist_ok=True)
-    results.to_csv(folder / "results.csv", index=False)
-    summary.to_csv(folder / "summary.csv", index=False)
+    write_csv(results, folder / "results.csv")
+    write_csv(summary, folder / "summary.csv")
     curves = collect_curves(tracker, results, metric)
     files = ["report.md", "results.csv", "summary.csv"]
     files += _drawn(folder / "curves.png", lambda path: plot_curves(curves, metric, references, path))
@@ -93,11 +94,11 @@ def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str |
     if plan.get("scales"):
         files += _drawn(folder / "scaling.png", lambda path: plot_scaling(summary, metric, path))
     if len(tuning):
-        tuning.to_csv(folder / "tuning.csv", index=False)
+        write_csv(tuning, folder / "tuning.csv")
         files += ["tuning.csv", *_drawn(folder / "tuning.png",
                                         lambda path: plot_tuning(tuning, metric, goal == "minimize", path))]
-    (folder / "report.md").write_text(render(study, collected, summary, references, _shared_settings(plan), data,
-                                             tuning, rule))
+    write_text(folder / "report.md", render(study, collected, summary, references, _shared_settings(plan), data,
+                                            tuning, rule))
     for name in files:
         tracker.client.log_artifact(collected.parent_run_id, str(folder / name), artifact_path="report")
     return Report(folder, results, summary)

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.errors import AblateError  # noqa: E402
+from harness.files import save_figure, write_csv, write_text  # noqa: E402
 from harness.redaction import redact  # noqa: E402
 from harness.tracking.tracker import STUDY_KIND, Tracker  # noqa: E402
 
@@ -76,9 +77,9 @@ def build_leaderboard(tracker: Tracker, reports_dir: Path) -> Path:
                           + (f" ({'; '.join(left_out)})" if left_out else ""))
     folder = Path(reports_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    board.drop(columns=["improvement"]).to_csv(folder / "leaderboard.csv", index=False)
+    write_csv(board.drop(columns=["improvement"]), folder / "leaderboard.csv")
     plot_forest(board, folder / "leaderboard.png")
-    (folder / "leaderboard.md").write_text(render_leaderboard(board, left_out))
+    write_text(folder / "leaderboard.md", render_leaderboard(board, left_out))
     return folder / "leaderboard.md"
 
 
@@ -129,7 +130,7 @@ def plot_forest(board: pd.DataFrame, path: Path) -> None:
     axes.set_xlabel(f"Δ {', '.join(metrics)} vs the study's baseline (95% CI; green better, red worse)")
     axes.grid(alpha=0.3, axis="x")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
     plt.close(figure)
 
 

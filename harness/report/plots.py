@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness.files import save_figure  # noqa: E402
+
 
 def plot_curves(curves: pd.DataFrame, metric: str, references: dict[str, float], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(8, 5))
@@ -27,7 +29,7 @@ def plot_curves(curves: pd.DataFrame, metric: str, references: dict[str, float],
     axes.legend()
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
     plt.close(figure)
 
 
@@ -45,7 +47,7 @@ def plot_final(results: pd.DataFrame, summary: pd.DataFrame, metric: str, path: 
     axes.set_title("final value per seed, mean with 95% CI", fontsize=10)
     axes.grid(alpha=0.3, axis="y")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
     plt.close(figure)
 
 
@@ -64,7 +66,7 @@ def plot_scaling(summary: pd.DataFrame, metric: str, path: Path) -> None:
     axes.legend()
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
     plt.close(figure)
 
 
@@ -82,5 +84,5 @@ def plot_tuning(trials: pd.DataFrame, metric: str, minimize: bool, path: Path) -
     axes.legend()
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
     plt.close(figure)

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from harness.environment import process_alive
-from harness.errors import AblateError
+from harness.errors import AblateError, file_fault
 from harness.redaction import error_line, redact
 from harness.run_state import RunState
 from harness.spec import RunSpec
-from harness.sqlite_store import create_whole, sqlite_file
+from harness.sqlite_store import create_whole, sqlite_file, sqlite_file_fault
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 PLANNED_KEYS = "planned_keys"  # the ledger's user attribute listing the current plan's run keys
@@ -61,6 +61,9 @@ def open_storage(url: str):
         raise AblateError(f"the Optuna storage {redact(url)} needs the Python package '{err.name}' "
                           "(for PostgreSQL: pip install 'ablate[dist]')") from None
     except Exception as err:
+        fault = file_fault(err) or sqlite_file_fault(err, url)
+        if fault is not None:  # a local file: the folder or the file cannot be written
+            raise fault from None
         raise AblateError(f"the Optuna storage {redact(url)} is unreachable ({error_line(err, 200)}); "
                           "check --storage") from None
 

@@ -18,6 +18,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from harness.files import write_text
 from harness.notices import say, warn
 from harness.redaction import error_line
 from harness.tracking.outage import is_outage
@@ -116,10 +117,7 @@ class Outbox:
         with self._lock:
             records = list(self.records)
         if records:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"run_id": self.run_id, "label": self.label, "records": records}))
-            tmp.replace(self.path)
+            write_text(self.path, json.dumps({"run_id": self.run_id, "label": self.label, "records": records}))
         elif self.path.exists():
             self.path.unlink()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -111,6 +112,9 @@ class Tracker:
 
         self.uri = tracking_uri(uri)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr is for ablate's own lines
+        # MLflow's SQL store logs every database error with its traceback before raising it; ablate
+        # says what a failed request means in one line (see patiently)
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         if self.uri.startswith(("http://", "https://")):
             # MLflow retries a silent server for minutes per request; ablate keeps the records
             # and retries them itself, so a request may fail fast
@@ -126,6 +130,9 @@ class Tracker:
                 raise AblateError(f"the MLflow tracking store {redact(self.uri)} needs the Python package "
                                   f"'{err.name}' (for PostgreSQL: pip install 'ablate[dist]')") from None
             except Exception as err:
+                fault = file_fault(err) or sqlite_file_fault(err, self.uri)
+                if fault is not None:  # a local file: waiting or starting a server would not help
+                    raise fault from None
                 raise AblateError(f"the MLflow tracking store {redact(self.uri)} is unreachable ({error_line(err, 200)}); "
                                   "start it, or pass another --tracking-uri / MLFLOW_TRACKING_URI") from None
 

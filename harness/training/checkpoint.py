@@ -6,14 +6,13 @@ Everything is stored as tensors and plain containers so that loading works with
 
 from __future__ import annotations
 
-import contextlib
 import pickle
 from pathlib import Path
 
 import torch
 
 from harness.data import Tokenizer
-from harness.errors import file_fault
+from harness.files import write_atomically
 from harness.model.config import ModelConfig
 from harness.model.gpt import GPT
 from harness.redaction import error_line
@@ -23,20 +22,16 @@ FORMAT = 2
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """Write atomically: a crash while saving leaves the previous checkpoint intact."""
-    tmp = path.with_suffix(".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as file:  # a file of ours: a full disk is an OSError, not torch's RuntimeError
-            torch.save({"format": FORMAT, **payload}, file)
-        tmp.replace(path)
-    except OSError as err:
-        fault = file_fault(err, tmp)
-        if fault is None:
-            raise
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise fault from None
+    """Write atomically: a crash or a full disk while saving leaves the previous checkpoint
+    intact and no partial file (harness.files)."""
+    write_atomically(path, lambda private: _save(private, {"format": FORMAT, **payload}))
+
+
+def _save(path: Path, payload: dict) -> None:
+    # a file of ours, closed here whatever happens: torch's writer, kept alive by the traceback of a
+    # full disk, would hold the partial file open and its space taken after it is removed
+    with open(path, "wb") as file:
+        torch.save(payload, file)
 
 
 def load_checkpoint(path: str | Path) -> dict:
