@@ -505,6 +505,10 @@ def main() -> None:
     except AblateError as err:
         say(f"ablate: error: {err}")
         sys.exit(2)
+    except Stopped as stop:
+        say(f"ablate: interrupted ({signal.Signals(stop.signum).name}); the run in progress is checkpointed and "
+            "marked KILLED in MLflow. Run the same command again to resume it.")
+        sys.exit(128 + stop.signum)
     except Exception as err:  # a local file fault on any path ablate writes is the user's to fix, in one line
         from harness.errors import file_fault
         from harness.sqlite_store import sqlite_file_fault
@@ -514,10 +518,6 @@ def main() -> None:
             raise
         say(f"ablate: error: {fault}")
         sys.exit(2)
-    except Stopped as stop:
-        say(f"ablate: interrupted ({signal.Signals(stop.signum).name}); the run in progress is checkpointed and "
-            "marked KILLED in MLflow. Run the same command again to resume it.")
-        sys.exit(128 + stop.signum)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Annotated
 
 import pydantic
 
@@ -18,6 +19,9 @@ from harness.training.config import TrainConfig
 EXECUTION_FIELDS = {"device", "compile", "fused", "tf32", "checkpoint_interval", "threads"}
 MODEL_EXECUTION_FIELDS = {"attention_backend", "kernels"}
 MOST_TOKENS_PER_MICRO_BATCH = 2**24
+# a seed is what torch, NumPy and most tools take whole: a 32-bit unsigned integer
+MAX_SEED = 2**32 - 1
+Seed = Annotated[int, pydantic.Field(ge=0, le=MAX_SEED, description=f"a seed: 0 to {MAX_SEED}")]
 
 
 class RunSpec(pydantic.BaseModel):
@@ -25,7 +29,7 @@ class RunSpec(pydantic.BaseModel):
 
     study: str = "run"
     arm: str = "base"
-    seed: int = 0
+    seed: Seed = 0
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()

@@ -33,6 +33,7 @@ from harness.data import DataConfig
 from harness.errors import AblateError, describe_validation_error
 from harness.model.config import ModelConfig, VariantChoice
 from harness.registry import load_plugin
+from harness.spec import MAX_SEED, Seed
 from harness.study.paths import parse_override, set_study_field
 from harness.study.sequential import SequentialRule
 from harness.training.config import TrainConfig
@@ -75,8 +76,8 @@ class Arm(pydantic.BaseModel):
 
     name: str = Field(min_length=1)
     set: dict[str, Any] = Field(default_factory=dict, description="dotted paths (model.norm) -> values")
-    seeds: list[int] | None = Field(None, min_length=1, description="this arm's own seeds (an A/A control's copy); "
-                                                                    "default the study's")
+    seeds: list[Seed] | None = Field(None, min_length=1, description="this arm's own seeds (an A/A control's copy); "
+                                                                     "default the study's")
 
 
 class ReportSettings(pydantic.BaseModel):
@@ -120,7 +121,7 @@ class TuneSettings(pydantic.BaseModel):
     timeout_s: float | None = Field(None, gt=0, description="time budget per arm, on top of trials")
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     pruner: Literal["median", "hyperband", "none"] = "median"
-    seed: int = Field(0, description="training seed of the tuning trials (and the sampler's seed)")
+    seed: Seed = Field(0, description="training seed of the tuning trials (and the sampler's seed)")
 
     @pydantic.model_validator(mode="after")
     def _paths_and_grid(self):
@@ -161,7 +162,7 @@ class StudySpec(pydantic.BaseModel):
     data: DataConfig = DataConfig()
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="path -> values; arms are their product")
     arms: list[Arm] = Field(default_factory=list)
-    seeds: list[int] | SeedRange = Field(
+    seeds: list[Seed] | SeedRange = Field(
         default_factory=lambda: [0], json_schema_extra=_also_a_count,
         description="the seeds, how many (0, 1, ...), or {min, max} to add seeds while a verdict is unsettled")
     plugins: list[str] = Field(default_factory=list)
@@ -194,6 +195,11 @@ class StudySpec(pydantic.BaseModel):
             return list(range(value))
         if isinstance(value, list) and not value:
             raise ValueError("seeds must not be empty")
+        if isinstance(value, list):
+            for index, seed in enumerate(value):
+                if isinstance(seed, int) and not 0 <= seed <= MAX_SEED:
+                    raise ValueError(f"seeds[{index}] = {seed} is outside 0 to {MAX_SEED}: a seed is a 32-bit unsigned "
+                                     "integer, as torch and NumPy take it")
         return value
 
     @pydantic.model_validator(mode="after")

@@ -29,7 +29,7 @@ from harness.redaction import redact
 from harness.registry import load_plugin
 from harness.report import build_report
 from harness.run_state import RunState
-from harness.spec import RunSpec
+from harness.spec import MAX_SEED, RunSpec
 from harness.study import launch
 from harness.study.clean import CleanResult, clean_runs
 from harness.study.ledger import DEFAULT_STORAGE, Ledger, plan_id
@@ -243,6 +243,8 @@ class Study:
             raise AblateError(f"{self.file} has {len(self.spec.arm_list())} arms; `ablate train` runs one, "
                               "`ablate run` a study")
         spec = self.runs[0]
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise AblateError(f"--seed {seed} is outside 0 to {MAX_SEED}: a seed is a 32-bit unsigned integer")
         if seed is not None and seed != spec.seed:
             spec = complete([spec.model_copy(update={"seed": seed})], self.locate)[0][0]
         run_dir = self.runs_dir / self.name / spec.key()
