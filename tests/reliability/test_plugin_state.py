@@ -22,14 +22,7 @@ base:
 data: {val_windows: 2}
 seeds: 1
 """
-HARMLESS = """
-from harness.registry import NoOptions, register
-
-
-@register("mlp", "unused_in_this_study", NoOptions)
-def unused(cfg, options):
-    raise NotImplementedError
-"""
+HARMLESS = "# a plugin file with helpers and no variant: still code that ran where the study trains\nSCALE = 1.0\n"
 
 
 @pytest.mark.parametrize("change,named", [

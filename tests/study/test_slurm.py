@@ -110,7 +110,7 @@ def test_a_cancelled_slurm_worker_has_its_run_resumed_by_the_other(tmp_path, dat
 
     trials, runs = _finished_runs(storage, tracking)
     failed = [t for t in trials if t.state.name == "FAIL"]
-    assert len(failed) == 1, "the cancelled worker's trial was failed by its stale heartbeat"
+    assert len(failed) == 1, "the cancelled worker stopped on scancel's SIGTERM and failed its trial"
     key = failed[0].user_attrs["run_key"]
     [retry] = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs["run_key"] == key]
     assert retry.user_attrs["worker"] != failed[0].user_attrs["worker"]
@@ -137,3 +137,29 @@ def test_one_data_parallel_run_across_two_slurm_tasks(tmp_path):
     assert (one["processes"], two["processes"]) == (1, 2)
     curve = [[entry["train_loss"] for entry in c["history"] if "train_loss" in entry] for c in (one, two)]
     assert len(curve[0]) == len(curve[1]) > 0 and curve[1] == pytest.approx(curve[0], rel=1e-4)
+
+
+def test_a_slurm_worker_at_its_time_limit_checkpoints_and_queues_its_run_again(tmp_path, databases):
+    """SLURM sends USR2 `--slurm-signal-delay` seconds before the time limit (up to a minute early):
+    the worker checkpoints its run, marks it interrupted, puts it back in the queue and ends
+    before SLURM kills it."""
+    storage, tracking = databases
+    (tmp_path / "study.yaml").write_text(STUDY.replace("STEPS", "100000"))
+    submitted = ablate("run", "study.yaml", "--launcher", "slurm", "--jobs", "1", "--slurm-time", "2",
+                       "--slurm-signal-delay", "30", "--storage", storage, "--tracking-uri", tracking, cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    array = re.search(r"as job array (\d+)", submitted.stderr).group(1)
+    _wait_until_gone(array, tmp_path, timeout=300)
+
+    logs = "\n".join(p.read_text() for p in (tmp_path / "runs" / "on_slurm" / "slurm").rglob("*.out"))
+    errors = "\n".join(p.read_text() for p in (tmp_path / "runs" / "on_slurm" / "slurm").rglob("*.err"))
+    assert "stopped by SIGUSR2" in logs, logs + errors
+    assert "DUE TO TIME LIMIT" not in errors, "the worker ended before SLURM had to kill it"
+    client = MlflowClient(tracking)
+    [run] = client.search_runs([client.get_experiment_by_name("on_slurm").experiment_id],
+                               "tags.`ablate.kind` = 'arm_run'")
+    assert run.info.status == "KILLED" and run.data.tags["state"] == "interrupted"
+    assert list(tmp_path.glob(f"runs/on_slurm/{run.data.tags['run_key']}/checkpoint.pt"))
+    trials = [t for t in ledger_study(storage, "on_slurm").get_trials() if t.user_attrs.get("run_key") ==
+              run.data.tags["run_key"]]
+    assert sorted(t.state.name for t in trials) == ["FAIL", "WAITING"], "its run is queued again"

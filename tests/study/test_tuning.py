@@ -112,5 +112,5 @@ def test_local_workers_share_the_tuning_budget_then_the_runs(tmp_path):
     assert sorted(t.state.name for t in ledger.trials if not t.user_attrs.get("empty")) == ["COMPLETE"] * 4
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("tuned").experiment_id])
-    threads = {r.data.params["threads"] for r in runs if "threads" in r.data.params}
+    threads = {r.data.tags["execution_threads"] for r in runs if "execution_threads" in r.data.tags}
     assert threads == {str(max(1, os.cpu_count() // 2))}, "each of the two workers gets its share of the cores"

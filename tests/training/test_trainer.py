@@ -45,7 +45,7 @@ def test_val_loss_falls_well_below_the_unigram_loss_on_pydoc(tmp_path):
 def test_two_digit_addition_reaches_90_percent_exact_match(tmp_path):
     spec = _spec(model=dict(n_layer=2, d_model=64, context_length=9),
                  data={"dataset": {"name": "addition", "digits": 2}},
-                 steps=1000, batch_size=64, lr=1e-2, warmup_steps=30, weight_decay=0.0,
+                 steps=1000, batch_size=64, lr=5e-3, warmup_steps=30, weight_decay=0.0,
                  log_interval=100, eval_interval=500)
     result = Trainer(spec, tmp_path).run()
     assert result.metrics["val_exact_match"] >= 0.9
