@@ -32,7 +32,8 @@ class RunProgress(Observer):
         self.latest: dict[str, float] = {}
 
     def on_start(self, info: dict) -> None:
-        self.progress.update(self.task, status=f"{info['params_non_embedding']:,} params on {info['execution']['device']}")
+        device = info["execution"]["device"]
+        self.progress.update(self.task, status=f"{info['params_non_embedding']:,} params on {device}")
 
     def on_metrics(self, step: int, metrics: dict) -> None:
         self.latest.update(metrics)

@@ -19,8 +19,9 @@ def cache_dir() -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise FileFault(f"the cache folder {path} cannot be made ({os.strerror(err.errno or 0)}: {err.filename or path});"
-                        " set ABLATE_CACHE_DIR (or XDG_CACHE_HOME) to a folder you may write to") from None
+        reason = f"{os.strerror(err.errno or 0)}: {err.filename or path}"
+        raise FileFault(f"the cache folder {path} cannot be made ({reason}); set ABLATE_CACHE_DIR (or XDG_CACHE_HOME) "
+                        "to a folder you may write to") from None
     return path
 
 

@@ -45,8 +45,9 @@ class StudyRuns:
         if not checkpoint.is_file():
             raise AblateError(f"arm '{spec.arm}' starts from study '{ref.study}' arm '{ref.arm}' seed {seed} (run {key}), "
                               f"but its checkpoint {checkpoint} is gone (`ablate clean` removes finished runs' "
-                              f"checkpoints). To train it again, delete it from MLflow ({self._delete_command(ref, key)}) "
-                              f"and run study '{ref.study}' again with `ablate run`; or point init_from at a checkpoint")
+                              f"checkpoints). To train it again, delete it from MLflow "
+                              f"({self._delete_command(ref, key)}) and run study '{ref.study}' again with `ablate "
+                              "run`; or point init_from at a checkpoint")
         return spec.model_copy(update={"train": spec.train.model_copy(update={"init_from": str(checkpoint)})})
 
     def _delete_command(self, ref: StudyRun, key: str) -> str:

@@ -79,7 +79,8 @@ def study_status(name: str, tracker: Tracker, ledger: Ledger, planned: list[RunS
                            steps=progress.get("steps", math.nan), heartbeat_age_s=now - progress.get("at", started))
         elif recorded is not None and recorded.settled:
             row["state"] = recorded.value
-        elif trial is not None and trial.state.name in ("COMPLETE", "PRUNED") and not trial.user_attrs.get("superseded"):
+        elif trial is not None and trial.state.name in ("COMPLETE", "PRUNED") \
+                and not trial.user_attrs.get("superseded"):  # the ledger's word, which MLflow does not back
             row["state"] = MISSING
         elif trial is not None and trial.state.name == "FAIL":
             row["state"] = trial.user_attrs.get("state", RunState.INTERRUPTED.value)

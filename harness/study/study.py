@@ -60,7 +60,8 @@ class Study:
         self.reports_dir = reports_dir
         self.console = console
         self._tuned: dict | None = None  # each arm's best tuned settings, once tuned
-        self.locate = StudyRuns(self.storage, self.runs_dir, lambda: self.tracker)  # the runs of other studies that runs start from
+        # the runs of other studies that runs start from
+        self.locate = StudyRuns(self.storage, self.runs_dir, lambda: self.tracker)
         self.runs, self.datasets = resolve(spec, str(file), locate=self.locate)
         # this configuration's ledger; taken before tuning, which changes the runs' keys
         self.plan_id = plan_id(self.runs, spec.tune.model_dump_json() if spec.tune else "")

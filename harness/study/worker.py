@@ -66,14 +66,16 @@ def work(specs: list[RunSpec], metric: str, tracker: Tracker, ledger: Ledger, ru
             spec = by_key[key]
             # what earlier runs kept while the store was away goes first
             tracker.patiently(lambda: tracker.send_kept(runs_dir / study), "sending kept records")
+            heartbeat = Reporting(LedgerProgress(trial, spec.train.steps), "the ledger heartbeat")
             result = train_tracked(spec, runs_dir / study / key, tracker, parent_run_id, progress, kind=RUN_KIND,
-                                   observers=(Reporting(LedgerProgress(trial, spec.train.steps), "the ledger heartbeat"),))
+                                   observers=(heartbeat,))
             if result.trained:
                 outcome.trained += 1
             else:
                 outcome.done_already += 1
             with contextlib.suppress(Exception):  # a progress line never stops a study
-                progress.update(claimed, advance=1, status=escape(f"last: {spec.arm} seed {spec.seed} {result.state.value}"))
+                last = f"last: {spec.arm} seed {spec.seed} {result.state.value}"
+                progress.update(claimed, advance=1, status=escape(last))
             return result.state, result.metrics.get(metric)
 
         while True:

@@ -1,1 +1,2 @@
-"""Training one run: configuration, optimizer and schedule, checkpoints, the loop."""
+"""Training one run: configuration, optimizer and schedule, checkpoints, the loop, what it tells
+its observers, and stop requests (interrupt.py: Ctrl-C, SIGTERM, SLURM's warning signal)."""
