@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 
+from tests.faults import FAULTS
 from tests.reliability.conftest import ablate, arm_runs
 
 STUDY = """
@@ -42,6 +43,7 @@ def test_a_deleted_tracking_store_under_a_finished_ledger_trains_the_study_again
     assert "2 runs the ledger lists as finished are missing from the tracking store" in again.stderr
     assert "2 runs trained" in again.stderr and _finished(tmp_path) == ["post", "pre"]
     assert (tmp_path / "reports" / "drift" / "report.md").is_file()
+    FAULTS["runs retrained after ledger drift"] += 2
     quiet = ablate(tmp_path, "run", "study.yaml")
     assert quiet.returncode == 0 and "0 queued" in quiet.stderr and "missing" not in quiet.stderr, quiet.stderr
 
@@ -58,6 +60,7 @@ def test_a_run_deleted_in_mlflow_is_trained_again(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "1 runs the ledger lists as finished are missing" in again.stderr and "1 runs trained" in again.stderr
     assert _finished(tmp_path) == ["post", "pre"]
+    FAULTS["runs retrained after ledger drift"] += 1
 
 
 def test_another_tracking_uri_over_the_same_ledger_trains_into_the_new_store(tmp_path):
@@ -66,6 +69,7 @@ def test_another_tracking_uri_over_the_same_ledger_trains_into_the_new_store(tmp
     other = ablate(tmp_path, "run", "study.yaml", "--tracking-uri", f"sqlite:///{tmp_path}/other.db")
     assert other.returncode == 0, other.stderr
     assert "2 runs trained" in other.stderr and _finished(tmp_path, "other.db") == ["post", "pre"]
+    FAULTS["runs retrained after ledger drift"] += 2
 
 
 PRETRAIN = """
@@ -110,3 +114,4 @@ def test_a_cleaned_first_stage_has_a_way_out_that_works_when_followed(tmp_path):
     unstuck = ablate(tmp_path, "run", "tuned.yaml")
     assert unstuck.returncode == 0, unstuck.stderr
     assert "2 runs trained" in unstuck.stderr
+    FAULTS["runs retrained after ledger drift"] += 1

@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from harness import Study
 from harness.errors import AblateError
+from tests.faults import FAULTS
 from tests.reliability.conftest import ablate
 
 STUDY = """
@@ -48,6 +49,7 @@ def test_a_plugin_that_changes_torch_global_state_is_refused_naming_it(tmp_path,
     message = " ".join(result.stderr.split())
     assert "extra.py changed PyTorch's global state" in message and named in message, message
     assert not (tmp_path / "runs").exists(), "nothing trained"
+    FAULTS["plugins refused for global state"] += 1
 
 
 def test_a_plugin_given_on_the_command_line_is_checked_too(tmp_path):

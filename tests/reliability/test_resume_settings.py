@@ -88,3 +88,4 @@ def test_a_record_the_store_refuses_is_said_once_and_the_records_behind_it_are_s
     assert not (tmp_path / "run" / "unsent_tracking.json").exists()
     warnings = capfd.readouterr().err
     assert warnings.count("refused params train.lr of run base seed=0") == 1, warnings
+    FAULTS["refused records skipped"] += 1

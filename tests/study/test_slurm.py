@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.training.checkpoint import load_checkpoint
 from tests.conftest import free_port, ledger_study
+from tests.faults import FAULTS
 
 STUDY = """
 name: on_slurm
@@ -163,3 +164,4 @@ def test_a_slurm_worker_at_its_time_limit_checkpoints_and_queues_its_run_again(t
     trials = [t for t in ledger_study(storage, "on_slurm").get_trials() if t.user_attrs.get("run_key") ==
               run.data.tags["run_key"]]
     assert sorted(t.state.name for t in trials) == ["FAIL", "WAITING"], "its run is queued again"
+    FAULTS["stop signals honoured"] += 1
