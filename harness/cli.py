@@ -57,10 +57,17 @@ class Stopped(Exception):
 def interruptible(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from harness.errors import causes
+
         try:
             return command(*args, **kwargs)
-        except KeyboardInterrupt as err:
-            raise Stopped(getattr(err, "signum", signal.SIGINT)) from None
+        except BaseException as err:
+            # a stop request, also one that a library tripped over while handling it (Optuna
+            # failing to record a trial it was telling when the signal came)
+            stop = next((seen for seen in causes(err) if isinstance(seen, KeyboardInterrupt)), None)
+            if stop is None:
+                raise
+            raise Stopped(getattr(stop, "signum", signal.SIGINT)) from None
 
     return wrapper
 
@@ -506,7 +513,7 @@ def main() -> None:
         say(f"ablate: error: {err}")
         sys.exit(2)
     except Stopped as stop:
-        say(f"ablate: interrupted ({signal.Signals(stop.signum).name}); the run in progress is checkpointed and "
+        say(f"ablate: interrupted ({signal.Signals(stop.signum).name}); a run in progress is checkpointed and "
             "marked KILLED in MLflow. Run the same command again to resume it.")
         sys.exit(128 + stop.signum)
     except Exception as err:  # a local file fault on any path ablate writes is the user's to fix, in one line

@@ -29,7 +29,9 @@ _FILE_FAULT_HINTS = {
     errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (the disk quota is used up)",
     errno.EFBIG: "the file is larger than this system allows",
     errno.EACCES: "make it writable, or run from a folder you may write to", errno.EPERM: "make it writable, "
-    "or run from a folder you may write to", errno.EROFS: "the file system is read-only; run from another folder",
+    "or run from a folder you may write to",
+    errno.EROFS: "the file system is read-only; write elsewhere (another working folder, --runs-dir, --reports-dir, "
+                 "ABLATE_CACHE_DIR)",
     errno.ENAMETOOLONG: "use a shorter name", errno.ENOTDIR: "a file stands where a folder must be; move it away",
     errno.EISDIR: "a folder stands where a file must be; move it away",
     errno.EEXIST: "a file stands where a folder must be; move it away", errno.ELOOP: "a link loops; remove it",

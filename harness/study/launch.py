@@ -6,8 +6,9 @@ any user of the machine could read a password.
 The workers hear a stop only from their parent: they run in a session of their own, so a
 terminal's Ctrl-C reaches the parent alone, which forwards one SIGTERM to each and waits
 while they checkpoint (a worker given two signals would stop at once, mid-step). A parent
-that dies without forwarding (SIGKILL) still stops them: each asks the kernel for SIGTERM
-when its parent goes (Linux's parent-death signal), so nothing trains on orphaned.
+that dies without forwarding (SIGKILL) still stops them: each asks the kernel for SIGHUP when
+its parent goes (Linux's parent-death signal, which comes once per exiting thread of the
+parent and so counts as one request however often it comes), so nothing trains on orphaned.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from harness.environment import usable_cores
 from harness.errors import AblateError
+from harness.training import interrupt
 
 
 def start_workers(jobs: int, study_file: Path, overrides: list[str], plugins: list[str], profile: str | None,
@@ -52,15 +54,16 @@ _PR_SET_PDEATHSIG = 1
 
 
 def follow_parent() -> None:
-    """In a worker started by :func:`start_workers`: be sent SIGTERM when the parent dies, and
-    stop now if it died already."""
+    """In a worker started by :func:`start_workers`: be sent SIGHUP, a stop request, when the
+    parent dies, and stop now if it died already."""
     parent = os.environ.get(PARENT_VARIABLE)
     if not parent or not sys.platform.startswith("linux"):
         return
+    interrupt.install(soft=(signal.SIGHUP,))
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGHUP, 0, 0, 0)
     if os.getppid() != int(parent):  # it died before the request was made
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGHUP)
 
 
 def wait_for(workers: list[subprocess.Popen]) -> None:

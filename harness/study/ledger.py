@@ -136,8 +136,8 @@ def ledger_names(storage, study_name: str) -> list[str]:
 
 
 class Planned(NamedTuple):
-    queued: int  # runs put in the queue by this plan
-    missing: int  # of those, runs the ledger had as settled that MLflow does not hold
+    queued: int  # runs of the plan waiting in the queue now (queued by this plan or an interrupted one)
+    missing: int  # runs queued again because the ledger had them settled and MLflow does not hold them
 
 
 class Ledger:
@@ -171,7 +171,8 @@ class Ledger:
         (fewer seeds, say) are skipped by the workers instead of trained."""
         study = self._load()
         trials = study.get_trials(deepcopy=False)
-        in_flight = {t.user_attrs.get("run_key") for t in trials if t.state.name in ("WAITING", "RUNNING")}
+        waiting = {t.user_attrs.get("run_key") for t in trials if t.state.name == "WAITING"}
+        in_flight = waiting | {t.user_attrs.get("run_key") for t in trials if t.state.name == "RUNNING"}
         settled = {t.user_attrs.get("run_key") for t in trials if t.state.name in ("COMPLETE", "PRUNED")}
         queue = [spec for spec in specs if spec.key() not in in_flight and spec.key() not in tracked]
         arms = list(dict.fromkeys([*study.user_attrs.get("arms", []), *(spec.arm for spec in specs)]))
@@ -181,7 +182,8 @@ class Ledger:
             study.enqueue_trial({"arm": spec.arm, "seed": spec.seed},
                                 user_attrs={"run_key": spec.key(), "arm": spec.arm, "seed": spec.seed})
         study.set_user_attr("planned", True)
-        return Planned(len(queue), sum(spec.key() in settled for spec in queue))
+        queued = len(queue) + sum(spec.key() in waiting for spec in specs)  # an earlier execution's queue too
+        return Planned(queued, sum(spec.key() in settled for spec in queue))
 
     def release_dead_local_claims(self) -> int:
         """See :func:`release_dead_local_claims`."""
@@ -202,6 +204,13 @@ class Ledger:
             raise AblateError(f"no plan of this study's configuration ('{self.name}') in {redact(self.url)}; plan "
                               "it first with `ablate run STUDY.yaml --storage URL --jobs 0`, with the same "
                               "--set, --profile and plugins as this worker") from None
+
+    def planned_keys(self) -> list[str] | None:
+        """The run keys of the plan queued last, or None before one is."""
+        try:
+            return self._load().user_attrs.get(PLANNED_KEYS)
+        except AblateError:
+            return None
 
     def parent_run_id(self) -> str:
         return self._load().user_attrs["mlflow_parent_run_id"]

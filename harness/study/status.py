@@ -59,7 +59,8 @@ def study_status(name: str, tracker: Tracker, ledger: Ledger, planned: list[RunS
     else:
         known = {key: (t.user_attrs.get("arm", "?"), int(t.user_attrs.get("seed", -1))) for key, t in trials.items()}
         known.update({key: (run.data.tags["arm"], int(run.data.tags["seed"])) for key, run in tracked.items()})
-        runs = [(arm, seed, key) for key, (arm, seed) in known.items()]
+        current = ledger.planned_keys()  # the plan queued last; runs only an earlier plan had are not counted
+        runs = [(arm, seed, key) for key, (arm, seed) in known.items() if current is None or key in current]
 
     now = time.time()
     rows = []

@@ -203,7 +203,8 @@ class Study:
         self.tracker.record_plan(parent, plan_record(self.spec, self.runs, str(self.file)))
         if planned.missing:
             self.console.print(f"{planned.missing} runs the ledger lists as finished are missing from the tracking "
-                               f"store {redact(self.tracker.uri)}: training them again", style="yellow", markup=False)
+                               f"store {redact(self.tracker.uri)}: training them again (from their checkpoints, "
+                               "which hold their curves, where runs/ still has them)", style="yellow", markup=False)
         self.console.print(f"{len(self.runs)} runs planned, {planned.queued} queued, "
                            f"{len(self.runs) - planned.queued} finished or in progress already")
 

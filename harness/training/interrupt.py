@@ -17,6 +17,10 @@ import threading
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: list[int] = []  # stop requests this process has had, oldest first
+# signals that may come several times for one reason and so never stop at once: Linux sends the
+# parent-death signal again each time a thread of the dying parent exits
+_soft: set[int] = set()
+_soft_raised = False
 
 
 class Interrupted(KeyboardInterrupt):
@@ -34,16 +38,23 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _raise(signum, frame):
+    global _soft_raised
+    if signum in _soft:
+        if _soft_raised:  # the same request again: it is being honoured
+            return
+        _soft_raised = True
     _received.append(signum)
     raise Interrupted(signum)
 
 
-def install(extra: tuple[int, ...] = ()) -> None:
+def install(extra: tuple[int, ...] = (), soft: tuple[int, ...] = ()) -> None:
     """Make SIGINT, SIGTERM and `extra` signals (SLURM's warning signal) stop requests of this
-    process (its main thread). The command line and every worker call it first."""
+    process (its main thread), and `soft` ones too, whose repeats are one request. The command
+    line and every worker call it first."""
     if threading.current_thread() is not threading.main_thread():
         return
-    for signum in (*STOP_SIGNALS, *extra):
+    _soft.update(soft)
+    for signum in (*STOP_SIGNALS, *extra, *soft):
         signal.signal(signum, _raise)
 
 
@@ -72,6 +83,8 @@ def deferred_interrupt():
 
     def handler(signum, frame):
         if here:
+            if signum in _soft:
+                return
             raise Interrupted(signum)
         here.append(signum)
         _received.append(signum)
@@ -87,4 +100,4 @@ def deferred_interrupt():
 
 def _extra_installed() -> list[int]:
     """Signals besides SIGINT and SIGTERM that :func:`install` made stop requests."""
-    return [s for s in (signal.SIGUSR1, signal.SIGUSR2) if signal.getsignal(s) is _raise]
+    return [s for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP) if signal.getsignal(s) is _raise]

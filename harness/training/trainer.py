@@ -240,6 +240,10 @@ class Trainer:
         info = self.info()
         info["execution"]["start_step"] = step  # where this attempt took the run up
         self.observer.on_start(info)
+        # the curve the checkpoint holds, told again: a tracking store that lost it (deleted, reset,
+        # another URI) gets it back, and one that has it skips what it holds (harness.tracking.tracked_run)
+        for entry in history:
+            self.observer.on_metrics(entry["step"], {k: v for k, v in entry.items() if k != "step"})
         self.model.train()
 
         interval_loss = torch.zeros((), device=self.device) + resumed.interval_loss_sum
@@ -306,6 +310,8 @@ class Trainer:
                 if stop:
                     honour()
 
+        if trained_steps == 0:  # resumed at its end: the model runs once so that its kernels are known
+            self.evaluate()
         info.update(self.model.kernel_report())  # known once the model has run
         final = _final_metrics(history)
         final["wall_time_s"] = earlier_wall + time.perf_counter() - wall_start

@@ -124,6 +124,9 @@ def test_a_killed_parent_stops_its_workers_and_the_next_run_ends_its_parent_run(
         time.sleep(0.2)
     assert _workers_of(process.pid) == [], "the workers outlived their killed parent"
     assert {r.data.tags["state"] for r in arm_runs(uri, "preempted")} == {"interrupted"}, "they stopped cleanly"
+    # checkpoint_interval 0: only a clean stop writes a checkpoint (the parent-death signal comes once per
+    # exiting thread of the parent; its repeats must not turn into a second, immediate stop)
+    assert len(list(tmp_path.glob("runs/preempted/*/checkpoint.pt"))) == 2
     assert [p.info.status for p in _parents(uri)] == ["RUNNING"]
     FAULTS["runs interrupted"] += 2
 
