@@ -20,6 +20,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness import __version__
@@ -98,9 +99,9 @@ def _load(study_file: Path, set_, plugin, profile, tracking_uri=None, storage=No
 def _table(frame, title: str) -> Table:
     from pandas.api.types import is_numeric_dtype
 
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for column in frame.columns:
-        table.add_column(str(column), justify="right" if is_numeric_dtype(frame[column]) else "left")
+        table.add_column(escape(str(column)), justify="right" if is_numeric_dtype(frame[column]) else "left")
     for row in frame.itertuples(index=False):
         table.add_row(*(_cell(value) for value in row))
     return table
@@ -115,7 +116,7 @@ def _cell(value) -> str:
         return f"{value:,}"
     if isinstance(value, numbers.Real):
         return f"{value:,.1f}"
-    return str(value)
+    return escape(str(value))  # arm and variant names are the user's: never rich markup
 
 
 # ---- variants and schema ---------------------------------------------------------------------
@@ -140,7 +141,7 @@ def variants(
     for variant in found:
         options = ", ".join(f"{name}={'required' if field.is_required() else field.default}"
                             for name, field in variant.options.model_fields.items())
-        table.add_row(variant.slot, variant.name, options or "-", variant.source, variant.summary)
+        table.add_row(*map(escape, (variant.slot, variant.name, options or "-", variant.source, variant.summary)))
     Console(width=200).print(table)
 
 
@@ -294,6 +295,7 @@ def worker(
 
 
 @app.command()
+@interruptible
 def report(
     study: StudyArgument,
     plan: Annotated[Optional[str], typer.Option(help="the parent run id of an earlier execution to report "
@@ -310,6 +312,7 @@ def report(
 
 
 @app.command()
+@interruptible
 def leaderboard(tracking_uri: TrackingOption = None, reports_dir: ReportsDirOption = Path("reports")):
     """Rank the variants of every study in the tracking store against their study's baseline:
     reports/leaderboard.md, .csv and a forest plot of the differences with their intervals."""
@@ -320,6 +323,7 @@ def leaderboard(tracking_uri: TrackingOption = None, reports_dir: ReportsDirOpti
 
 
 @app.command()
+@interruptible
 def status(
     study: StudyArgument,
     tracking_uri: TrackingOption = None,
@@ -354,6 +358,7 @@ def status(
 
 
 @app.command()
+@interruptible
 def clean(
     study: StudyArgument,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be deleted, delete nothing")] = False,

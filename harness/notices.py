@@ -24,13 +24,16 @@ class TolerantStream(io.TextIOBase):
 
     @property
     def target(self):
-        return self._target or sys.stderr
+        target = self._target or sys.stderr
+        if target is None:  # stderr closed at start (`2>&-`): nothing can be said
+            self.broken = True
+        return target
 
     def write(self, text: str) -> int:
         if not self.broken:
             try:
                 self.target.write(text)
-            except (OSError, ValueError):  # ValueError: the stream was closed
+            except (OSError, ValueError, AttributeError):  # ValueError: the stream was closed
                 self.broken = True
         return len(text)
 
@@ -38,13 +41,13 @@ class TolerantStream(io.TextIOBase):
         if not self.broken:
             try:
                 self.target.flush()
-            except (OSError, ValueError):
+            except (OSError, ValueError, AttributeError):
                 self.broken = True
 
     def isatty(self) -> bool:
         try:
             return self.target.isatty()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             return False
 
     def fileno(self) -> int:

@@ -67,7 +67,12 @@ def follow_parent() -> None:
 
 
 def wait_for(workers: list[subprocess.Popen]) -> None:
-    codes = [process.wait() for process in workers]
+    """Wait until every worker has ended; a stop request that a library swallowed meanwhile is
+    honoured (the caller then stops the workers)."""
+    while any(process.poll() is None for process in workers):
+        interrupt.honour()
+        time.sleep(0.5)
+    codes = [process.returncode for process in workers]
     if any(codes):
         raise AblateError(f"{sum(1 for c in codes if c)} of {len(workers)} workers failed (exit codes {codes}); "
                           "run the same command again to finish the study")

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from harness.errors import AblateError
 from harness.notices import make_console
@@ -324,7 +325,7 @@ class Study:
                                    "reading the study back")
         self.console.print(f"report: {result.folder / 'report.md'}")
         for row in result.results[~result.results["state"].isin(["finished", "not run"])].itertuples():
-            self.console.print(f"[yellow]{row.state}:[/] {row.arm} seed {row.seed}: {row.failure_reason}")
+            self.console.print(f"[yellow]{row.state}:[/] {escape(f'{row.arm} seed {row.seed}: {row.failure_reason}')}")
         return result.summary
 
     def status(self) -> StudyStatus:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -56,6 +57,17 @@ def install(extra: tuple[int, ...] = (), soft: tuple[int, ...] = ()) -> None:
     _soft.update(soft)
     for signum in (*STOP_SIGNALS, *extra, *soft):
         signal.signal(signum, _raise)
+    if sys.unraisablehook is not _quiet_when_remembered:
+        _quiet_when_remembered.previous = sys.unraisablehook
+        sys.unraisablehook = _quiet_when_remembered
+
+
+def _quiet_when_remembered(unraisable) -> None:
+    """A stop request raised where Python cannot raise it (a garbage-collection or weakref
+    callback) is not printed as "Exception ignored": it is remembered and honoured next."""
+    if isinstance(unraisable.exc_value, Interrupted):
+        return
+    _quiet_when_remembered.previous(unraisable)
 
 
 def requested() -> int | None:
