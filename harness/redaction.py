@@ -6,7 +6,7 @@ import re
 
 # scheme://user:password@host -> scheme://user:***@host (also for URLs urllib would reject, and
 # passwords with an unencoded @: everything up to the last @ before the host is the password)
-_CREDENTIALS = re.compile(r"(?<=://)([^:/@\s]*):[^/\s]*@")
+_CREDENTIALS = re.compile(r"(?<=://)([^:/@\s]*):\S*@(?=[^@\s]*(?:\s|$))")
 # ?password=...&... as SQLAlchemy and libpq also take it
 _QUERY_SECRETS = re.compile(r"(?i)([?&](?:password|passwd|pwd|pass|secret|token|api_key)=)[^&\s#]*")
 
