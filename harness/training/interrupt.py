@@ -32,11 +32,6 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
-    @property
-    def exit_code(self) -> int:
-        """128 + the signal, as a shell reports a process a signal ended: 130 for SIGINT, 143 for SIGTERM."""
-        return 128 + self.signum
-
 
 def _raise(signum, frame):
     global _soft_raised
@@ -68,11 +63,6 @@ def _quiet_when_remembered(unraisable) -> None:
     if isinstance(unraisable.exc_value, Interrupted):
         return
     _quiet_when_remembered.previous(unraisable)
-
-
-def requested() -> int | None:
-    """The signal of the first stop request not yet raised to the caller, or None."""
-    return _received[0] if _received else None
 
 
 def honour() -> None:
