@@ -88,6 +88,28 @@ def _connect_once(uri: str) -> None:
         engine.dispose()
 
 
+def _open_store(uri: str):
+    """An MlflowClient of `uri` once its schema is whole. Another program (`mlflow ui`, a script)
+    creating the same new store is midway through its migrations for a moment; opening it then
+    runs them again and fails ("table ... already exists", "duplicate column name"), so that is
+    waited out."""
+    from mlflow.tracking import MlflowClient
+
+    deadline = time.monotonic() + min(30.0, PATIENCE_SECONDS)
+    while True:
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)
+            return client
+        except Exception as err:
+            if not any(words in str(err) for words in ("already exists", "duplicate column name")):
+                raise
+            if time.monotonic() > deadline:
+                raise AblateError(f"the MLflow tracking store {redact(uri)} is half-created ({error_line(err, 120)}): "
+                                  "if no other program is creating it, move the file away and run again") from None
+            time.sleep(1.0)
+
+
 def clipped(text: str, limit: int = 5000) -> str:
     """`text` within the length MLflow takes for a tag (the whole of it stays in the study file)."""
     return text if len(text) <= limit else text[:limit - 40] + " … (cut; the study file has the rest)"
@@ -124,8 +146,9 @@ class Tracker:
             try:
                 _connect_once(self.uri)
                 create_whole(self.uri, lambda url: MlflowClient(tracking_uri=url).search_experiments(max_results=1))
-                self.client = MlflowClient(tracking_uri=self.uri)
-                self.client.search_experiments(max_results=1)
+                self.client = _open_store(self.uri)
+            except AblateError:
+                raise
             except ModuleNotFoundError as err:
                 raise AblateError(f"the MLflow tracking store {redact(self.uri)} needs the Python package "
                                   f"'{err.name}' (for PostgreSQL: pip install 'ablate[dist]')") from None

@@ -3,8 +3,10 @@ SLURM time limit or preemption) and SLURM's warning signal before a time limit a
 checkpoint, mark the run interrupted, end the execution's parent run, exit 128 + the signal.
 
 During training the first request stops the loop at the next step boundary, so the checkpoint
-written then resumes exactly the same curve; a second stops at once. Outside training (setup,
-planning, reporting) a request raises at once. A request is also remembered: a library that
+written then resumes exactly the same curve; a second stops at once. While the model and
+optimizer are built the first request waits too: native code (Triton, torch._dynamo) calls back
+into Python then, and an exception raised inside such a callback aborts the process. Elsewhere
+(planning, reporting) a request raises at once. A request is also remembered: a library that
 swallows the exception it raised (some catch BaseException while they create a store) does not
 swallow the request, which :func:`honour` raises again at the next safe point.
 """

@@ -102,18 +102,23 @@ class Trainer:
         except ValueError as err:
             raise AblateError(str(err)) from None
         torch.manual_seed(spec.seed)
-        with out_of_memory_fails_the_run("setting up the run"), _leaves_global_state():
-            self.model = GPT(model_cfg).to(self.device)
-            if self.start:
-                self.start.load(self.model)
-            self.adapters = with_lora(self.model, self.cfg.lora) if self.cfg.lora else None
-            self.trainable = trainable_parameters(self.model)  # counted before the adapters are merged
-            self.optimizer = make_optimizer(self.model, self.cfg, self.device)
-            self.eval_batches = self.dataset.eval_batches(self.cfg.batch_size, model_cfg.context_length)
-        self.data_rng = torch.Generator().manual_seed(spec.seed)
-        self.autocast_dtype = self._autocast_dtype()
-        self.compiled = self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"
-        self.step_model = self.parallel.wrap(torch.compile(self.model) if self.compiled else self.model)
+        # building the model and optimizer first imports Triton and torch._dynamo, whose native
+        # code calls back into Python: a stop raised inside such a callback aborts the process
+        # (SIGABRT, nothing saved), so a request waits until the setup is done
+        with deferred_interrupt():
+            with out_of_memory_fails_the_run("setting up the run"), _leaves_global_state():
+                self.model = GPT(model_cfg).to(self.device)
+                if self.start:
+                    self.start.load(self.model)
+                self.adapters = with_lora(self.model, self.cfg.lora) if self.cfg.lora else None
+                self.trainable = trainable_parameters(self.model)  # counted before the adapters are merged
+                self.optimizer = make_optimizer(self.model, self.cfg, self.device)
+                self.eval_batches = self.dataset.eval_batches(self.cfg.batch_size, model_cfg.context_length)
+            self.data_rng = torch.Generator().manual_seed(spec.seed)
+            self.autocast_dtype = self._autocast_dtype()
+            self.compiled = self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"
+            self.step_model = self.parallel.wrap(torch.compile(self.model) if self.compiled else self.model)
+        honour()
         self.flops_per_token = self.model.flops_per_token()
         self.slowdown = SlowdownWatch()
 
@@ -309,9 +314,8 @@ class Trainer:
                     self._save(step, history, LoopState(float(interval_loss), interval_count, start_loss, wall))
                 if stop:
                     honour()
-
-        if trained_steps == 0:  # resumed at its end: the model runs once so that its kernels are known
-            self.evaluate()
+            if trained_steps == 0:  # resumed at its end: the model runs once so that its kernels are known
+                self.evaluate()
         info.update(self.model.kernel_report())  # known once the model has run
         final = _final_metrics(history)
         final["wall_time_s"] = earlier_wall + time.perf_counter() - wall_start

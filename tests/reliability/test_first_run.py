@@ -1,10 +1,15 @@
 """The first `ablate run` in a folder creates its stores (mlflow.db, optuna.db): a kill while it
 does so, or a second first run started beside it, must not leave a store no later run can open."""
 
+import os
 import signal
+import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from tests.faults import FAULTS
 from tests.reliability.conftest import ablate, start_ablate
@@ -50,3 +55,34 @@ def test_two_first_runs_in_one_folder_both_succeed(tmp_path):
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err
     assert sorted(p.name for p in store_files(tmp_path)) == ["mlflow.db", "optuna.db"]
+
+
+MLFLOW_CREATES_ITS_STORE = ("import sys, time; from mlflow.tracking import MlflowClient; "
+                            "time.sleep(float(sys.argv[1])); MlflowClient('sqlite:///mlflow.db').search_experiments()")
+
+
+@pytest.mark.parametrize("delay", [0.0, 1.5, 3.0])
+def test_a_first_run_beside_another_program_creating_the_store_succeeds(tmp_path, delay):
+    """`mlflow ui` (or a script) creating the same new store table by table while the first run
+    starts: whichever comes second waits for the schema to be whole, never reports it broken."""
+    (tmp_path / "study.yaml").write_text(STUDY)
+    other = subprocess.Popen([sys.executable, "-c", MLFLOW_CREATES_ITS_STORE, str(delay)], cwd=tmp_path,
+                             stderr=subprocess.PIPE, text=True)
+    run = ablate(tmp_path, "run", "study.yaml")
+    _, other_err = other.communicate(timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert other.returncode == 0, other_err
+
+
+def test_a_store_left_half_created_by_another_program_is_named_with_what_to_do(tmp_path):
+    """An MLflow store whose creation another program abandoned (some tables, not all) is one
+    clear message, exit 2, after a short wait for its creator."""
+    (tmp_path / "study.yaml").write_text(STUDY)
+    MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_experiments()
+    with sqlite3.connect(tmp_path / "mlflow.db") as store:  # a creator stopped before its last table and its stamp
+        store.execute("DROP TABLE datasets")
+        store.execute("DELETE FROM alembic_version")
+    result = ablate(tmp_path, "run", "study.yaml", env={**os.environ, "ABLATE_TRACKING_PATIENCE": "2"})
+    assert result.returncode == 2, result.stderr
+    assert "is half-created" in result.stderr and "move the file away" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

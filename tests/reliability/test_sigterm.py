@@ -153,3 +153,44 @@ def test_a_stop_while_the_stores_are_created_is_honoured(tmp_path, stop):
         assert process.returncode == 128 + stop, stderr
         assert "interrupted" in stderr and "Traceback" not in stderr and "runs trained" not in stderr, stderr
         FAULTS["stop signals honoured"] += 1
+
+
+SELF_STOPPING_PLACEMENT = '''
+import os, signal, time
+from pathlib import Path
+
+from harness.registry import register
+from variants.placement import PreNorm
+
+sent = []
+
+
+@register("placement", "self_stopping")
+class SelfStopping(PreNorm):
+    """Pre-norm that sends its own process a stop request while the model is being built."""
+
+    def __init__(self, *args, **kwargs):
+        if not sent:  # once: a second request stops at once
+            sent.append(os.kill(os.getpid(), signal.SIGTERM))
+            time.sleep(0.2)  # a stop raised at once would end the build here
+        super().__init__(*args, **kwargs)
+        with open(Path(__file__).with_name("built.txt"), "a") as built:
+            built.write("layer\\n")
+'''
+
+
+def test_a_stop_while_the_model_is_built_waits_for_the_build_then_stops(tmp_path):
+    """Building the model imports Triton and torch._dynamo, whose native code calls back into
+    Python: a stop raised inside such a callback aborted the process (SIGABRT, exit -6). A
+    request during the build is honoured once the model and optimizer exist."""
+    (tmp_path / "selfstop.py").write_text(SELF_STOPPING_PLACEMENT)
+    study = STUDY.replace("grid: {model.placement: [pre, post]}", "grid: {model.placement: [pre, self_stopping]}")
+    (tmp_path / "study.yaml").write_text("plugins: [selfstop.py]\n" + study.replace("steps: 3000", "steps: 20"))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    stopped = ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri)
+    assert stopped.returncode == 143, stopped.stderr
+    assert "Traceback" not in stopped.stderr and "interrupted (SIGTERM)" in stopped.stderr, stopped.stderr
+    assert (tmp_path / "built.txt").read_text() == "layer\n" * 2, "the build went on to its end"
+    runs = {r.data.tags["arm"]: r.data.tags["state"] for r in arm_runs(uri, "preempted")}
+    assert runs.get("self_stopping") == "interrupted", runs
+    FAULTS["stop signals honoured"] += 1
