@@ -91,10 +91,22 @@ def downloaded_text(cfg, options: URLOptions, cache_dir: Path) -> TextSource:
                                                                       "cache_path": str(path)})
 
 
+# control bytes besides tab, newline, vertical tab, form feed and carriage return: text has
+# almost none, binary files (nanoGPT's uint16 train.bin, archives) are full of NUL
+CONTROL_BYTES = bytes([*range(0x09), *range(0x0E, 0x20), 0x7F])
+MAX_CONTROL_SHARE = 0.001
+
+
 def _utf8_text(read, name: str, dataset: str) -> str:
-    """The text of a file, or one message saying why there is none (not UTF-8, unreadable)."""
+    """The text of a file, or one message saying why there is none (not UTF-8, binary, unreadable)."""
     try:
-        return read().decode("utf-8")
+        data = read()
+        control = len(data) - len(data.translate(None, CONTROL_BYTES))
+        if control > MAX_CONTROL_SHARE * len(data):
+            raise AblateError(f"dataset '{dataset}': {name} is binary, not text ({control / len(data):.1%} of its bytes "
+                              f"are control bytes such as NUL); a file of token ids (nanoGPT's train.bin) is not "
+                              "a text corpus: give the text it was made from")
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise AblateError(f"dataset '{dataset}': {name} is not UTF-8 text (byte {err.start}: {err.reason}); "
                           "give a text file") from None

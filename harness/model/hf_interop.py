@@ -2,7 +2,8 @@
 
 ``GPT2LMHeadModel`` maps onto (pre, layernorm, mha, gelu-tanh, learned, tied) and
 ``LlamaForCausalLM`` onto (pre, rmsnorm, mha/gqa/mqa, swiglu, rope). Both directions use one
-table of correspondences per architecture, so import and export cannot drift apart.
+table of correspondences per architecture, so import and export cannot drift apart; every
+configuration field is honoured or refused (harness.model.hf_fields).
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ import torch
 from harness.errors import AblateError
 from harness.model.config import ModelConfig
 from harness.model.gpt import GPT
+from harness.model.hf_fields import (
+    GPT2_HONOURED,
+    GPT2_REFUSED,
+    LLAMA_HONOURED,
+    LLAMA_REFUSED,
+    check_fields,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,8 @@ def _gpt2_correspondences(cfg: ModelConfig) -> list[Correspondence]:
         Correspondence("final_norm.weight", ("transformer.ln_f.weight",)),
         Correspondence("final_norm.bias", ("transformer.ln_f.bias",)),
     ]
+    if not cfg.tie_embeddings:
+        table.append(Correspondence("lm_head.weight", ("lm_head.weight",)))
     for i in range(cfg.n_layer):
         ours, theirs = f"blocks.{i}.", f"transformer.h.{i}."
         for our_name, their_name, transpose in [
@@ -75,14 +85,13 @@ def _llama_correspondences(cfg: ModelConfig) -> list[Correspondence]:
 
 
 def gpt2_config(hf_config) -> ModelConfig:
+    """The ablate configuration of a `GPT2Config`; AblateError for a field it cannot honour
+    (harness.model.hf_fields)."""
+    check_fields(hf_config, GPT2_HONOURED, GPT2_REFUSED)
     activations = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
-    if hf_config.activation_function not in activations:
-        raise AblateError(f"GPT-2 activation '{hf_config.activation_function}' has no ablate equivalent")
-    if hf_config.scale_attn_by_inverse_layer_idx or hf_config.reorder_and_upcast_attn:
-        raise AblateError("GPT-2 configs with scale_attn_by_inverse_layer_idx or reorder_and_upcast_attn are not supported")
     return ModelConfig(
         vocab_size=hf_config.vocab_size, context_length=hf_config.n_positions, n_layer=hf_config.n_layer,
-        n_head=hf_config.n_head, d_model=hf_config.n_embd, bias=True, tie_embeddings=True,
+        n_head=hf_config.n_head, d_model=hf_config.n_embd, bias=True, tie_embeddings=hf_config.tie_word_embeddings,
         norm={"name": "layernorm", "eps": hf_config.layer_norm_epsilon}, placement="pre", attention="mha",
         mlp={"name": "gelu", "approximate": activations[hf_config.activation_function],
              "hidden_dim": hf_config.n_inner or 4 * hf_config.n_embd},
@@ -91,13 +100,17 @@ def gpt2_config(hf_config) -> ModelConfig:
 
 
 def llama_config(hf_config) -> ModelConfig:
+    """The ablate configuration of a `LlamaConfig`; AblateError for a field it cannot honour
+    (harness.model.hf_fields)."""
+    check_fields(hf_config, LLAMA_HONOURED, LLAMA_REFUSED)
     rope = getattr(hf_config, "rope_parameters", None) or {"rope_type": "default", "rope_theta": hf_config.rope_theta}
-    if rope.get("rope_type", "default") != "default":
-        raise AblateError(f"Llama rope scaling '{rope['rope_type']}' is not supported")
-    if hf_config.attention_bias or hf_config.mlp_bias or hf_config.hidden_act != "silu":
-        raise AblateError("only Llama configs without biases and with SiLU gating are supported")
+    if rope.get("rope_type", "default") != "default" or set(rope) - {"rope_type", "rope_theta"}:
+        raise AblateError(f"LlamaForCausalLM config field rope_parameters={rope!r} is not supported (ablate computes "
+                          "only plain RoPE: rope_type 'default' and a rope_theta)")
     if hf_config.head_dim * hf_config.num_attention_heads != hf_config.hidden_size:
-        raise AblateError("Llama configs with head_dim * heads != hidden_size are not supported")
+        raise AblateError(f"LlamaForCausalLM config field head_dim={hf_config.head_dim!r} is not supported (ablate "
+                          f"computes only head_dim = hidden_size / num_attention_heads = "
+                          f"{hf_config.hidden_size / hf_config.num_attention_heads:g})")
     n_kv = hf_config.num_key_value_heads
     attention = "mha" if n_kv == hf_config.num_attention_heads else {"name": "gqa", "n_kv_heads": n_kv}
     return ModelConfig(

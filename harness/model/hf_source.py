@@ -66,9 +66,10 @@ class HFSource:
 
 def model_from_hf(name: str):
     """An ablate GPT (in eval mode) with a Hugging Face model's weights, and its tokenizer."""
-    from harness.model.hf_interop import from_hf
+    from harness.model.hf_interop import config_from_hf, from_hf
 
     source = find_hf(name)
+    config_from_hf(source.config)  # a configuration ablate cannot compute is said before anything else
     tokenizer = source.tokenizer()
     if tokenizer is None:
         raise AblateError(f"hf:{name} comes with no tokenizer (no tokenizer.json) to turn samples into text")

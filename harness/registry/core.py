@@ -13,6 +13,7 @@ from typing import Any, Callable
 import pydantic
 
 from harness.errors import AblateError, describe_validation_error
+from harness.names import VARIANT_NAME
 
 SLOTS: dict[str, str] = {
     "norm": "normalisation layer (built with the width it normalises)",
@@ -110,6 +111,9 @@ def register(slot: str, name: str, options: type[Options] = NoOptions):
     what it must return is described per slot in :mod:`harness.registry.contracts`.
     """
     check_slot(slot)
+    if not (isinstance(name, str) and VARIANT_NAME.match(name)):
+        raise AblateError(f"{slot} variant name {name!r} is not a name: use letters, digits and _ . + - (at most 100), "
+                          "starting with a letter or digit; it is written in YAML, on command lines and in MLflow paths")
     if not (isinstance(options, type) and issubclass(options, Options)):
         raise TypeError(f"options of {slot}/{name} must subclass harness.registry.Options")
 

@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 from harness.errors import AblateError  # noqa: E402
 from harness.files import save_figure, write_csv, write_text  # noqa: E402
 from harness.redaction import redact  # noqa: E402
+from harness.report.escape import literal_figure_text, markdown_table, markdown_text  # noqa: E402
 from harness.tracking.tracker import STUDY_KIND, Tracker  # noqa: E402
 
 COLORS = {"better": "tab:green", "worse": "tab:red", "": "tab:grey"}
@@ -91,7 +92,7 @@ def render_leaderboard(board: pd.DataFrame, left_out: list[str]) -> str:
              "`ablate leaderboard`.", "",
              f"**Scale.** Models of {_span(params)} non-embedding parameters trained on {_span(tokens)} tokens "
              "per run ("
-             + "; ".join(sorted(set(board["data"]))) + "). A verdict at this scale need not hold at another: "
+             + "; ".join(markdown_text(data) for data in sorted(set(board["data"]))) + "). A verdict at this scale need not hold at another: "
              "studies with `scales:` show how a difference moves with size.", "",
              "Δ is variant minus baseline in the study's metric with its 95% interval (paired by seed); p is "
              "Holm-adjusted over the arms of its study (of its scale, in a study with scales). \"better\"/\"worse\" "
@@ -109,12 +110,14 @@ def render_leaderboard(board: pd.DataFrame, left_out: list[str]) -> str:
         "verdict": [_conclusion(v) + (f" ({f})" if f else "") for v, f in zip(board["verdict"], board["flag"])],
         "tuned": board["tuned"],
     })
-    lines += [table.to_markdown(index=False, disable_numparse=True), "", "![forest plot of Δ](leaderboard.png)", ""]
+    lines += [markdown_table(table, ("variant", "vs", "study", "setting", "verdict", "tuned")), "",
+              "![forest plot of Δ](leaderboard.png)", ""]
     if left_out:
-        lines += ["Left out (nothing to rank yet):", "", *[f"- {line}" for line in left_out], ""]
+        lines += ["Left out (nothing to rank yet):", "", *[f"- {markdown_text(line)}" for line in left_out], ""]
     return "\n".join(lines)
 
 
+@literal_figure_text()
 def plot_forest(board: pd.DataFrame, path: Path) -> None:
     """Δ with its 95% interval, one row per variant, best at the top; 0 is no difference."""
     figure, axes = plt.subplots(figsize=(8, 0.4 * len(board) + 1.5))

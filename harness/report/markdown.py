@@ -6,6 +6,8 @@ import math
 
 import pandas as pd
 
+from harness.report.escape import code_span, markdown_table
+from harness.report.escape import markdown_text as md
 from harness.report.scales import across_scales
 from harness.report.stats import RULES
 
@@ -28,12 +30,12 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
            data: dict[str, str], tuning: pd.DataFrame | None = None, rule=None) -> str:
     plan, results = collected.plan, collected.results
     metric, goal, baseline = plan["metric"], plan["goal"], plan["baseline"]
-    lines = [f"# {study}", ""]
+    lines = [f"# {md(study)}", ""]
     if plan.get("description"):
-        lines += [plan["description"].strip(), ""]
-    produced = f"`ablate run {plan['study_file']}`, " if plan.get("study_file") else ""
-    lines += [f"Metric: final `{metric}` ({'lower' if goal == 'minimize' else 'higher'} is better), "
-              f"baseline arm `{baseline}`. Produced by {produced}rebuilt from MLflow alone by "
+        lines += ["\n".join(md(line) for line in plan["description"].strip().splitlines()), ""]
+    produced = f"{code_span('ablate run ' + plan['study_file'])}, " if plan.get("study_file") else ""
+    lines += [f"Metric: final {code_span(metric)} ({'lower' if goal == 'minimize' else 'higher'} is better), "
+              f"baseline arm {code_span(baseline)}. Produced by {produced}rebuilt from MLflow alone by "
               f"`ablate report {study}`. It covers the plan of execution `{collected.parent_run_id}`: "
               f"{len(plan['arms'])} arms, {len(results)} runs.", ""]
     notes = []
@@ -50,15 +52,15 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
     for scale in scales or [None]:
         rows = summary if scale is None else summary[summary["scale"] == scale["label"]]
         if scale is not None:
-            settings = ", ".join(f"`{path}` = {value}" for path, value in scale["settings"].items())
+            settings = ", ".join(f"`{path}` = {md(value)}" for path, value in scale["settings"].items())
             lines += [f"At {settings}:", ""]
         for row in rows.itertuples():
             arm, base = (row.arm, row.baseline) if scale is None else (row.variant, baseline)
             flag = f" — **{row.flag}**" if row.flag else ""
             if row.arm != row.baseline:
-                lines.append(f"- **{arm} vs {base}**: {row.verdict}{flag}")
+                lines.append(f"- **{md(arm)} vs {md(base)}**: {row.verdict}{flag}")
             elif flag:
-                lines.append(f"- **{base}** (baseline){flag}")
+                lines.append(f"- **{md(base)}** (baseline){flag}")
         lines.append("")
     family = "within each scale " if scales else ""
     adjustment = (rule.describe(len(summary) - 1) if rule else
@@ -85,7 +87,7 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
         "tokens/s": [_count(t) for t in summary["tokens_per_s"]],
         "wall time (s)": [fmt(w, 1) for w in summary["wall_time_s"]],
     })
-    lines += [table.to_markdown(index=False), ""]
+    lines += [markdown_table(table, ("arm",)), ""]
 
     if references:
         scale = ", ".join(f"{name.replace('_loss', '')} {fmt(value)}" for name, value in references.items())
@@ -99,12 +101,12 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
 
     lines += ["## Settings", ""]
     if data:
-        lines += ["Data: " + ", ".join(f"{k} `{v}`" for k, v in data.items()), ""]
+        lines += ["Data: " + ", ".join(f"{k} {code_span(v)}" for k, v in data.items()), ""]
     if plan["tuned"]:
-        lines += ["Tuned per arm (see Tuning): " + ", ".join(f"`{path}`" for path in plan["tuned"]), ""]
+        lines += ["Tuned per arm (see Tuning): " + ", ".join(code_span(path) for path in plan["tuned"]), ""]
     if shared:
         lines += ["Training settings shared by every arm (not tuned per arm, so a difference can also "
-                  "reflect how each arm tolerates them): " + ", ".join(f"{k} = {v}" for k, v in shared.items()), ""]
+                  "reflect how each arm tolerates them): " + ", ".join(f"{k} = {md(v)}" for k, v in shared.items()), ""]
 
     lines += ["## Runs", ""]
     runs = results[["arm", "seed", "state", metric, "train_loss", "tokens_per_s", "wall_time_s", "device",
@@ -113,10 +115,10 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
     runs["train_loss"] = runs["train_loss"].map(fmt)
     runs["tokens_per_s"] = runs["tokens_per_s"].map(_count)
     runs["wall_time_s"] = runs["wall_time_s"].map(lambda w: fmt(w, 1))
-    lines += [runs.to_markdown(index=False), ""]
+    lines += [markdown_table(runs, ("arm", "device", "attention_backend")), ""]
     failures = results[~results["state"].isin(["finished", "not run"])]
     for row in failures.itertuples():
-        lines.append(f"- {row.arm} seed {row.seed} {row.state}: {row.failure_reason}")
+        lines.append(f"- {md(row.arm)} seed {row.seed} {row.state}: {md(row.failure_reason)}")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -124,7 +126,7 @@ def _scaling_section(summary: pd.DataFrame) -> list[str]:
     return ["## Across scales", "",
             "Difference against the baseline at each scale (95% interval, and the verdict where there is one), "
             "and how it moves from the smallest scale to the largest:", "",
-            across_scales(summary).to_markdown(index=False), "", "![scaling](scaling.png)", ""]
+            markdown_table(across_scales(summary), ("variant",)), "", "![scaling](scaling.png)", ""]
 
 
 def _tuning_section(tuning: pd.DataFrame, metric: str, goal: str) -> list[str]:
@@ -141,5 +143,5 @@ def _tuning_section(tuning: pd.DataFrame, metric: str, goal: str) -> list[str]:
                      "best trial": int(best["trial"]) if best is not None else "–"})
     return ["## Tuning", "",
             "Every arm was tuned with the same budget; the comparison above runs each arm's best setting "
-            "over the study's seeds.", "", pd.DataFrame(rows).to_markdown(index=False), "",
+            "over the study's seeds.", "", markdown_table(pd.DataFrame(rows), ("arm", "best setting")), "",
             "![tuning](tuning.png)", ""]

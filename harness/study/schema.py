@@ -32,6 +32,7 @@ from pydantic import Field
 from harness.data import DataConfig
 from harness.errors import AblateError, describe_validation_error
 from harness.model.config import ModelConfig, VariantChoice
+from harness.names import ShowableName, ShowableText
 from harness.registry import load_plugin
 from harness.spec import MAX_SEED, Seed
 from harness.study.paths import parse_override, set_study_field
@@ -74,7 +75,7 @@ class BaseSettings(pydantic.BaseModel):
 class Arm(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1)
+    name: ShowableName
     set: dict[str, Any] = Field(default_factory=dict, description="dotted paths (model.norm) -> values")
     seeds: list[Seed] | None = Field(None, min_length=1, description="this arm's own seeds (an A/A control's copy); "
                                                                      "default the study's")
@@ -157,7 +158,7 @@ class StudySpec(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100, description="letters, digits, _ . -")
-    description: str = ""
+    description: ShowableText = ""
     base: BaseSettings = BaseSettings()
     data: DataConfig = DataConfig()
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="path -> values; arms are their product")

@@ -90,3 +90,29 @@ def test_reference_losses_of_pydoc_order_as_expected():
     data = load_dataset(DataConfig())
     losses = reference_losses(data.tokens["train"], data.tokens["val"], data.vocab_size)
     assert losses["bigram_loss"] < losses["unigram_loss"] < math.log(data.vocab_size)
+
+
+def _nanogpt_char_bin(path, text="hello world, this is a character-level corpus\n" * 50):
+    """nanoGPT's shakespeare_char prepare.py: ids < 128 as uint16, which is valid UTF-8 (every
+    other byte NUL)."""
+    vocabulary = sorted(set(text))
+    np.array([vocabulary.index(c) for c in text], dtype=np.uint16).tofile(path)
+
+
+@pytest.mark.parametrize("make", [
+    _nanogpt_char_bin,
+    lambda path: path.write_bytes(np.arange(5000, dtype=np.uint32).tobytes()),  # ids of a 32-bit tokenizer
+    lambda path: path.write_bytes(b"plain text " * 400 + b"\x00" * 20),  # text with a NUL-padded tail
+    lambda path: path.write_bytes(b"\x1b[0m\x07" * 2000),  # a terminal log's escapes and bells
+], ids=["nanogpt-uint16-char-bin", "uint32-ids", "nul-padded-text", "control-codes"])
+def test_a_binary_file_given_as_text_is_refused_naming_it(tmp_path, make):
+    make(tmp_path / "train.bin")
+    with pytest.raises(AblateError, match=r"train\.bin is binary, not text"):
+        load_dataset(DataConfig(dataset={"name": "text", "path": str(tmp_path / "train.bin")}))
+
+
+def test_text_with_tabs_form_feeds_and_a_stray_control_byte_is_still_text(tmp_path):
+    (tmp_path / "corpus.txt").write_text("col\tcol\r\n\fpage two\x0b\n" * 500 + "one stray \x01 byte\n")
+    data = load_dataset(DataConfig(dataset={"name": "text", "path": str(tmp_path / "corpus.txt")}, tokenizer="char",
+                                   val_windows=2))
+    assert data.vocab_size > 10

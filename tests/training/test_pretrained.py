@@ -13,6 +13,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from harness import Study  # noqa: E402
+from harness.errors import AblateError  # noqa: E402
 from harness.training.checkpoint import model_from_checkpoint  # noqa: E402
 from harness.training.observer import Observer  # noqa: E402
 from harness.training.trainer import Trainer  # noqa: E402
@@ -20,9 +21,10 @@ from harness.training.trainer import Trainer  # noqa: E402
 CORPUS = "the quick brown fox jumps over the lazy dog. " * 400
 
 
-def _save_gpt2(folder):
-    config = transformers.GPT2Config(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4,
-                                     bos_token_id=0, eos_token_id=0, architectures=["GPT2LMHeadModel"])
+def _save_gpt2(folder, **change):
+    config = transformers.GPT2Config(**{"vocab_size": 96, "n_positions": 64, "n_embd": 32, "n_layer": 2, "n_head": 4,
+                                        "bos_token_id": 0, "eos_token_id": 0, "architectures": ["GPT2LMHeadModel"],
+                                        **change})
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(config).eval()
     model.save_pretrained(folder)
@@ -52,12 +54,17 @@ data: {{dataset: {{name: text, path: {tmp_path / 'corpus.txt'}}}, val_windows: 4
     return Study.load(tmp_path / "study.yaml", runs_dir=tmp_path / "runs")
 
 
-@pytest.mark.parametrize("save", [_save_gpt2, _save_llama], ids=["gpt2", "llama"])
+def _save_untied_gpt2(folder):
+    return _save_gpt2(folder, tie_word_embeddings=False)
+
+
+@pytest.mark.parametrize("save", [_save_gpt2, _save_untied_gpt2, _save_llama], ids=["gpt2", "gpt2-untied", "llama"])
 def test_a_saved_hugging_face_model_starts_a_run_with_its_own_logits_then_trains(tmp_path, save):
     hf_model = save(tmp_path / "hf")
     study = _study(tmp_path, f"init_from: 'hf:{tmp_path / 'hf'}'")
     [spec] = study.runs
     assert spec.model.n_layer == 2 and spec.model.d_model == 32 and spec.model.context_length == 32
+    assert spec.model.tie_embeddings == hf_model.config.tie_word_embeddings
     assert spec.sources["init_from"].startswith(f"{tmp_path / 'hf'}@sha256:")
     trainer = Trainer(spec, tmp_path / "run")
     idx = torch.randint(0, 96, (2, 32))
@@ -152,8 +159,9 @@ def _save_tokenizer(folder):
     return tokenizer
 
 
-def test_the_model_s_own_tokenizer_comes_with_it_and_generate_samples_what_transformers_samples(tmp_path):
-    hf_model = _save_gpt2(tmp_path / "hf")
+@pytest.mark.parametrize("tie", [True, False])
+def test_the_model_s_own_tokenizer_comes_with_it_and_generate_samples_what_transformers_samples(tmp_path, tie):
+    hf_model = _save_gpt2(tmp_path / "hf", tie_word_embeddings=tie)
     tokenizer = _save_tokenizer(tmp_path / "hf")
     trainer = Trainer(_study(tmp_path, f"init_from: 'hf:{tmp_path / 'hf'}'").runs[0], tmp_path / "run")
     assert trainer.dataset.tokenizer.kind == "hf" and trainer.dataset.vocab_size == tokenizer.get_vocab_size()
@@ -161,9 +169,22 @@ def test_the_model_s_own_tokenizer_comes_with_it_and_generate_samples_what_trans
 
     prompt = tokenizer.encode("the quick").ids
     with torch.no_grad():
-        greedy = hf_model.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False, pad_token_id=0)
+        # ablate samples only ids the tokenizer can write (the model's vocabulary is larger)
+        greedy = hf_model.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False, pad_token_id=0,
+                                   suppress_tokens=list(range(tokenizer.get_vocab_size(), 96)))
     sampled = subprocess.run([sys.executable, "-m", "harness.cli", "generate", f"hf:{tmp_path / 'hf'}", "--prompt",
                               "the quick", "--temperature", "0", "--max-new-tokens", "8"],
                              capture_output=True, text=True, timeout=120)
     assert sampled.returncode == 0, sampled.stderr
     assert sampled.stdout.rstrip("\n") == tokenizer.decode(greedy[0].tolist())
+
+
+@pytest.mark.parametrize("field,value", [("scale_attn_weights", False), ("sliding_window", 16)])
+def test_a_saved_model_with_a_field_ablate_cannot_compute_is_refused_by_generate_and_init_from(tmp_path, field, value):
+    _save_gpt2(tmp_path / "hf", **{field: value})
+    generate = subprocess.run([sys.executable, "-m", "harness.cli", "generate", f"hf:{tmp_path / 'hf'}", "--prompt", "the"],
+                              capture_output=True, text=True, timeout=120)
+    assert generate.returncode == 2 and "Traceback" not in generate.stderr, generate.stderr
+    assert f"{field}={value!r}" in generate.stderr and len(generate.stderr.strip().splitlines()) == 1, generate.stderr
+    with pytest.raises(AblateError, match=f"{field}={value!r}"):
+        _study(tmp_path, f"init_from: 'hf:{tmp_path / 'hf'}'")
