@@ -27,8 +27,9 @@ from harness import __version__
 from harness.errors import AblateError
 from harness.redaction import redact
 
+# plain help: rich help shows every flag as "--dry-run <bool>" and reads "[...]" in help texts as markup
 app = typer.Typer(help="Ablation studies of GPT blocks, tracked in MLflow.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
 
 PluginOption = Annotated[Optional[list[str]], typer.Option(
     "--plugin", help="module name or .py file registering variants (repeatable)")]
@@ -101,7 +102,9 @@ def _table(frame, title: str) -> Table:
 
     table = Table(title=escape(title))
     for column in frame.columns:
-        table.add_column(escape(str(column)), justify="right" if is_numeric_dtype(frame[column]) else "left")
+        # fold, never cut: at 80 columns a name or a header must still be read whole
+        table.add_column(escape(str(column)), justify="right" if is_numeric_dtype(frame[column]) else "left",
+                         overflow="fold")
     for row in frame.itertuples(index=False):
         table.add_row(*(_cell(value) for value in row))
     return table
@@ -408,7 +411,7 @@ def ui(
 # ---- benchmarks --------------------------------------------------------------------------------
 
 bench_app = typer.Typer(help="Benchmarks measured in one process; with no subcommand, `speed`.",
-                        invoke_without_command=True)
+                        invoke_without_command=True, rich_markup_mode=None)
 app.add_typer(bench_app, name="bench")
 
 BenchSteps = Annotated[int, typer.Option(min=20, help="timed steps per repeat")]

@@ -83,3 +83,37 @@ def test_the_schema_catches_a_typo_an_editor_would_underline(schema):
     study["base"]["model"]["n_layers"] = 4
     with pytest.raises(jsonschema.ValidationError, match="n_layers"):
         jsonschema.validate(study, schema)
+
+
+def test_help_shows_flags_as_flags_and_every_help_text_whole():
+    """A flag takes no value (no "<bool>" beside it), and a help text's brackets are not eaten as
+    rich markup."""
+    root = typer.main.get_command(app)
+    for path, command in _commands(root):
+        if isinstance(command, click.Group):
+            continue
+        shown = subprocess.run([sys.executable, "-m", "harness.cli", *path, "--help"], capture_output=True, text=True,
+                               timeout=120, env={**os.environ, "COLUMNS": "250"}).stdout
+        assert "<bool>" not in shown, f"ablate {' '.join(path)}"
+        for parameter in command.params:
+            words = (parameter.help or "").split()
+            if isinstance(parameter, click.Option) and parameter.name != "help" and words:
+                assert words[-1] in shown, f"ablate {' '.join(path)} {parameter.opts[0]}: {parameter.help!r}"
+
+
+def test_a_table_at_80_columns_folds_and_cuts_nothing():
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    from harness.cli import _table
+
+    frame = pd.DataFrame({"study": ["norm_placement"], "arm": ["modern_block_with_a_long_name"], "finished": [3],
+                          "running": [1], "queued": [2], "interrupted": [0], "diverged": [0], "failed": [0],
+                          "missing": [0], "last val_loss": [3.2]})
+    out = io.StringIO()
+    Console(file=out, width=80).print(_table(frame, "status"))
+    assert "…" not in out.getvalue() and max(map(len, out.getvalue().splitlines())) <= 80
+    arm = "".join(line.split("│")[2].strip() for line in out.getvalue().splitlines() if line.startswith("│"))
+    assert arm == "modern_block_with_a_long_name"

@@ -43,6 +43,8 @@ def test_train_then_generate(tmp_path):
     sampled = ablate("generate", str(checkpoint), "--prompt", "The ", "--max-new-tokens", "30", cwd=tmp_path)
     assert sampled.returncode == 0, sampled.stderr
     assert sampled.stdout.startswith("The ") and len(sampled.stdout.rstrip("\n")) == 34
+    from_folder = ablate("generate", str(checkpoint.parent), "--prompt", "The ", "--max-new-tokens", "30", cwd=tmp_path)
+    assert from_folder.returncode == 0 and from_folder.stdout == sampled.stdout, from_folder.stderr
 
 
 @pytest.mark.parametrize("override,message", [
@@ -59,3 +61,6 @@ def test_user_errors_exit_2_with_one_message(tmp_path, override, message):
 def test_generate_from_a_missing_checkpoint_exits_2(tmp_path):
     result = ablate("generate", "nope.pt", cwd=tmp_path)
     assert result.returncode == 2 and "checkpoint nope.pt does not exist" in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = ablate("generate", "empty", cwd=tmp_path)
+    assert result.returncode == 2 and "empty is a folder with 0 checkpoints" in result.stderr, result.stderr

@@ -16,13 +16,14 @@ import pandas as pd
 
 # punctuation that means something inside a line of GitHub markdown: emphasis, code, links,
 # HTML and entities, table cells, strikethrough, math (a line start's `#`, `-`, `>` never occur:
-# a user string is never the start of a line here)
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~$&])")
+# a user string is never the start of a line here). An underscore between two letters or
+# digits never emphasises (CommonMark), so `batch_size` stays as it is written.
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*\[\]<>|~$&]|_(?![^\W_])|(?<![^\W_])_")
 
 
 def markdown_text(text: object) -> str:
     """`text` as literal markdown: punctuation escaped, line breaks turned into spaces."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
+    return _MARKDOWN_SPECIAL.sub(lambda found: "\\" + found.group(), " ".join(str(text).splitlines()))
 
 
 def code_span(text: object) -> str:

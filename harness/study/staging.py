@@ -22,8 +22,8 @@ from harness.run_state import RunState
 from harness.spec import RunSpec
 from harness.study.ledger import Ledger
 from harness.tracking.tracker import RUN_KIND, Tracker
+from harness.training.checkpoint import CHECKPOINT_NAME
 from harness.training.config import StudyRun
-from harness.training.trainer import CHECKPOINT_NAME
 
 
 class StudyRuns:

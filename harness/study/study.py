@@ -42,8 +42,9 @@ from harness.study.staging import StudyRuns
 from harness.study.status import StudyStatus, study_status
 from harness.study.worker import WorkerOutcome, work
 from harness.tracking.tracker import RUN_KIND, Tracker, tracking_store_exists
+from harness.training.checkpoint import CHECKPOINT_NAME
 from harness.training.distributed import world_size
-from harness.training.trainer import CHECKPOINT_NAME, Trainer, resolve_device
+from harness.training.trainer import Trainer, resolve_device
 
 
 class Study:

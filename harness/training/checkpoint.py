@@ -19,6 +19,7 @@ from harness.redaction import error_line
 from harness.training.faults import RunFailed
 
 FORMAT = 2
+CHECKPOINT_NAME = "checkpoint.pt"  # in each run's folder
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -34,8 +35,23 @@ def _save(path: Path, payload: dict) -> None:
         torch.save(payload, file)
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def checkpoint_file(path: str | Path) -> Path:
+    """`path` itself, or the one checkpoint in the run folder `path`; RunFailed for a folder with
+    none or several."""
     path = Path(path)
+    if not path.is_dir():
+        return path
+    found = sorted(path.glob(f"**/{CHECKPOINT_NAME}"))
+    if len(found) != 1:
+        some = ", ".join(str(f) for f in found[:3]) + (", ..." if len(found) > 3 else "")
+        raise RunFailed(f"{path} is a folder with {len(found)} checkpoints ({some or 'none'}); give one run's "
+                        f"folder or its {CHECKPOINT_NAME}")
+    return found[0]
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's contents: `path` is the file, or a run's folder holding it."""
+    path = checkpoint_file(path)
     if not path.is_file():
         raise RunFailed(f"checkpoint {path} does not exist")
     try:
@@ -53,7 +69,9 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[GPT, Tokenizer]:
-    """The trained model (in eval mode) and its tokenizer, rebuilt from a checkpoint."""
+    """The trained model (in eval mode) and its tokenizer, rebuilt from a checkpoint (or the run
+    folder holding it)."""
+    path = checkpoint_file(path)
     state = load_checkpoint(path)
     model = part_of(path, "model configuration", lambda: GPT(ModelConfig(**state["model_config"])))
     part_of(path, "weights", lambda: model.load_state_dict(state["model"]))
