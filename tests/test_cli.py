@@ -117,3 +117,23 @@ def test_a_table_at_80_columns_folds_and_cuts_nothing():
     assert "…" not in out.getvalue() and max(map(len, out.getvalue().splitlines())) <= 80
     arm = "".join(line.split("│")[2].strip() for line in out.getvalue().splitlines() if line.startswith("│"))
     assert arm == "modern_block_with_a_long_name"
+
+
+@pytest.mark.parametrize("override,words", [
+    ("base.train.lrr=0.1", "(did you mean 'lr'?)"),
+    ("base.model.mlp=relu2", "--plugin FILE"),  # a plugin's variant: say how plugins are loaded
+    ("grid={model.placement: [pre, psot]}", "did you mean 'post'?"),
+])
+def test_a_misspelt_set_is_blamed_on_the_set_not_on_the_study_file(tmp_path, override, words):
+    study = Path(__file__).parents[1] / "studies" / "norm_placement.yaml"
+    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(study), "--dry-run", "--set", "seeds=3",
+                             "--set", override], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"ablate: error: --set {override}: ") and words in result.stderr, result.stderr
+
+
+def test_a_broken_study_file_is_still_blamed_on_the_file(tmp_path):
+    (tmp_path / "study.yaml").write_text("name: broken\nbase: {train: {lrr: 0.1}}\n")
+    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", "study.yaml", "--dry-run", "--set", "seeds=2"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("ablate: error: study.yaml: base.train.lrr"), result.stderr

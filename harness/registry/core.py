@@ -171,7 +171,8 @@ def lookup(slot: str, name: str) -> Variant:
     if name not in known:
         raise AblateError(
             f"unknown {slot} variant '{name}'{_suggestion(name, known)}; "
-            f"known {slot} variants: {', '.join(sorted(known)) or '(none)'}"
+            f"known {slot} variants: {', '.join(sorted(known)) or '(none)'}. A plugin's variant is known once "
+            "its file or module is loaded: list it under the study's plugins: or pass --plugin FILE"
         )
     return known[name]
 

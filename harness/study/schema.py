@@ -332,9 +332,10 @@ def load_study(path: str | Path, overrides: list[str] | None = None, profile: st
             raise AblateError(f"{path}: profiles.{profile} must map paths to values")
         for key, value in profiles[profile].items():
             set_study_field(raw, str(key), value, str(path))
+    before_overrides = copy.deepcopy(raw)
     for text in overrides or []:
         key, value = parse_override(text)
-        set_study_field(raw, key, value, str(path))
+        set_study_field(raw, key, value, f"--set {text}")
     if _values_in(raw, MAX_VALUES) > MAX_VALUES:
         raise AblateError(f"{path}: the study stands for more than {MAX_VALUES:,} values once its YAML aliases "
                           "(*name) are expanded; write the values out, or use fewer aliases")
@@ -348,7 +349,11 @@ def load_study(path: str | Path, overrides: list[str] | None = None, profile: st
         except AblateError as err:
             raise AblateError(f"{path}: plugins: {err}") from None
         loaded[name] = code
-    study = _validated(raw, str(path))
+    try:
+        study = _resolved(raw, str(path))
+    except AblateError:
+        _blame_overrides(before_overrides, overrides or [], path)
+        raise
     study.plugin_code.update(loaded)
     _check_profiles(as_written, path, skip=profile)
     return study
@@ -384,12 +389,37 @@ def _validated(raw: dict, where: str) -> StudySpec:
         raise AblateError(f"{where}: {err}") from None
 
 
+def _resolved(raw: dict, where: str) -> StudySpec:
+    """The study of `raw`, validated, with every arm at every scale resolved (without loading data)."""
+    from harness.study.plan import arm_spec
+
+    study = _validated(raw, where)
+    for arm in study.arm_list():
+        for _, scale in study.scale_list():
+            arm_spec(study, arm, where, scale=scale)
+    return study
+
+
+def _blame_overrides(before: dict, overrides: list[str], path: Path) -> None:
+    """When the study is sound without its --set overrides, raise the error of the first
+    override that breaks it alone, named as the user typed it: the file is not to blame."""
+    if not overrides:
+        return
+    try:
+        _resolved(copy.deepcopy(before), str(path))
+    except AblateError:
+        return  # the file itself is wrong: its own error stands
+    for text in overrides:
+        candidate = copy.deepcopy(before)
+        key, value = parse_override(text)
+        set_study_field(candidate, key, value, f"--set {text}")
+        _resolved(candidate, f"--set {text}")
+
+
 def _check_profiles(raw: dict, path: Path, skip: str | None) -> None:
     """Every profile of the file is checked now, on the machine at hand: a typo in the GPU
     profile must not wait for the GPU machine to fail. Each profile is applied to the study as
     written, and every arm at every scale is resolved (without loading data)."""
-    from harness.study.plan import arm_spec
-
     profiles = raw.get("profiles") or {}
     if not isinstance(profiles, dict):
         return  # StudySpec has said so already
@@ -400,10 +430,7 @@ def _check_profiles(raw: dict, path: Path, skip: str | None) -> None:
         candidate = copy.deepcopy(raw)
         for key, value in overrides.items():
             set_study_field(candidate, str(key), value, where)
-        study = _validated(candidate, where)
-        for arm in study.arm_list():
-            for _, scale in study.scale_list():
-                arm_spec(study, arm, where, scale=scale)
+        _resolved(candidate, where)
 
 
 def study_json_schema() -> dict:
