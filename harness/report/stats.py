@@ -36,7 +36,9 @@ RULES = ("Differences are arm minus baseline. When the baseline finished every s
          "a diverged seed is \"unstable\" and one whose seeds have not all finished is \"incomplete\"; neither is "
          "judged on the seeds that survived. Differences that are the same on every seed are reported without a "
          "test. An arm whose mean final loss is not below the unigram reference (predicting every token by its "
-         "frequency) \"has not learned\"; one not below the bigram reference is \"undertrained\".")
+         "frequency), or whose 95% interval reaches it (with one seed: less than 5% of the way to the bigram "
+         "reference), \"has not learned\"; one not below the bigram reference is \"undertrained\". Both say how "
+         "far the arm got from the unigram reference toward the bigram one.")
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -88,20 +90,35 @@ def summarize(results: pd.DataFrame, metric: str, baseline: str, goal: str, arm_
     base_row = summary[summary["arm"] == baseline].iloc[0].to_dict()
     summary["verdict"] = [_verdict(r, base_row, goal, rule) for r in summary.to_dict("records")]
     summary["settled"] = [_settled(r, base_row, rule) for r in summary.to_dict("records")]
-    summary["flag"] = [_flag(mean, references or {}) for mean in summary["mean"]]
+    summary["flag"] = [_flag(mean, high, references or {}) for mean, high in zip(summary["mean"], summary["ci_high"])]
     summary["outcome"] = [v.rsplit(", ", 1)[-1] if v.endswith(("better", "worse")) else "" for v in summary["verdict"]]
     summary["baseline"] = baseline
     return summary
 
 
-def _flag(mean: float, references: dict[str, float]) -> str:
-    """Whether an arm's final loss shows it learned more than counting tokens does."""
-    if math.isnan(mean):
+# with one seed there is no interval: an arm this close to the unigram reference (as a share of
+# the way from unigram to bigram) is taken to be within noise of it
+ONE_SEED_NOISE = 0.05
+
+
+def _flag(mean: float, ci_high: float, references: dict[str, float]) -> str:
+    """Whether an arm's final loss shows it learned more than counting tokens does, and how far
+    it got from the unigram reference (every token by its frequency) toward the bigram one."""
+    if math.isnan(mean) or "unigram_loss" not in references:
         return ""
-    if "unigram_loss" in references and mean >= references["unigram_loss"]:
-        return f"has not learned: not below the unigram reference ({references['unigram_loss']:.4f})"
-    if "bigram_loss" in references and mean >= references["bigram_loss"]:
-        return f"undertrained: not below the bigram reference ({references['bigram_loss']:.4f})"
+    unigram, bigram = references["unigram_loss"], references.get("bigram_loss", math.nan)
+    gap = unigram - bigram
+    if math.isnan(bigram) or gap <= 0:
+        return f"has not learned: not below the unigram reference ({unigram:.4f})" if mean >= unigram else ""
+    way = (unigram - mean) / gap
+    where = f"{way:.1%} of the way from the unigram reference ({unigram:.4f}) to the bigram ({bigram:.4f})"
+    within_noise = ci_high >= unigram if not math.isnan(ci_high) else way < ONE_SEED_NOISE
+    if mean >= unigram:
+        return f"has not learned: not below the unigram reference ({unigram:.4f})"
+    if within_noise:
+        return f"has not learned: {where}"
+    if mean >= bigram:
+        return f"undertrained: {where}"
     return ""
 
 

@@ -99,5 +99,18 @@ def test_arms_above_the_reference_losses_are_flagged():
     references = {"unigram_loss": 3.2, "bigram_loss": 2.4}
     summary = _summary({"a": [2.0, 2.1, 1.9], "b": [2.5, 2.6, 2.45], "c": [3.3, 3.25, 3.4]}, references=references)
     assert summary.loc["a", "flag"] == ""
-    assert summary.loc["b", "flag"].startswith("undertrained: not below the bigram reference")
+    assert summary.loc["b", "flag"].startswith("undertrained: 85.4% of the way from the unigram reference (3.2000)")
     assert summary.loc["c", "flag"].startswith("has not learned: not below the unigram reference")
+
+
+@pytest.mark.parametrize("values,flag", [
+    ([3.2359], "has not learned: 0.2% of the way from the unigram reference (3.2376) to the bigram (2.4000)"),
+    ([3.10], "undertrained: 16.4% of the way"),  # one seed, clearly below the unigram reference
+    ([3.15, 3.26, 3.20], "has not learned: 4.1% of the way"),  # its interval reaches the unigram reference
+    ([3.150, 3.152, 3.151], "undertrained: 10.3% of the way"),  # as close, but the seeds agree
+    ([2.0], ""),
+])
+def test_an_arm_within_noise_of_the_unigram_reference_has_not_learned(values, flag):
+    references = {"unigram_loss": 3.2376, "bigram_loss": 2.4}
+    summary = _summary({"a": [2.0] * len(values), "b": values}, references=references)
+    assert summary.loc["b", "flag"].startswith(flag) if flag else summary.loc["b", "flag"] == ""
