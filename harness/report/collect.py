@@ -47,6 +47,7 @@ def collect_runs(tracker: Tracker, study: str, plan_id: str | None = None) -> Co
                "failure_reason": run.data.tags.get("failure_reason", "") if run else "",
                "device": run.data.tags.get("device", "") if run else "",
                "attention_backend": run.data.tags.get("attention_backend", "") if run else "",
+               "speed_caveat": _speed_caveat(run.data.tags) if run else "",
                "version": _version(run) if run else ""}
         params = run.data.params if run else {}
         row.update({name: float(params[name]) if name in params else math.nan for name in NUMERIC_PARAMS})
@@ -72,6 +73,15 @@ def collect_runs(tracker: Tracker, study: str, plan_id: str | None = None) -> Co
     left_out = sum(key not in planned_keys for key in tracked)
     versions = sorted({v for v in results["version"] if v})
     return Collected(parent, plan, results, left_out, versions)
+
+
+def _speed_caveat(tags: dict) -> str:
+    """Why a run's tokens/s and wall time are not its variant's speed: the machine slowed it down
+    (the `slowdown` notice), or it trained over several attempts (resumed)."""
+    caveats = ["slowed"] if "slowdown" in tags else []
+    if int(tags.get("attempt", "1") or 1) > 1:
+        caveats.append("resumed")
+    return ", ".join(caveats)
 
 
 def _version(run) -> str:

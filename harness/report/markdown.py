@@ -113,9 +113,16 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
                     "attention_backend", "run_key"]].copy()
     runs[metric] = runs[metric].map(fmt)
     runs["train_loss"] = runs["train_loss"].map(fmt)
-    runs["tokens_per_s"] = runs["tokens_per_s"].map(_count)
-    runs["wall_time_s"] = runs["wall_time_s"].map(lambda w: fmt(w, 1))
+    caveats = results["speed_caveat"] if "speed_caveat" in results else pd.Series("", index=results.index)
+    marks = [f" ({caveat})" if caveat else "" for caveat in caveats]
+    runs["tokens_per_s"] = [_count(t) + mark for t, mark in zip(runs["tokens_per_s"], marks)]
+    runs["wall_time_s"] = [fmt(w, 1) + mark for w, mark in zip(runs["wall_time_s"], marks)]
     lines += [markdown_table(runs, ("arm", "device", "attention_backend")), ""]
+    if any(marks):
+        lines += ["A speed marked slowed was measured while the machine slowed the run down (the `slowdown` "
+                  "tag), one marked resumed over several attempts: neither is the variant's speed, and the Arms "
+                  "table's tokens/s and wall time leave them out. Speed is never a verdict: compare it with "
+                  "`ablate bench`.", ""]
     failures = results[~results["state"].isin(["finished", "not run"])]
     for row in failures.itertuples():
         lines.append(f"- {md(row.arm)} seed {row.seed} {row.state}: {md(row.failure_reason)}")

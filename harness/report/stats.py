@@ -80,8 +80,10 @@ def summarize(results: pd.DataFrame, metric: str, baseline: str, goal: str, arm_
             row.update(_no_comparison())
         for column in ("params_non_embedding", "params", "flops_per_token"):
             row[column] = runs[column].dropna().iloc[0] if runs[column].notna().any() else math.nan
+        # the arm's speed from its runs that ran undisturbed (slowed or resumed runs are marked in the runs table)
+        undisturbed = finished[(finished["arm"] == arm) & (finished.get("speed_caveat", "") == "")]
         for column in ("tokens_per_s", "wall_time_s"):
-            row[column] = finished.loc[finished["arm"] == arm, column].mean()
+            row[column] = undisturbed[column].mean()
         rows.append(row)
     summary = pd.DataFrame(rows)
     arms = len(arm_order) - 1

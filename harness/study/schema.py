@@ -39,6 +39,7 @@ from harness.study.paths import parse_override, set_study_field
 from harness.study.sequential import SequentialRule
 from harness.training.config import TrainConfig
 
+SPEED_METRICS = {"tokens_per_s", "avg_tokens_per_s", "wall_time_s", "step_time_ms", "mfu"}
 MOST_RUNS = 100_000  # arms x seeds x scales a study may plan
 
 
@@ -86,6 +87,14 @@ class ReportSettings(pydantic.BaseModel):
 
     metric: str = "val_loss"
     baseline: str | None = Field(None, description="arm the others are compared with; default the first")
+
+    @pydantic.field_validator("metric")
+    @classmethod
+    def _not_a_speed(cls, metric: str) -> str:
+        if metric in SPEED_METRICS:
+            raise ValueError(f"'{metric}' measures the machine as much as the variant (a busy machine, a resumed "
+                             "run), so it is never a verdict; compare speed with `ablate bench`")
+        return metric
     goal: Literal["minimize", "maximize"] = "minimize"
 
 

@@ -44,7 +44,8 @@ def test_the_slowdown_notice_on_the_second_and_third_run_of_a_process_stops_noth
     assert len(runs) == 3
     assert all("their usual time" in run.data.tags.get("slowdown", "") for run in runs), "every run was slowed"
     assert result.stderr.count("their usual time") == 3, result.stderr
-    assert (tmp_path / "reports" / "busy" / "report.md").is_file()
+    report = (tmp_path / "reports" / "busy" / "report.md").read_text()
+    assert report.count(" (slowed)") == 2 * 3, "each run's tokens/s and wall time are marked"
     FAULTS["reporting failures survived"] += 3  # a slowdown notice on each run of the process
 
 

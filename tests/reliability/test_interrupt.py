@@ -67,6 +67,8 @@ def test_ctrl_c_checkpoints_marks_killed_and_the_rerun_resumes_the_same_curve(tm
     assert [v for _, v in resumed] == pytest.approx([v for _, v in uninterrupted], rel=1e-6, abs=0)
     results = pd.read_csv(split / "reports" / "interrupted" / "results.csv")
     assert list(results["state"]) == ["finished"]
+    assert list(results["speed_caveat"]) == ["resumed"], "its tokens/s spans two attempts"
+    assert " (resumed)" in (split / "reports" / "interrupted" / "report.md").read_text()
     lost = lost_points(f"sqlite:///{split}/mlflow.db", resumed_run, 400, 10, 50)
     FAULTS["runs recovered"] += 1
     FAULTS["metric points lost"] += lost
