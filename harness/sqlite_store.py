@@ -11,6 +11,7 @@ other opens that one.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -51,6 +52,24 @@ def create_whole(url: str, create: Callable[[str], None]) -> None:
         if fault is None:
             raise
         raise fault from None
+
+
+# a store file written within this many seconds may be midway through its creation
+BEING_WRITTEN_S = 2.0
+
+
+def wait_while_created_elsewhere(path: Path, whole: Callable[[Path], bool], patience_s: float) -> None:
+    """Wait (at most `patience_s`) while another program creates the store at `path`: its file is
+    being written now and `whole(path)` says its schema is not complete yet."""
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline:
+        try:
+            written = time.time() - path.stat().st_mtime
+        except OSError:
+            return  # no file yet: create_whole makes it
+        if written > BEING_WRITTEN_S or whole(path):
+            return
+        time.sleep(0.25)
 
 
 def _remove_abandoned(path: Path) -> None:

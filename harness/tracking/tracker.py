@@ -9,13 +9,16 @@ meet an outage goes through :meth:`Tracker.patiently`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import socket
+import sqlite3
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
@@ -26,7 +29,7 @@ from harness.notices import say, warn
 from harness.redaction import error_line, redact
 from harness.run_state import RunState
 from harness.spec import RunSpec
-from harness.sqlite_store import create_whole, sqlite_file_fault
+from harness.sqlite_store import create_whole, sqlite_file, sqlite_file_fault, wait_while_created_elsewhere
 from harness.tracking.lineage import plugin_tags, version_tags
 from harness.tracking.outbox import send_kept
 from harness.tracking.outage import is_outage
@@ -89,25 +92,54 @@ def _connect_once(uri: str) -> None:
 
 
 def _open_store(uri: str):
-    """An MlflowClient of `uri` once its schema is whole. Another program (`mlflow ui`, a script)
-    creating the same new store is midway through its migrations for a moment; opening it then
-    runs them again and fails ("table ... already exists", "duplicate column name"), so that is
-    waited out."""
+    """An MlflowClient of `uri` once its schema is whole.
+
+    Another program (`mlflow ui`, a script) may be creating the same new local store: opening it
+    midway would run MLflow's migrations beside that program's and break one of the two ("table
+    ... already exists", "duplicate column name", "Online migration expected to match one row").
+    So a store file being written now whose schema is not at MLflow's head is waited for first,
+    and a failure to open a local store is tried again until the patience runs out."""
     from mlflow.tracking import MlflowClient
 
-    deadline = time.monotonic() + min(30.0, PATIENCE_SECONDS)
+    path = sqlite_file(uri)
+    patience = min(30.0, PATIENCE_SECONDS)
+    if path is not None:
+        wait_while_created_elsewhere(path, _mlflow_schema_current, patience)
+    deadline = time.monotonic() + patience
     while True:
         try:
-            client = MlflowClient(tracking_uri=uri)
-            client.search_experiments(max_results=1)
+            with warnings.catch_warnings():  # alembic's notes on reflected constraints are not ablate's to print
+                warnings.simplefilter("ignore", UserWarning)
+                client = MlflowClient(tracking_uri=uri)
+                client.search_experiments(max_results=1)
             return client
         except Exception as err:
-            if not any(words in str(err) for words in ("already exists", "duplicate column name")):
+            if path is None or sqlite_file_fault(err, uri) is not None:
                 raise
             if time.monotonic() > deadline:
-                raise AblateError(f"the MLflow tracking store {redact(uri)} is half-created ({error_line(err, 120)}): "
-                                  "if no other program is creating it, move the file away and run again") from None
+                raise AblateError(f"the MLflow tracking store {redact(uri)} is half-created or of another MLflow "
+                                  f"version ({error_line(err, 120)}): if no other program is creating it, move the "
+                                  "file away (or `mlflow db upgrade` it) and run again") from None
             time.sleep(1.0)
+
+
+def _mlflow_schema_current(path: Path) -> bool:
+    """Whether the store at `path` records MLflow's newest schema revision (alembic_version)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)) as db:
+            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return False
+    return row is not None and row[0] == _mlflow_schema_head()
+
+
+@functools.cache
+def _mlflow_schema_head() -> str:
+    """The newest revision of MLflow's schema, from its migration scripts (alembic's own reader)."""
+    from alembic.script import ScriptDirectory
+    from mlflow.store import db_migrations
+
+    return ScriptDirectory(str(Path(db_migrations.__file__).parent)).get_current_head()
 
 
 def clipped(text: str, limit: int = 5000) -> str:
