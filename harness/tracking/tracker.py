@@ -29,10 +29,15 @@ from harness.notices import say, warn
 from harness.redaction import error_line, redact
 from harness.run_state import RunState
 from harness.spec import RunSpec
-from harness.sqlite_store import create_whole, sqlite_file, sqlite_file_fault, wait_while_created_elsewhere
+from harness.sqlite_store import (
+    create_whole,
+    sqlite_file,
+    sqlite_file_fault,
+    wait_while_created_elsewhere,
+)
 from harness.tracking.lineage import plugin_tags, version_tags
-from harness.tracking.outbox import send_kept
 from harness.tracking.outage import is_outage
+from harness.tracking.outbox import send_kept
 from harness.tracking.tracked_run import TrackedRun
 
 RUN_KIND = "arm_run"

@@ -24,7 +24,11 @@ from harness.model.gpt import GPT
 from harness.registry import global_state
 from harness.run_state import RunState
 from harness.spec import RunSpec
-from harness.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from harness.training.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    save_checkpoint,
+)
 from harness.training.distributed import DataParallel
 from harness.training.faults import out_of_memory_fails_the_run
 from harness.training.interrupt import deferred_interrupt, honour
@@ -34,7 +38,6 @@ from harness.training.optim import lr_at, make_optimizer
 from harness.training.slowdown import SlowdownWatch
 from harness.training.starting_point import starting_point
 from harness.training.throughput import mfu
-
 
 
 @dataclass
