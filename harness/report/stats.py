@@ -73,8 +73,10 @@ def summarize(results: pd.DataFrame, metric: str, baseline: str, goal: str, arm_
         row["ci_low"], row["ci_high"] = t_interval(values.to_numpy(float))
         if arm != baseline:
             row.update(_compare(values, base))
-            # what the comparison needs of the baseline: the arm's seeds (paired), or all of its own
-            needed = set(runs["seed"]) if set(runs["seed"]) & base_planned else base_planned
+            # what the comparison needs of the baseline: the arm's seeds when the baseline planned
+            # them all (paired by seed), else every seed of its own (Welch: the arm has seeds the
+            # baseline never trains, so pairing would drop them)
+            needed = set(runs["seed"]) if set(runs["seed"]) <= base_planned else base_planned
             row["baseline_ready"] = needed <= set(base.index)
         else:
             row.update(_no_comparison())

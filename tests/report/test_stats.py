@@ -114,3 +114,32 @@ def test_an_arm_within_noise_of_the_unigram_reference_has_not_learned(values, fl
     references = {"unigram_loss": 3.2376, "bigram_loss": 2.4}
     summary = _summary({"a": [2.0] * len(values), "b": values}, references=references)
     assert summary.loc["b", "flag"].startswith(flag) if flag else summary.loc["b", "flag"] == ""
+
+
+SEED_LAYOUTS = {  # the arm's seeds against the baseline's [0, 1, 2, 3], and the test each layout gets
+    "same": ([0, 1, 2, 3], "paired t"),
+    "subset": ([1, 3], "paired t"),
+    "superset": ([0, 1, 2, 3, 4, 5], "Welch t"),
+    "overlapping": ([2, 3, 4, 5], "Welch t"),
+    "disjoint": ([10, 11, 12], "Welch t"),
+}
+
+
+@pytest.mark.parametrize("layout", SEED_LAYOUTS)
+def test_every_seed_layout_ends_in_a_verdict_once_its_runs_finish(layout):
+    seeds, test = SEED_LAYOUTS[layout]
+    base = [2.0, 2.1, 1.9, 2.05]
+    arm = [1.5 + 0.01 * i + 0.03 * (i % 2) for i in range(len(seeds))]
+    summary = _summary({"a": base, "b": arm}, seeds={"a": [0, 1, 2, 3], "b": seeds})
+    verdict = summary.loc["b", "verdict"]
+    assert summary.loc["b", "test"] == test and ", p = " in verdict and not verdict.startswith("incomplete"), verdict
+
+
+def test_a_superset_arm_waits_for_the_baseline_s_own_seeds_not_for_seeds_it_never_plans():
+    """The issue's layout: baseline [0, 1], arm [0, 1, 2, 3]: incomplete while the baseline's
+    seed 1 runs, a verdict once it finished."""
+    seeds = {"a": [0, 1], "b": [0, 1, 2, 3]}
+    running = _summary({"a": [2.0, 2.1], "b": [1.5, 1.52, 1.49, 1.51]}, {"a": ["finished", "running"]}, seeds=seeds)
+    assert running.loc["b", "verdict"].startswith("incomplete: the baseline has not finished")
+    done = _summary({"a": [2.0, 2.1], "b": [1.5, 1.52, 1.49, 1.51]}, seeds=seeds)
+    assert done.loc["b", "test"] == "Welch t" and ", p = " in done.loc["b", "verdict"]
