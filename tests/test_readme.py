@@ -34,3 +34,13 @@ def test_the_study_example_is_a_valid_study(tmp_path):
     runs = expand(study)
     assert [r.arm for r in runs[:2]] == ["pre", "post"] and len(runs) == 6
     assert expand(load_study(path, profile="gpu"))[0].model.d_model == 768
+
+
+def test_the_study_example_is_the_shipped_study_written_compactly(tmp_path):
+    """Same runs (run keys) as studies/norm_placement.yaml, with and without its GPU profile."""
+    path = tmp_path / "study.yaml"
+    path.write_text(_blocks("yaml")[0])
+    shipped = Path(__file__).parent.parent / "studies" / "norm_placement.yaml"
+    for profile in (None, "gpu"):
+        keys = [run.key() for run in expand(load_study(path, profile=profile))]
+        assert keys == [run.key() for run in expand(load_study(shipped, profile=profile))], profile
