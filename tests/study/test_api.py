@@ -89,4 +89,5 @@ def test_the_readme_notebook_example_runs(tmp_path, monkeypatch):
     exec(compile(example, "README.md", "exec"), namespace)
     summary = namespace["summary"]
     assert list(summary["arm"]) == ["pre", "post"] and summary["seeds"].min() >= 2
-    assert (tmp_path / "reports" / "norm_placement" / "report.md").exists()
+    assert (tmp_path / "reports" / "norm_placement_quick" / "report.md").exists()
+    assert not (tmp_path / "reports" / "norm_placement").exists(), "the quick look replaced the study's report"
