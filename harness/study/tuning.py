@@ -11,6 +11,7 @@ metric at every evaluation.
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 from pathlib import Path
@@ -217,11 +218,26 @@ def best_settings(study: StudySpec, storage) -> dict[str, dict[str, Any]]:
     for arm in study.arm_list():
         try:
             tuning = optuna.load_study(study_name=tuning_study_name(study, arm.name), storage=storage)
+        except KeyError:
+            raise AblateError(f"arm '{arm.name}' has not been tuned yet; run `ablate run` to tune it") from None
+        try:
             trial = tuning.best_trial
-        except (KeyError, ValueError):
-            raise AblateError(f"arm '{arm.name}' has no completed tuning trial yet; run `ablate run` to tune it") from None
+        except ValueError:
+            raise AblateError(_no_result(arm.name, tuning.get_trials(deepcopy=False), study.tune.trials)) from None
         best[arm.name] = {path: _decode(trial.params[path], dim.choices) for path, dim in study.tune.space.items()}
     return best
+
+
+def _no_result(arm: str, trials, budget: int) -> str:
+    """Why an arm has no tuned setting, and the way out: a dead end when its budget is spent."""
+    if spent(trials) < budget:
+        return f"arm '{arm}' has no completed tuning trial yet; run `ablate run` to tune it"
+    states = collections.Counter(t.user_attrs.get("state", t.state.name.lower()) for t in trials
+                                 if t.state.name in ("PRUNED", "FAIL"))
+    counts = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+    return (f"arm '{arm}': all {budget} tuning trials ended without a result ({counts}), so it has no setting "
+            f"to compare. Move tune.space toward stabler values (a lower train.lr range, warmup) and raise "
+            f"tune.trials above {budget}: `ablate run` then tunes it again; or leave the arm out")
 
 
 def tune_all(study: StudySpec, storage, tracker: Tracker, parent_run_id: str, runs_dir: Path, progress,

@@ -114,3 +114,17 @@ def test_local_workers_share_the_tuning_budget_then_the_runs(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("tuned").experiment_id])
     threads = {r.data.tags["execution_threads"] for r in runs if "execution_threads" in r.data.tags}
     assert threads == {str(max(1, os.cpu_count() // 2))}, "each of the two workers gets its share of the cores"
+
+
+def test_an_arm_whose_every_trial_diverged_says_so_and_how_to_go_on(tmp_path):
+    """A dead end was "no completed tuning trial yet; run `ablate run`", which trained nothing
+    again (the budget was spent) and said the same."""
+    (tmp_path / "study.yaml").write_text(STUDY.replace("{steps: 40,", "{steps: 20, grad_clip: 0,")
+                                         .replace("low: 1.0e-4, high: 3.0e-2", "low: 50.0, high: 100.0")
+                                         .replace("trials: 6", "trials: 2"))
+    command = [sys.executable, "-m", "harness.cli", "run", "study.yaml"]
+    for _ in range(2):  # the second run meets the spent budget
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "arm 'layernorm': all 2 tuning trials ended without a result (2 diverged)" in result.stderr, result.stderr
+        assert "raise tune.trials above 2" in result.stderr
