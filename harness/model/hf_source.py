@@ -69,10 +69,13 @@ def model_from_hf(name: str):
     from harness.model.hf_interop import config_from_hf, from_hf
 
     source = find_hf(name)
-    config_from_hf(source.config)  # a configuration ablate cannot compute is said before anything else
+    config = config_from_hf(source.config)  # a configuration ablate cannot compute is said before anything else
     tokenizer = source.tokenizer()
     if tokenizer is None:
         raise AblateError(f"hf:{name} comes with no tokenizer (no tokenizer.json) to turn samples into text")
+    if tokenizer.vocab_size > config.vocab_size:
+        raise AblateError(f"hf:{name}: its tokenizer has {tokenizer.vocab_size} tokens for a model of "
+                          f"{config.vocab_size} (vocab_size): the tokenizer.json is not this model's")
     return from_hf(source.model()), tokenizer
 
 

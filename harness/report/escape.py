@@ -52,7 +52,18 @@ def literal_figure_text():
 
     with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")
+        warnings.filterwarnings("ignore", message="Tight layout not applied")  # a long label: the figure is still drawn
         yield
+
+
+FIGURE_LABEL = 40  # characters of a name a figure shows; the report's tables show it whole
+
+
+def figure_label(name: object) -> str:
+    """`name` shortened for a legend or an axis (with "…"), so a long one does not push the
+    others off the figure."""
+    text = str(name)
+    return text if len(text) <= FIGURE_LABEL else text[:FIGURE_LABEL - 1] + "…"
 
 
 def literal_legend(axes, entries: list[tuple[object, str]]) -> None:

@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from harness.errors import AblateError  # noqa: E402
 from harness.files import save_figure, write_csv, write_text  # noqa: E402
 from harness.redaction import redact  # noqa: E402
-from harness.report.escape import literal_figure_text, markdown_table, markdown_text  # noqa: E402
+from harness.report.escape import figure_label, literal_figure_text, markdown_table, markdown_text  # noqa: E402
 from harness.tracking.tracker import STUDY_KIND, Tracker  # noqa: E402
 
 COLORS = {"better": "tab:green", "worse": "tab:red", "": "tab:grey"}
@@ -126,7 +126,8 @@ def plot_forest(board: pd.DataFrame, path: Path) -> None:
         if not math.isnan(row.ci_low):
             axes.plot([row.ci_low, row.ci_high], [y, y], color=COLORS[row.outcome], linewidth=2)
         axes.plot(row.delta, y, "o", color=COLORS[row.outcome])
-    labels = [f"{r.variant}{' @ ' + r.scale if r.scale else ''} vs {r.baseline} ({r.study})" for r in board.itertuples()]
+    labels = [f"{figure_label(r.variant)}{' @ ' + r.scale if r.scale else ''} vs {figure_label(r.baseline)} ({r.study})"
+              for r in board.itertuples()]
     axes.set_yticks(range(len(board)), list(reversed(labels)), fontsize=8)
     axes.axvline(0, color="black", linewidth=1)
     metrics = sorted(set(board["metric"]))

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.files import save_figure  # noqa: E402
-from harness.report.escape import literal_figure_text, literal_legend  # noqa: E402
+from harness.report.escape import figure_label, literal_figure_text, literal_legend  # noqa: E402
 
 
 @literal_figure_text()
@@ -22,7 +22,7 @@ def plot_curves(curves: pd.DataFrame, metric: str, references: dict[str, float],
         by_tokens = group.groupby("tokens")["value"]
         mean, low, high = by_tokens.mean(), by_tokens.min(), by_tokens.max()
         line, = axes.plot(mean.index, mean.values)
-        entries.append((line, f"{arm} (mean of {group['seed'].nunique()} seeds)"))
+        entries.append((line, f"{figure_label(arm)} (mean of {group['seed'].nunique()} seeds)"))
         axes.fill_between(mean.index, low.values, high.values, color=line.get_color(), alpha=0.2)
     for name, value in references.items():
         axes.axhline(value, linestyle="--", color="grey", linewidth=1)
@@ -47,7 +47,7 @@ def plot_final(results: pd.DataFrame, summary: pd.DataFrame, metric: str, path: 
         if row.seeds > 1:
             axes.errorbar(position + 0.15, row.mean, yerr=[[row.mean - row.ci_low], [row.ci_high - row.mean]],
                           fmt="o", capsize=5, color="tab:blue")
-    axes.set_xticks(range(len(summary)), summary["arm"], rotation=20)
+    axes.set_xticks(range(len(summary)), [figure_label(arm) for arm in summary["arm"]], rotation=20)
     axes.set_ylabel(f"final {metric}")
     axes.set_title("final value per seed, mean with 95% CI", fontsize=10)
     axes.grid(alpha=0.3, axis="y")
@@ -66,7 +66,7 @@ def plot_scaling(summary: pd.DataFrame, metric: str, path: Path) -> None:
         group = group.sort_values("training_flops")
         errors = [(group["mean"] - group["ci_low"]).fillna(0), (group["ci_high"] - group["mean"]).fillna(0)]
         entries.append((axes.errorbar(group["training_flops"], group["mean"], yerr=errors, marker="o", capsize=4),
-                        variant))
+                        figure_label(variant)))
     axes.set_xscale("log")
     axes.set_xlabel("training FLOPs per run")
     axes.set_ylabel(f"final {metric}")
@@ -87,7 +87,7 @@ def plot_tuning(trials: pd.DataFrame, metric: str, minimize: bool, path: Path) -
         values = group.set_index("trial")["value"].sort_index()
         best = values.cummin() if minimize else values.cummax()
         line, = axes.step(best.index, best.values, where="post")
-        entries.append((line, arm))
+        entries.append((line, figure_label(arm)))
         axes.scatter(values.index, values.values, s=10, alpha=0.5)
     axes.set_xlabel("trial")
     axes.set_ylabel(f"best {metric} so far")

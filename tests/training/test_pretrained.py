@@ -188,3 +188,12 @@ def test_a_saved_model_with_a_field_ablate_cannot_compute_is_refused_by_generate
     assert f"{field}={value!r}" in generate.stderr and len(generate.stderr.strip().splitlines()) == 1, generate.stderr
     with pytest.raises(AblateError, match=f"{field}={value!r}"):
         _study(tmp_path, f"init_from: 'hf:{tmp_path / 'hf'}'")
+
+
+def test_a_tokenizer_larger_than_the_model_is_refused_by_generate(tmp_path):
+    _save_gpt2(tmp_path / "hf", vocab_size=8)
+    tokenizer = _save_tokenizer(tmp_path / "hf")
+    generate = subprocess.run([sys.executable, "-m", "harness.cli", "generate", f"hf:{tmp_path / 'hf'}", "--prompt", "the"],
+                              capture_output=True, text=True, timeout=120)
+    assert generate.returncode == 2 and "Traceback" not in generate.stderr, generate.stderr
+    assert f"its tokenizer has {tokenizer.get_vocab_size()} tokens for a model of 8" in generate.stderr
