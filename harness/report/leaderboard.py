@@ -20,7 +20,12 @@ import pandas as pd  # noqa: E402
 from harness.errors import AblateError  # noqa: E402
 from harness.files import save_figure, write_csv, write_text  # noqa: E402
 from harness.redaction import redact  # noqa: E402
-from harness.report.escape import figure_label, literal_figure_text, markdown_table, markdown_text  # noqa: E402
+from harness.report.escape import (  # noqa: E402
+    figure_label,
+    literal_figure_text,
+    markdown_table,
+    markdown_text,
+)
 from harness.tracking.tracker import STUDY_KIND, Tracker  # noqa: E402
 
 COLORS = {"better": "tab:green", "worse": "tab:red", "": "tab:grey"}
