@@ -2,9 +2,10 @@
 
 Variant names are written in YAML, on command lines and in MLflow artifact paths
 (`plugins/<slot>.<name>/`): letters, digits and `_ . + -`. Arm names and descriptions are free
-text, escaped wherever they are shown (harness.report.escape), except characters no place can
-show faithfully: control characters, and the bidirectional controls that make a table display
-other text than it holds (CVE-2021-42574, "Trojan Source").
+text, escaped wherever they are shown (harness.report.escape), except what no place can show
+faithfully: control characters, the bidirectional controls that make a table display other
+text than it holds (CVE-2021-42574, "Trojan Source"), invisible format characters, and white
+space at either end of a name.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import pydantic
 
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
 BIDI_CONTROLS = {"\u061c", "\u200e", "\u200f", *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))}
-
-
 # invisible format characters that emoji and some scripts need (zero-width joiner and non-joiner)
 JOINERS = {"\u200c", "\u200d"}
 
