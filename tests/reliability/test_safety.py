@@ -152,3 +152,28 @@ def test_a_damaged_checkpoint_is_named_with_what_to_do(tmp_path):
     checkpoint.unlink()
     restarted = ablate(tmp_path, "train", "run.yaml", "--tracking-uri", f"sqlite:///{tmp_path}/other2.db")
     assert restarted.returncode == 0 and "finished after 4 steps" in restarted.stdout, "deleting it restarts the run"
+
+
+def test_any_damage_to_a_checkpoint_is_one_message(tmp_path):
+    """torch's safe unpickler meets damaged bytes with errors of many types (IndexError, KeyError,
+    UnpicklingError, ...): every one is the same RunFailed naming the file."""
+    import random
+
+    from harness.training.checkpoint import load_checkpoint
+    from harness.training.faults import RunFailed
+
+    whole = tmp_path / "whole.pt"
+    torch.save({"format": 2, "model": {"w": torch.ones(64)}}, whole)
+    data = whole.read_bytes()
+    draw = random.Random(0)
+    damaged = [draw.randbytes(draw.randint(1, 4096)) for _ in range(150)]
+    damaged += [data[:cut] for cut in range(0, len(data), max(1, len(data) // 40))]
+    damaged += [bytes(b ^ 0xFF if i == spot else b for i, b in enumerate(data))
+                for spot in draw.sample(range(len(data)), 40)]
+    path = tmp_path / "checkpoint.pt"
+    for contents in damaged:
+        path.write_bytes(contents)
+        try:
+            load_checkpoint(path)
+        except RunFailed as err:
+            assert str(path) in str(err)
