@@ -113,8 +113,7 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
                     "attention_backend", "run_key"]].copy()
     runs[metric] = runs[metric].map(fmt)
     runs["train_loss"] = runs["train_loss"].map(fmt)
-    caveats = results["speed_caveat"] if "speed_caveat" in results else pd.Series("", index=results.index)
-    marks = [f" ({caveat})" if caveat else "" for caveat in caveats]
+    marks = [f" ({caveat})" if caveat else "" for caveat in results["speed_caveat"]]
     runs["tokens_per_s"] = [_count(t) + mark for t, mark in zip(runs["tokens_per_s"], marks)]
     runs["wall_time_s"] = [fmt(w, 1) + mark for w, mark in zip(runs["wall_time_s"], marks)]
     lines += [markdown_table(runs, ("arm", "device", "attention_backend")), ""]
