@@ -72,6 +72,8 @@ def describe_validation_error(err: pydantic.ValidationError, where: str = "",
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden" and model is not None and loc:
             message += did_you_mean(str(loc[-1]), field_names(model, loc[:-1]))
+        if problem["type"] == "string_pattern_mismatch":
+            message = _pattern_message(problem, model, loc)
         lines.append(f"{path}: {message}" if path else message)
     prefix = f"{where}: " if where else ""
     if len(lines) == 1:
@@ -101,14 +103,29 @@ def did_you_mean(name: str, known: list[str]) -> str:
 
 def field_names(model: type[pydantic.BaseModel], path: list) -> list[str]:
     """The field names of the settings `model` holds at `path` (['base', 'train'] -> TrainConfig's)."""
+    inner = _model_at(model, path)
+    return list(inner.model_fields) if inner else []
+
+
+def _model_at(model: type[pydantic.BaseModel], path: list) -> type[pydantic.BaseModel] | None:
+    """The settings class `model` holds at `path`, or None where no settings class is."""
     for part in path:
         field = model.model_fields.get(str(part))
         inner = [t for t in (field.annotation, *typing.get_args(field.annotation))
                  if isinstance(t, type) and issubclass(t, pydantic.BaseModel)] if field else []
         if not inner:
-            return []
+            return None
         model = inner[0]
-    return list(model.model_fields)
+    return model
+
+
+def _pattern_message(problem: dict, model: type[pydantic.BaseModel] | None, loc: list) -> str:
+    """What a string that does not match a field's pattern may hold, in words (the field's
+    description), not as the regular expression."""
+    owner = _model_at(model, loc[:-1]) if model is not None and loc else None
+    field = owner.model_fields.get(str(loc[-1])) if owner else None
+    allowed = f": use {field.description}, starting with a letter or digit" if field and field.description else ""
+    return f"{problem['input']!r} is not allowed here{allowed}"
 
 
 def _is_union_tag(part) -> bool:

@@ -124,6 +124,9 @@ def test_a_table_at_80_columns_folds_and_cuts_nothing():
     ("base.model.mlp=relu2", "--plugin FILE"),  # a plugin's variant: say how plugins are loaded
     ("grid={model.placement: [pre, psot]}", "did you mean 'post'?"),
     ("report.metric=tokens_per_s", "never a verdict"),  # speed measures the machine as much as the variant
+    ("=3", "'' is not a setting's path"),
+    ("base..train.lr=3", "'base..train.lr' is not a setting's path"),
+    ("name=a b", "'a b' is not allowed here: use letters, digits, _ . -"),  # in words, not as a regex
 ])
 def test_a_misspelt_set_is_blamed_on_the_set_not_on_the_study_file(tmp_path, override, words):
     study = Path(__file__).parents[1] / "studies" / "norm_placement.yaml"

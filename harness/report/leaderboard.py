@@ -90,9 +90,9 @@ def build_leaderboard(tracker: Tracker, reports_dir: Path) -> Path:
 
 
 def render_leaderboard(board: pd.DataFrame, left_out: list[str]) -> str:
-    params, tokens = board["params (non-emb.)"], board["tokens per run"]
+    params, tokens, studies = board["params (non-emb.)"], board["tokens per run"], board["study"].nunique()
     lines = ["# Variant leaderboard", "",
-             f"Every study in the tracking store, its newest plan: {board['study'].nunique()} studies, "
+             f"Every study in the tracking store, its newest plan: {studies} stud{'y' if studies == 1 else 'ies'}, "
              f"{len(board)} variants against their study's baseline, best improvement first. Rebuilt by "
              "`ablate leaderboard`.", "",
              f"**Scale.** Models of {_span(params)} non-embedding parameters trained on {_span(tokens)} tokens "

@@ -62,6 +62,9 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
             elif flag:
                 lines.append(f"- **{md(base)}** (baseline){flag}")
         lines.append("")
+    untuned = plan.get("untuned") or {}
+    lines += [f"- **{md(arm)} vs {md(baseline)}**: no verdict — tuning left it without a setting, so it trained "
+              f"nothing: {md(reason)}" for arm, reason in untuned.items()] + ([""] if untuned else [])
     family = "within each scale " if scales else ""
     adjustment = (rule.describe(len(summary) - 1) if rule else
                   f"p-values are Holm-adjusted {family}over the arms compared with the baseline.")

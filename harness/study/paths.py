@@ -59,8 +59,11 @@ def set_study_field(raw: dict, path: str, value: Any, where: str) -> None:
 def parse_override(text: str) -> tuple[str, Any]:
     """'train.lr=1e-3' -> ('train.lr', 0.001): the value is read as YAML."""
     if "=" not in text:
-        raise AblateError(f"--set '{text}': expected path=value, e.g. base.train.steps=200")
+        raise AblateError(f"--set {text}: expected path=value, e.g. base.train.steps=200")
     path, raw = text.split("=", 1)
+    if not all(path.strip().split(".")):
+        raise AblateError(f"--set {text}: '{path}' is not a setting's path; expected path=value, e.g. "
+                          "base.train.steps=200")
     try:
         value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:

@@ -11,6 +11,7 @@ import copy
 import json
 import re
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pandas as pd
@@ -47,17 +48,28 @@ def arm_spec(study: StudySpec, arm: Arm, where: str = "study", extra: dict[str, 
         raise AblateError(f"{where}: arm '{arm.name}': {err}") from None
 
 
-def expand(study: StudySpec, where: str = "study", tuned: dict[str, dict[str, Any]] | None = None,
+@dataclass(frozen=True)
+class Tuned:
+    """What tuning settled for each arm: its best setting (path -> value), or why it has none
+    (every trial of its spent budget ended without a result). An arm without a setting is
+    left out of the comparison, and its report says why."""
+
+    best: dict[str, dict[str, Any]]
+    dead: dict[str, str] = field(default_factory=dict)
+
+
+def expand(study: StudySpec, where: str = "study", tuned: Tuned | None = None,
            counts: dict[str, int] | None = None) -> list[RunSpec]:
     """The runs of the study, seed-major. `tuned` gives each arm's best tuned settings
-    (path -> value); `counts` how many of its seeds each arm trains (default: all of them,
-    or a sequential study's first `min`)."""
-    arms = study.arm_list()
+    (arms tuning left without one train nothing); `counts` how many of its seeds each arm
+    trains (default: all of them, or a sequential study's first `min`)."""
+    tuned = tuned or Tuned({})
+    arms = [arm for arm in study.arm_list() if arm.name not in tuned.dead]
     first = study.sequential.min_seeds if study.sequential else None
     seeds = {arm.name: study.arm_seeds(arm)[:(counts or {}).get(arm.name, first)] for arm in arms}
     runs = []
     for label, scale in study.scale_list():
-        per_arm = {arm.name: arm_spec(study, arm, where, (tuned or {}).get(arm.name), scale) for arm in arms}
+        per_arm = {arm.name: arm_spec(study, arm, where, tuned.best.get(arm.name), scale) for arm in arms}
         if study.match == "params":  # within a scale: the arms of one size
             from harness.study.matching import match_parameters
 
@@ -88,9 +100,10 @@ def _refuse_shared_runs(runs: list[RunSpec], where: str) -> None:
                 f"`seeds: [100, 101, 102]` in arm '{spec.arm}'")
 
 
-def plan_record(study: StudySpec, runs: list[RunSpec], study_file: str) -> dict:
+def plan_record(study: StudySpec, runs: list[RunSpec], study_file: str, tuned: Tuned | None = None) -> dict:
     """What an execution sets out to train, recorded on its parent run: its report covers
-    exactly these runs, and shows each arm's resolved configuration."""
+    exactly these runs, shows each arm's resolved configuration, and names the arms that
+    tuning left without a setting."""
     arms: dict[str, dict] = {}
     # at each scale, which arm a scaled arm is, and which arm is the baseline
     scales = {scaled_name(arm.name, label): {"variant": arm.name, "scale": label,
@@ -101,6 +114,7 @@ def plan_record(study: StudySpec, runs: list[RunSpec], study_file: str) -> dict:
     plan = {"study": study.name, "description": study.description, "study_file": study_file,
             "baseline": study.baseline, "metric": study.report.metric, "goal": study.report.goal,
             "tuned": list(study.tune.space) if study.tune else [],
+            "untuned": tuned.dead if tuned else {},
             "seeds": sorted({spec.seed for spec in runs}),
             "sequential": study.seeds.model_dump() if study.sequential else None,
             "arms": [{"name": name, "config": config, **scales.get(name, {})} for name, config in arms.items()],
@@ -109,7 +123,7 @@ def plan_record(study: StudySpec, runs: list[RunSpec], study_file: str) -> dict:
     return json.loads(redact(json.dumps(plan)))  # a data URL's password is not part of the record
 
 
-def resolve(study: StudySpec, where: str = "study", tuned: dict[str, dict[str, Any]] | None = None,
+def resolve(study: StudySpec, where: str = "study", tuned: Tuned | None = None,
             counts: dict[str, int] | None = None,
             locate: Callable[[RunSpec], RunSpec] | None = None) -> tuple[list[RunSpec], dict]:
     """The runs of `expand`, complete (see `complete`), and the datasets they train on."""

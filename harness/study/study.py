@@ -35,7 +35,7 @@ from harness.study import launch
 from harness.study.clean import CleanResult, clean_runs
 from harness.study.ledger import DEFAULT_STORAGE, Ledger, plan_id
 from harness.study.lifecycle import RunOutcome, train_tracked
-from harness.study.plan import complete, estimate, plan_record, resolve
+from harness.study.plan import Tuned, complete, estimate, plan_record, resolve
 from harness.study.schema import StudySpec, load_study
 from harness.study.slurm import SlurmSettings, submit_workers
 from harness.study.staging import StudyRuns
@@ -61,7 +61,8 @@ class Study:
         self.runs_dir = runs_dir
         self.reports_dir = reports_dir
         self.console = console
-        self._tuned: dict | None = None  # each arm's best tuned settings, once tuned
+        self._tuned: Tuned | None = None  # each arm's best tuned settings, once tuned
+        self._plan_parent: str | None = None  # the execution whose recorded plan is this one's, once planned
         # the runs of other studies that runs start from
         self.locate = StudyRuns(self.storage, self.runs_dir, lambda: self.tracker)
         self.runs, self.datasets = resolve(spec, str(file), locate=self.locate)
@@ -156,7 +157,7 @@ class Study:
             if not trained_here:  # planned only: the workers train; `ablate report` once they are done
                 return None
             self._send_kept()
-        return self._report(parent)
+        return self._report(self._plan_parent)
 
     def _execute(self, parent: str, jobs: int, slurm: SlurmSettings | None, workers: list) -> bool:
         """Tune, plan and train (here, or by local workers, which join `workers`) until every
@@ -189,7 +190,7 @@ class Study:
             else:
                 launch.wait_for(workers)
                 workers.clear()
-            counts = self._more_seeds(self._report(parent)) if rule else None
+            counts = self._more_seeds(self._report(self._plan_parent)) if rule else None
             if counts is None:
                 return True
             added = [arm for arm, count in counts.items() if count > self._counts()[arm]]
@@ -202,7 +203,8 @@ class Study:
         """Queue this plan's runs that MLflow does not hold settled, record the plan on the
         parent run, and say so."""
         planned = self.ledger.plan(self.runs, self.tracker.patiently(self.settled_keys, "reading the study's runs"))
-        self.tracker.record_plan(parent, plan_record(self.spec, self.runs, str(self.file)))
+        self._plan_parent = self.tracker.record_plan(parent, plan_record(self.spec, self.runs, str(self.file),
+                                                                         self._tuned))
         if planned.missing:
             self.console.print(f"{planned.missing} runs the ledger lists as finished are missing from the tracking "
                                f"store {redact(self.tracker.uri)}: training them again (from their checkpoints, "
@@ -300,6 +302,8 @@ class Study:
         with make_progress(self.console) as progress:  # what is left: all of it here, or a dead worker's trial
             tune_all(self.spec, self.ledger.storage, self.tracker, parent_run_id, self.runs_dir, progress, self.locate)
         self._use_best_settings()
+        for reason in self._tuned.dead.values():
+            self.console.print(f"{reason}. The other arms are compared without it", style="yellow", markup=False)
 
     def _use_best_settings(self) -> None:
         from harness.study.tuning import best_settings

@@ -21,7 +21,7 @@ from harness.errors import AblateError
 from harness.run_state import RunState
 from harness.study.ledger import release_dead_local_claims, worker_name
 from harness.study.lifecycle import RunPruned, train_tracked
-from harness.study.plan import arm_spec, complete
+from harness.study.plan import Tuned, arm_spec, complete
 from harness.study.schema import Arm, StudySpec, TuneSettings
 from harness.tracking.tracker import TUNE_KIND, Tracker
 from harness.training.observer import Observer
@@ -211,27 +211,37 @@ def wait_for_tuning(study: StudySpec, storage, poll_seconds: float = 2.0) -> Non
         time.sleep(poll_seconds)
 
 
-def best_settings(study: StudySpec, storage) -> dict[str, dict[str, Any]]:
-    """Each arm's best tuned values (path -> value), read from the storage."""
+def best_settings(study: StudySpec, storage) -> Tuned:
+    """Each arm's best tuned values (path -> value), read from the storage, and the arms whose
+    spent budget left no setting (every trial diverged, failed or was pruned), which the
+    comparison goes on without.
+
+    Raises AblateError when an arm has budget left and no result yet, or when the baseline
+    has no setting (then no arm can be compared)."""
     optuna = _optuna()
-    best = {}
+    best, dead = {}, {}
     for arm in study.arm_list():
         try:
             tuning = optuna.load_study(study_name=tuning_study_name(study, arm.name), storage=storage)
         except KeyError:
             raise AblateError(f"arm '{arm.name}' has not been tuned yet; run `ablate run` to tune it") from None
+        trials = tuning.get_trials(deepcopy=False)
         try:
             trial = tuning.best_trial
         except ValueError:
-            raise AblateError(_no_result(arm.name, tuning.get_trials(deepcopy=False), study.tune.trials)) from None
+            if spent(trials) < study.tune.trials:
+                raise AblateError(f"arm '{arm.name}' has no completed tuning trial yet; run `ablate run` to tune "
+                                  "it") from None
+            dead[arm.name] = _dead_end(arm.name, trials, study.tune.trials)
+            continue
         best[arm.name] = {path: _decode(trial.params[path], dim.choices) for path, dim in study.tune.space.items()}
-    return best
+    if study.baseline in dead:
+        raise AblateError(f"{dead[study.baseline]}. It is the baseline, so no arm can be compared until it has one")
+    return Tuned(best, dead)
 
 
-def _no_result(arm: str, trials, budget: int) -> str:
-    """Why an arm has no tuned setting, and the way out: a dead end when its budget is spent."""
-    if spent(trials) < budget:
-        return f"arm '{arm}' has no completed tuning trial yet; run `ablate run` to tune it"
+def _dead_end(arm: str, trials, budget: int) -> str:
+    """Why an arm whose budget is spent has no tuned setting, and the way out."""
     states = collections.Counter(t.user_attrs.get("state", t.state.name.lower()) for t in trials
                                  if t.state.name in ("PRUNED", "FAIL"))
     counts = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
@@ -241,7 +251,7 @@ def _no_result(arm: str, trials, budget: int) -> str:
 
 
 def tune_all(study: StudySpec, storage, tracker: Tracker, parent_run_id: str, runs_dir: Path, progress,
-             locate=None) -> dict:
+             locate=None) -> Tuned:
     """Tune every arm with the same budget, then return their best settings."""
     tracker.set_experiment_tag(tracker.experiment_id(study.name), "ablate.tuned", ",".join(study.tune.space))
     for arm in study.arm_list():

@@ -335,11 +335,19 @@ class Tracker:
     def end_study(self, parent_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(parent_id, status)
 
-    def record_plan(self, parent_id: str, plan: dict) -> None:
+    def record_plan(self, parent_id: str, plan: dict) -> str:
         """Record on an execution's parent run what it set out to train (see harness.study.plan):
-        its report covers exactly these runs."""
+        its report covers exactly these runs. The newest plan already recorded, when it is the
+        same, stays the one reports cover (a re-run with nothing new keeps the study's plan id).
+        Returns the parent run id whose plan the report covers."""
+        experiment_id = self.client.get_run(parent_id).info.experiment_id
+        with contextlib.suppress(AblateError):  # no plan recorded yet
+            newest, recorded = self.plan(experiment_id)
+            if recorded == json.loads(json.dumps(plan)):
+                return newest
         self.client.log_text(parent_id, json.dumps(plan, indent=1), PLAN_FILE)
         self.client.set_tag(parent_id, "ablate.plan", PLAN_FILE)
+        return parent_id
 
     def plan(self, experiment_id: str, parent_id: str | None = None) -> tuple[str, dict]:
         """(parent run id, plan) of the newest execution that recorded a plan, or of `parent_id`."""

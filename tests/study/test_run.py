@@ -121,12 +121,16 @@ def test_report_numbers_agree_with_results_csv(study_dir):
     assert "post vs pre" in report and "unigram" in report and "bigram" in report
 
 
-def test_running_again_trains_nothing_and_rewrites_the_same_numbers(study_dir):
-    before = (study_dir / "reports" / "tiny_study" / "summary.csv").read_text()
-    again = ablate("run", "study.yaml", "--tracking-uri", f"sqlite:///{study_dir}/mlflow.db", cwd=study_dir)
-    assert again.returncode == 0, again.stderr
-    assert "4 runs planned, 0 queued" in again.stderr and "0 runs trained" in again.stderr
-    assert (study_dir / "reports" / "tiny_study" / "summary.csv").read_text() == before
+def test_running_again_trains_nothing_and_rewrites_the_same_report(study_dir):
+    """A re-run with nothing new keeps the plan (and its execution id) the report covers; each
+    used to record the plan again on its own parent run, and the report named that one."""
+    folder = study_dir / "reports" / "tiny_study"
+    before = {name: (folder / name).read_text() for name in ("summary.csv", "report.md")}
+    for _ in range(2):
+        again = ablate("run", "study.yaml", "--tracking-uri", f"sqlite:///{study_dir}/mlflow.db", cwd=study_dir)
+        assert again.returncode == 0, again.stderr
+        assert "4 runs planned, 0 queued" in again.stderr and "0 runs trained" in again.stderr
+        assert {name: (folder / name).read_text() for name in before} == before
     _, runs = _runs(study_dir)
     assert len([r for r in runs if r.data.tags.get("ablate.kind") == "arm_run"]) == 4
 

@@ -116,7 +116,45 @@ def test_local_workers_share_the_tuning_budget_then_the_runs(tmp_path):
     assert threads == {str(max(1, os.cpu_count() // 2))}, "each of the two workers gets its share of the cores"
 
 
-def test_an_arm_whose_every_trial_diverged_says_so_and_how_to_go_on(tmp_path):
+def test_an_arm_whose_every_trial_diverged_is_reported_as_such_and_the_others_are_compared(tmp_path):
+    """One dead arm used to stop the whole study after tuning: no report for the arms that tuned."""
+    (tmp_path / "study.yaml").write_text("""
+name: dead_arm
+base:
+  model: {n_layer: 1, d_model: 32, n_head: 2, context_length: 32}
+  train: {steps: 20, batch_size: 4, eval_interval: 10}
+data: {val_windows: 8}
+arms:
+  - name: baseline
+  - name: hot
+    set: {train.lr: 80.0, train.grad_clip: 0}
+  - name: rmsnorm
+    set: {model.norm: rmsnorm}
+seeds: 2
+tune:
+  space:
+    train.warmup_steps: {type: categorical, choices: [0, 5]}
+  trials: 2
+""")
+    command = [sys.executable, "-m", "harness.cli", "run", "study.yaml"]
+    first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr
+    said = " ".join(first.stderr.split())
+    assert "arm 'hot': all 2 tuning trials ended without a result (2 diverged)" in said, said
+    assert "The other arms are compared without it" in said
+    assert "4 runs planned, 4 queued" in said, "two seeds each of baseline and rmsnorm, none of hot"
+    assert "rmsnorm vs baseline:" in first.stdout
+    report = (tmp_path / "reports" / "dead_arm" / "report.md").read_text()
+    assert "- **hot vs baseline**: no verdict — tuning left it without a setting" in report
+    assert "all 2 tuning trials ended without a result (2 diverged)" in report
+    tuning = pd.read_csv(tmp_path / "reports" / "dead_arm" / "tuning.csv")
+    assert sorted(tuning.loc[tuning["arm"] == "hot", "state"]) == ["diverged", "diverged"]
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert "4 runs planned, 0 queued" in again.stderr and "all 2 tuning trials" in again.stderr
+
+
+def test_a_baseline_whose_every_trial_diverged_says_so_and_how_to_go_on(tmp_path):
     """A dead end was "no completed tuning trial yet; run `ablate run`", which trained nothing
     again (the budget was spent) and said the same."""
     (tmp_path / "study.yaml").write_text(STUDY.replace("{steps: 40,", "{steps: 20, grad_clip: 0,")
@@ -128,3 +166,4 @@ def test_an_arm_whose_every_trial_diverged_says_so_and_how_to_go_on(tmp_path):
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert "arm 'layernorm': all 2 tuning trials ended without a result (2 diverged)" in result.stderr, result.stderr
         assert "raise tune.trials above 2" in result.stderr
+        assert "It is the baseline, so no arm can be compared" in " ".join(result.stderr.split())
