@@ -5,8 +5,10 @@
 
 The packages follow a study's data flow:
 
-    study/      the study file, its plan, the ledger and workers, tuning, one run lifecycle, Study
-    model/      the GPT assembled from slots, attention backends, kernels, generation, HF weights
+    config/     the floor: model, train, data and study settings, the run spec, run states
+    study/      a study's plan, the ledger and workers, tuning, one run lifecycle, Study
+    model/      the GPT assembled from slots, attention backends, generation, HF weights
+    kernels/    our Triton kernels beside their torch references
     data/       datasets and tokenizers
     training/   the training loop of one run, checkpoints, faults
     tracking/   MLflow: runs, their records, the outbox that keeps them through outages

@@ -83,7 +83,7 @@ def _console() -> Console:
 def _study_name(study: str) -> str:
     """A study given by name, or by its file."""
     if study.endswith((".yaml", ".yml")):
-        from harness.study.schema import load_study
+        from harness.config.study import load_study
 
         return load_study(study).name
     return study
@@ -152,7 +152,7 @@ def variants(
 def schema(plugin: PluginOption = None):
     """Print the JSON Schema of a study file (for completion and checks in editors)."""
     from harness import registry
-    from harness.study.schema import study_json_schema
+    from harness.config.study import study_json_schema
 
     for reference in plugin or []:
         registry.load_plugin(reference)
@@ -173,7 +173,7 @@ def train(
     tracking_uri: TrackingOption = None,
 ):
     """Train a single run, tracked in MLflow like a one-arm study, and save its checkpoint."""
-    from harness.run_state import RunState
+    from harness.config.run_state import RunState
 
     study = _load(run_file, set_, plugin, None, tracking_uri, runs_dir=out)
     outcome, checkpoint = study.train_one(seed, fresh)
@@ -266,7 +266,7 @@ def run(
                    f"estimated at {minutes:.1f} min of training on {study.device}")
         if study.spec.sequential:
             typer.echo(f"seeds are added one at a time while a verdict is unsettled: up to "
-                       f"{study.spec.sequential.max_seeds} per arm, {len(study.possible_runs())} runs at most")
+                       f"{study.spec.sequential.max} per arm, {len(study.possible_runs())} runs at most")
         return
     slurm = SlurmSettings(slurm_partition, slurm_time, slurm_gpus_per_job, slurm_cpus_per_job, slurm_signal_delay) \
         if launcher == Launcher.slurm else None

@@ -10,6 +10,7 @@ raised as one :class:`~harness.errors.FileFault` naming the target and its errno
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -49,3 +50,10 @@ def write_csv(frame, path: str | os.PathLike) -> None:
 def save_figure(figure, path: str | os.PathLike) -> None:
     """A matplotlib figure, in the format its file name says."""
     write_atomically(path, lambda private: figure.savefig(private, format=Path(path).suffix[1:], dpi=120))
+
+
+def study_folder(root: str | Path, name: str) -> Path:
+    """root/<name> for a study's reports or runs, always directly under `root`: a study read
+    back by its MLflow experiment's name ('../../x', '/abs/path') gets a name made safe."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "_"
+    return Path(root) / safe

@@ -28,7 +28,7 @@ if not torch.cuda.is_available():
     # our Triton kernels run on the CPU through Triton's interpreter (read when they are defined)
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from harness.model.config import ModelConfig
+from harness.config.model import ModelConfig
 from harness.model.gpt import GPT
 from tests.faults import FAULTS
 

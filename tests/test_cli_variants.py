@@ -66,7 +66,7 @@ def test_installed_plugin_package_registers_through_its_entry_point(installed_pl
     assert "ablate_relu2.mlp (package ablate-relu2)" in table
 
     build = [sys.executable, "-c",
-             "from harness.model.config import ModelConfig; from harness.model.gpt import GPT; import torch;"
+             "from harness.config.model import ModelConfig; from harness.model.gpt import GPT; import torch;"
              "m = GPT(ModelConfig(vocab_size=256, mlp={'name': 'relu2', 'hidden_ratio': 2}));"
              "print(type(m.blocks[0].mlp).__name__, m(torch.zeros(1, 4, dtype=torch.long))[0].shape)"]
     built = subprocess.run(build, capture_output=True, text=True, env=env, timeout=120)

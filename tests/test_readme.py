@@ -5,8 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.config.study import load_study
 from harness.study.plan import expand
-from harness.study.schema import load_study
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -18,7 +18,7 @@ def _blocks(language):
 def test_the_plugin_example_registers_and_builds(tmp_path):
     plugin = tmp_path / "readme_plugin.py"
     plugin.write_text(next(block for block in _blocks("python") if "@register" in block))
-    code = ("from harness.registry import load_plugin; from harness.model.config import ModelConfig;"
+    code = ("from harness.registry import load_plugin; from harness.config.model import ModelConfig;"
             "from harness.model.gpt import GPT; import torch;"
             f"load_plugin({str(plugin)!r}); m = GPT(ModelConfig(vocab_size=256, mlp='relu2'));"
             "print(m(torch.zeros(1, 3, dtype=torch.long))[0].shape)")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.config.run import RunSpec
 from harness.model.gpt import GPT
-from harness.spec import RunSpec
 from harness.training.observer import Observer, Observers
 from harness.training.optim import lr_at, make_optimizer
 from harness.training.trainer import Trainer

@@ -3,7 +3,7 @@
 Each simulated study has `arms` arms facing a baseline. A seed's final value is Normal with
 standard deviation 1 in every arm, the arms shifted by `effect` standard deviations of a
 seed's paired difference (arm minus baseline, standard deviation sqrt(2)); arms share the
-baseline's values, as in a study, so their comparisons are correlated. Seeds are added exactly as `ablate run` adds them (harness.study.sequential):
+baseline's values, as in a study, so their comparisons are correlated. Seeds are added exactly as `ablate run` adds them (harness.report.sequential):
 every arm starts with `min` seeds, unsettled arms get one more per look, up to `max`. The
 same studies are also judged the fixed way (every arm at `max` seeds, Holm).
 """
@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from harness.report.sequential import SequentialRule, paired_p
 from harness.report.stats import holm
-from harness.study.sequential import SequentialRule, paired_p
 
 
 def simulate(rule: SequentialRule, arms: int, effect: float, studies: int, rng: np.random.Generator) -> dict:

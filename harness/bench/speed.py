@@ -21,11 +21,11 @@ import torch
 
 from harness.bench.nanogpt import NanoGPT
 from harness.bench.ratios import overhead
+from harness.config.model import ModelConfig
+from harness.config.train import TrainConfig
+from harness.kernels import triton_unavailable
 from harness.model.attention import backend, backend_names
-from harness.model.config import ModelConfig
 from harness.model.gpt import GPT
-from harness.model.kernels import triton_unavailable
-from harness.training.config import TrainConfig
 from harness.training.optim import make_optimizer
 from harness.training.throughput import mfu
 from harness.training.trainer import resolve_device
@@ -155,10 +155,10 @@ def _model_config(shape: Shape, backend: str) -> ModelConfig:
 def kernel_table(device: torch.device, shape: Shape, iterations: int, compiled: bool = True) -> pd.DataFrame:
     """Forward + backward time of each Triton kernel against torch eager (and torch.compile)
     on the activations of one training batch of `shape`, in bf16 on a GPU."""
-    from harness.model.kernels.flash_attention import flash_attention
-    from harness.model.kernels.references import rms_norm_reference, swiglu_reference
-    from harness.model.kernels.rmsnorm import rms_norm
-    from harness.model.kernels.swiglu import swiglu
+    from harness.kernels.flash_attention import flash_attention
+    from harness.kernels.references import rms_norm_reference, swiglu_reference
+    from harness.kernels.rmsnorm import rms_norm
+    from harness.kernels.swiglu import swiglu
 
     rows_of_tokens = shape.batch_size * shape.context_length
     hidden = round(2 / 3 * 4 * shape.d_model)

@@ -11,50 +11,17 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Literal
 
-import pydantic
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 
+from harness.config.data import TokenizerConfig
 from harness.data.cache import content_hash
 from harness.errors import AblateError
 from harness.files import write_text
 
 # GPT-2's pre-tokenisation: words, numbers, punctuation runs and whitespace split apart
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-
-
-class TokenizerConfig(pydantic.BaseModel):
-    """`char`, `{name: bpe, vocab_size: N}`, or `tiktoken:<encoding>`."""
-
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
-
-    name: Literal["char", "bpe", "tiktoken"] = "char"
-    vocab_size: int = pydantic.Field(1024, ge=257, description="bpe: size of the trained vocabulary")
-    encoding: str | None = pydantic.Field(None, description="tiktoken: name of the encoding")
-
-    @pydantic.model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, value):
-        if isinstance(value, str):
-            if value.startswith("tiktoken:"):
-                return {"name": "tiktoken", "encoding": value.split(":", 1)[1]}
-            return {"name": value}
-        return value
-
-    @staticmethod
-    def as_written(schema: dict) -> None:
-        """JSON Schema of the field as users write it: also a string."""
-        reference = schema.pop("$ref")
-        schema["anyOf"] = [{"type": "string", "description": "char, bpe, or tiktoken:<encoding>"}, {"$ref": reference}]
-        schema["default"] = "char"
-
-    @pydantic.model_validator(mode="after")
-    def _encoding_given(self):
-        if self.name == "tiktoken" and not self.encoding:
-            raise ValueError("tokenizer 'tiktoken' needs an encoding, e.g. tiktoken:gpt2")
-        return self
 
 
 class Tokenizer:

@@ -1,9 +1,7 @@
-"""The model side: a GPT assembled from the registry's slots.
+"""The model side: a GPT assembled from the registry's slots (configured by harness.config.model).
 
-    config.py       ModelConfig: sizes, switches and one variant per slot
     gpt.py          the GPT itself (embeddings, blocks, head) and its accounting
     backends.py     attention kernels: interchangeable runtime backends with fallbacks
-    kernels/        our Triton kernels (RMSNorm, SwiGLU, flash attention) beside their references
     kv_cache.py     the key/value cache of generation
     generate.py     sampling: greedy, temperature, top-k, with the cache
     hf_interop.py   weights to and from Hugging Face GPT-2 and Llama

@@ -94,10 +94,10 @@ class FlashAttention2(AttentionBackend):
 
 @register("attention_backend", "triton")
 class TritonFlashAttention(AttentionBackend):
-    """ablate's Triton flash attention (harness/model/kernels): causal, GQA, no bias or dropout."""
+    """ablate's Triton flash attention (harness/kernels): causal, GQA, no bias or dropout."""
 
     def unavailable(self, q, bias, dropout_p):
-        from harness.model.kernels import triton_unavailable
+        from harness.kernels import triton_unavailable
 
         if reason := triton_unavailable(q.device):
             return reason
@@ -110,6 +110,6 @@ class TritonFlashAttention(AttentionBackend):
         return None
 
     def __call__(self, q, k, v, *, bias, causal, dropout_p, scale):
-        from harness.model.kernels.flash_attention import flash_attention
+        from harness.kernels.flash_attention import flash_attention
 
         return flash_attention(q, k, v, scale, causal)

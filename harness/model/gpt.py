@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from harness.config.model import ModelConfig
+from harness.kernels import FusedOp
 from harness.model.attention import AttentionKernel
-from harness.model.config import ModelConfig
-from harness.model.kernels import FusedOp
 from harness.model.kv_cache import KVCache, LayerKVCache
 from harness.registry import InitTarget, LayerInfo, PositionEncoding, lookup, writes_residual
 

@@ -12,16 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.config.model import ModelConfig
 from harness.errors import AblateError
-from harness.model.config import ModelConfig
 from harness.model.gpt import GPT
-from harness.model.hf_fields import (
-    GPT2_HONOURED,
-    GPT2_REFUSED,
-    LLAMA_HONOURED,
-    LLAMA_REFUSED,
-    check_fields,
-)
+from harness.model.hf_fields import GPT2_HONOURED, GPT2_REFUSED, LLAMA_HONOURED, LLAMA_REFUSED, check_fields
 
 
 @dataclass(frozen=True)

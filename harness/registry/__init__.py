@@ -11,7 +11,7 @@
 """
 
 # fusable ops (RMSNorm, SwiGLU) whose Triton kernel a variant offers when cfg.kernels asks for it
-from harness.model.kernels import fused_op
+from harness.kernels import fused_op
 from harness.registry.contracts import (
     AttentionBackend,
     DropoutSchedule,

@@ -4,6 +4,7 @@ scales) under reports/<study>/, also logged on the study's parent run.
 
     collect.py      one execution read back: its plan, a row per planned run, curves, trials
     stats.py        per-arm statistics and verdicts against the baseline
+    sequential.py   the alpha-spending rule of a study that adds seeds as verdicts settle
     scales.py       a verdict per scale, and how a difference moves with scale
     arm_runs.py     each arm's mean curve, band and verdict as an MLflow run
     markdown.py     report.md
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.files import write_csv, write_text
+from harness.files import study_folder, write_csv, write_text
 from harness.notices import warn
 from harness.redaction import error_line
 from harness.report.arm_runs import log_arm_runs
@@ -28,8 +29,7 @@ from harness.report.collect import Collected, collect_curves, collect_runs, coll
 from harness.report.markdown import render
 from harness.report.plots import plot_curves, plot_final, plot_scaling, plot_tuning
 from harness.report.scales import summarize_plan
-from harness.study.paths import study_folder
-from harness.study.sequential import SequentialRule
+from harness.report.sequential import SequentialRule
 from harness.tracking.tracker import Tracker
 
 SHARED_TRAINING = ["steps", "batch_size", "lr", "warmup_steps", "schedule", "weight_decay", "grad_clip"]

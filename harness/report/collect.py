@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from harness.config.run_state import RunState
 from harness.errors import AblateError
 from harness.redaction import redact
-from harness.run_state import RunState
 from harness.tracking.tracker import TUNE_KIND, Tracker
 
 NUMERIC_PARAMS = ["params", "params_non_embedding", "flops_per_token", "tokens_per_step", "unigram_loss", "bigram_loss"]

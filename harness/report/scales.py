@@ -8,8 +8,8 @@ import math
 
 import pandas as pd
 
+from harness.report.sequential import SequentialRule
 from harness.report.stats import summarize
-from harness.study.sequential import SequentialRule
 
 
 def summarize_plan(results: pd.DataFrame, plan: dict, references: dict[str, float],

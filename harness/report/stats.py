@@ -6,7 +6,7 @@
   difference is tested with the paired t-test over those seeds (and its interval);
   otherwise (an A/A control with seeds of its own) with Welch's t-test. With several arms
   facing one baseline, p-values are Holm-adjusted (or, when seeds were added sequentially,
-  adjusted by harness.study.sequential) so that "better" and "worse" keep their 5%
+  adjusted by harness.report.sequential) so that "better" and "worse" keep their 5%
   family-wise meaning.
 - Every seed counts: an arm with a diverged seed is "unstable", whatever its other seeds
   say; an arm (or baseline) whose seeds have not all finished is "incomplete". Neither is
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.study.sequential import SequentialRule
+from harness.report.sequential import SequentialRule
 
 ALPHA = 0.05
 # relative spread below which values are the same number up to float32 rounding

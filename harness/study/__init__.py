@@ -1,7 +1,5 @@
-"""A study, from its YAML file to its report, in the order a study runs:
+"""A study, from its settings (harness.config.study) to its report, in the order a study runs:
 
-    schema.py     the YAML file: StudySpec, validated before anything runs
-    paths.py      dotted paths (model.norm, train.lr) into nested settings: arms, --set, profiles
     plan.py       arms x seeds (x scales) -> RunSpecs (one per run), the data they need, a time estimate
     matching.py   `match: params`: the baseline's parameter count for every arm
     staging.py    `init_from: {study, arm, seed}`: the checkpoint of another study's run

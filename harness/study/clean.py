@@ -11,8 +11,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.run_state import RunState
-from harness.study.paths import study_folder
+from harness.config.run_state import RunState
+from harness.files import study_folder
 from harness.tracking.outbox import OUTBOX_NAME
 from harness.tracking.tracker import TUNE_KIND, Tracker
 

@@ -28,11 +28,11 @@ import warnings
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from harness.config.run import RunSpec
+from harness.config.run_state import RunState
 from harness.environment import process_alive
 from harness.errors import AblateError, file_fault
 from harness.redaction import error_line, redact
-from harness.run_state import RunState
-from harness.spec import RunSpec
 from harness.sqlite_store import create_whole, sqlite_file, sqlite_file_fault
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"

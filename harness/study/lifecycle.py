@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 from rich.markup import escape
 
+from harness.config.run import RunSpec
+from harness.config.run_state import RunState
 from harness.errors import AblateError, file_fault
 from harness.model.generate import sample_text
 from harness.notices import warn
 from harness.progress import RunProgress
 from harness.redaction import error_line
-from harness.run_state import RunState
-from harness.spec import RunSpec
 from harness.tracking.outbox import OUTBOX_NAME
 from harness.tracking.tracker import Tracker
 from harness.training.faults import RunFailed

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
+from harness.config.run import RunSpec
 from harness.errors import AblateError
 from harness.model.gpt import GPT
-from harness.spec import RunSpec
 
 TOLERANCE = 0.01
 

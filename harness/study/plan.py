@@ -7,45 +7,25 @@ study stopped half-way already compares all arms.
 
 from __future__ import annotations
 
-import copy
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pandas as pd
-import pydantic
 import torch
 
+from harness.config.run import RunSpec
+from harness.config.study import StudySpec, arm_spec
 from harness.data import load_dataset
-from harness.errors import AblateError, describe_validation_error
+from harness.errors import AblateError
 from harness.model.gpt import GPT
 from harness.redaction import redact
 from harness.registry import lookup
-from harness.spec import RunSpec
-from harness.study.paths import set_run_field
-from harness.study.schema import Arm, StudySpec
 from harness.training.faults import RunFailed, is_out_of_memory
 from harness.training.optim import make_optimizer
 from harness.training.starting_point import StartingPoint, starting_point
 from harness.training.trainer import resolve_device
-
-
-def arm_spec(study: StudySpec, arm: Arm, where: str = "study", extra: dict[str, Any] | None = None,
-             scale: dict[str, Any] | None = None) -> RunSpec:
-    """The run of `arm` (seed 0) at `scale` (run path -> value, under the arm's own settings),
-    with `extra` path -> value settings on top (tuned values)."""
-    tree = {**study.base.run_tree(), "data": study.data.model_dump(mode="json")}
-    for path, value in {**(scale or {}), **arm.set, **(extra or {})}.items():
-        set_run_field(tree, path, copy.deepcopy(value), f"{where}: arm '{arm.name}'")
-    try:
-        plugins = {"plugin." + re.sub(r"[^\w.-]", "_", name): code for name, code in study.plugin_code.items()}
-        return RunSpec(study=study.name, arm=arm.name, sources=plugins, **tree)
-    except pydantic.ValidationError as err:
-        raise AblateError(describe_validation_error(err, f"{where}: arm '{arm.name}'", RunSpec)) from None
-    except AblateError as err:
-        raise AblateError(f"{where}: arm '{arm.name}': {err}") from None
 
 
 @dataclass(frozen=True)
@@ -65,7 +45,7 @@ def expand(study: StudySpec, where: str = "study", tuned: Tuned | None = None,
     trains (default: all of them, or a sequential study's first `min`)."""
     tuned = tuned or Tuned({})
     arms = [arm for arm in study.arm_list() if arm.name not in tuned.dead]
-    first = study.sequential.min_seeds if study.sequential else None
+    first = study.sequential.min if study.sequential else None
     seeds = {arm.name: study.arm_seeds(arm)[:(counts or {}).get(arm.name, first)] for arm in arms}
     runs = []
     for label, scale in study.scale_list():

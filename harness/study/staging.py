@@ -16,14 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from harness.config.run import RunSpec
+from harness.config.run_state import RunState
+from harness.config.train import StudyRun
 from harness.errors import AblateError
 from harness.redaction import redact
-from harness.run_state import RunState
-from harness.spec import RunSpec
 from harness.study.ledger import Ledger
 from harness.tracking.tracker import RUN_KIND, Tracker
 from harness.training.checkpoint import CHECKPOINT_NAME
-from harness.training.config import StudyRun
 
 
 class StudyRuns:

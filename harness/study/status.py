@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from harness.config.run import RunSpec
+from harness.config.run_state import RunState
 from harness.errors import AblateError
 from harness.redaction import redact
-from harness.run_state import RunState
-from harness.spec import RunSpec
 from harness.study.ledger import Ledger
 from harness.tracking.tracker import Tracker
 

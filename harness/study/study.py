@@ -23,20 +23,20 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
+from harness.config.run import MAX_SEED, RunSpec
+from harness.config.run_state import RunState
+from harness.config.study import StudySpec, load_study
 from harness.errors import AblateError
 from harness.notices import make_console
 from harness.progress import RunProgress, make_progress
 from harness.redaction import redact
 from harness.registry import load_plugin
 from harness.report import build_report
-from harness.run_state import RunState
-from harness.spec import MAX_SEED, RunSpec
 from harness.study import launch
 from harness.study.clean import CleanResult, clean_runs
 from harness.study.ledger import DEFAULT_STORAGE, Ledger, plan_id
 from harness.study.lifecycle import RunOutcome, train_tracked
 from harness.study.plan import Tuned, complete, estimate, plan_record, resolve
-from harness.study.schema import StudySpec, load_study
 from harness.study.slurm import SlurmSettings, submit_workers
 from harness.study.staging import StudyRuns
 from harness.study.status import StudyStatus, study_status
@@ -124,7 +124,7 @@ class Study:
         """Every run the study may train: a sequential study's up to its max seeds per arm."""
         if not self.spec.sequential:
             return self.runs
-        counts = {arm.name: self.spec.sequential.max_seeds for arm in self.spec.arm_list()}
+        counts = {arm.name: self.spec.sequential.max for arm in self.spec.arm_list()}
         return resolve(self.spec, str(self.file), self._tuned, counts, self.locate)[0]
 
     # ---- running it --------------------------------------------------------------------------
@@ -226,7 +226,7 @@ class Study:
         if (summary["failed"] > 0).any() or (summary["unfinished"] > 0).any():
             return None
         counts = self._counts()
-        unsettled = [arm for arm in summary.loc[~summary["settled"], "arm"] if counts[arm] < self.spec.sequential.max_seeds]
+        unsettled = [arm for arm in summary.loc[~summary["settled"], "arm"] if counts[arm] < self.spec.sequential.max]
         if not unsettled:
             return None
         for arm in unsettled:

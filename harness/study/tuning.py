@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.config.run_state import RunState
+from harness.config.study import Arm, StudySpec, TuneSettings, arm_spec
 from harness.errors import AblateError
-from harness.run_state import RunState
 from harness.study.ledger import release_dead_local_claims, worker_name
 from harness.study.lifecycle import RunPruned, train_tracked
-from harness.study.plan import Tuned, arm_spec, complete
-from harness.study.schema import Arm, StudySpec, TuneSettings
+from harness.study.plan import Tuned, complete
 from harness.tracking.tracker import TUNE_KIND, Tracker
 from harness.training.observer import Observer
 

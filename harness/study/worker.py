@@ -15,10 +15,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from harness.config.run import RunSpec
+from harness.config.run_state import RunState
 from harness.errors import AblateError
 from harness.progress import make_progress
-from harness.run_state import RunState
-from harness.spec import RunSpec
 from harness.study.ledger import HEARTBEAT_SECONDS, Ledger
 from harness.study.lifecycle import train_tracked
 from harness.tracking.tracker import RUN_KIND, Tracker

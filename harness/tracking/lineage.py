@@ -12,8 +12,8 @@ import subprocess
 from pathlib import Path
 
 from harness import __version__
+from harness.config.run import RunSpec
 from harness.registry import BUILT_IN_PACKAGE, lookup
-from harness.spec import RunSpec
 
 # MLflow keeps at most 36 characters of a dataset digest
 DIGEST_CHARS = 32

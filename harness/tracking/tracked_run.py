@@ -14,10 +14,10 @@ from pathlib import Path
 
 import yaml
 
+from harness.config.run import RunSpec
+from harness.config.run_state import RunState
 from harness.notices import warn
 from harness.registry import MODEL_SLOTS, lookup
-from harness.run_state import RunState
-from harness.spec import RunSpec
 from harness.tracking.lineage import dataset_input
 from harness.tracking.outbox import Outbox
 from harness.training.observer import Observer

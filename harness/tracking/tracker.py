@@ -23,18 +23,13 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
 
+from harness.config.run import RunSpec
+from harness.config.run_state import RunState
 from harness.environment import environment, process_alive
 from harness.errors import AblateError, file_fault
 from harness.notices import say, warn
 from harness.redaction import error_line, redact
-from harness.run_state import RunState
-from harness.spec import RunSpec
-from harness.sqlite_store import (
-    create_whole,
-    sqlite_file,
-    sqlite_file_fault,
-    wait_while_created_elsewhere,
-)
+from harness.sqlite_store import create_whole, sqlite_file, sqlite_file_fault, wait_while_created_elsewhere
 from harness.tracking.lineage import plugin_tags, version_tags
 from harness.tracking.outage import is_outage
 from harness.tracking.outbox import send_kept

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
+from harness.config.model import ModelConfig
 from harness.data import Tokenizer
 from harness.files import write_atomically
-from harness.model.config import ModelConfig
 from harness.model.gpt import GPT
 from harness.redaction import error_line
 from harness.training.faults import RunFailed

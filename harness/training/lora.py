@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from harness.config.train import LoraConfig
 from harness.errors import AblateError
 from harness.model.gpt import GPT
-from harness.training.config import LoraConfig
 
 TARGET_MODULES = {"attention": "attention", "mlp": "mlp"}  # target -> the block's submodule it adapts
 

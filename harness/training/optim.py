@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from harness.training.config import TrainConfig
+from harness.config.train import TrainConfig
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:

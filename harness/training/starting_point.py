@@ -19,12 +19,12 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
+from harness.config.model import ModelConfig
+from harness.config.train import StudyRun
 from harness.data import Tokenizer
 from harness.errors import AblateError
-from harness.model.config import ModelConfig
 from harness.model.gpt import GPT
 from harness.training.checkpoint import load_checkpoint, tokenizer_of
-from harness.training.config import StudyRun
 
 # what a study still decides about a model whose architecture comes from Hugging Face
 KEPT_FROM_STUDY = ("context_length", "attention_backend", "kernels", "gradient_checkpointing", "dropout")

@@ -18,17 +18,13 @@ from pathlib import Path
 
 import torch
 
+from harness.config.run import RunSpec
+from harness.config.run_state import RunState
 from harness.data import load_dataset, reference_losses
 from harness.errors import AblateError
 from harness.model.gpt import GPT
 from harness.registry import global_state
-from harness.run_state import RunState
-from harness.spec import RunSpec
-from harness.training.checkpoint import (
-    CHECKPOINT_NAME,
-    load_checkpoint,
-    save_checkpoint,
-)
+from harness.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from harness.training.distributed import DataParallel
 from harness.training.faults import out_of_memory_fails_the_run
 from harness.training.interrupt import deferred_interrupt, honour

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from harness.data import DataConfig, load_dataset
+from harness.config.data import DataConfig
+from harness.data import load_dataset
 from harness.errors import AblateError
 
 

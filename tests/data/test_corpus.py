@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import DataConfig, load_dataset, reference_losses
+from harness.config.data import DataConfig
+from harness.data import load_dataset, reference_losses
 from harness.errors import AblateError
 
 

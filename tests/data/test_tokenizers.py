@@ -3,8 +3,9 @@
 
 import pytest
 
+from harness.config.data import TokenizerConfig
 from harness.data import cache_dir
-from harness.data.tokenizers import Tokenizer, TokenizerConfig, bpe_tokenizer, char_tokenizer, tiktoken_tokenizer
+from harness.data.tokenizers import Tokenizer, bpe_tokenizer, char_tokenizer, tiktoken_tokenizer
 from harness.errors import AblateError
 
 TEXT = ("The quick brown fox jumps over the lazy dog. Numbers 12345 and tabs\tand\nnewlines, "

@@ -3,8 +3,8 @@
 import pytest
 from pydantic import Field
 
+from harness.config.model import ModelConfig
 from harness.errors import AblateError
-from harness.model.config import ModelConfig
 from harness.registry import MODEL_SLOTS, SLOTS, Options, lookup, register, variants
 
 BUILT_IN = {

@@ -243,8 +243,8 @@ def _exit_code(argv: list[str], folder) -> tuple[int, str]:
 
 
 def _checkpoint() -> dict:
+    from harness.config.model import ModelConfig
     from harness.data.tokenizers import char_tokenizer
-    from harness.model.config import ModelConfig
 
     config = ModelConfig(vocab_size=10, context_length=8, n_layer=1, n_head=2, d_model=8)
     return {"format": 2, "model_config": config.model_dump(mode="json"), "model": GPT(config).state_dict(),

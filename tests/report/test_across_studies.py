@@ -13,9 +13,9 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from harness import Study
+from harness.config.study import StudySpec
 from harness.errors import AblateError
 from harness.report.scales import trend
-from harness.study.schema import StudySpec
 
 BASE = """
 base:

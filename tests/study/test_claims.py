@@ -9,12 +9,12 @@ import collections
 import subprocess
 import sys
 
-from harness.spec import RunSpec
+from harness.config.run import RunSpec
 from harness.study.ledger import Ledger
 
 CLAIMER = """
 import os, sys
-from harness.run_state import RunState
+from harness.config.run_state import RunState
 from harness.study.ledger import Ledger
 
 ledger = Ledger(sys.argv[1], "race", "plan")

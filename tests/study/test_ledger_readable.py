@@ -89,9 +89,9 @@ def _get_json(url: str, server, timeout: float = 60):
 
 
 def test_a_plan_is_named_by_its_arms_not_by_its_seeds():
+    from harness.config.study import StudySpec
     from harness.study.ledger import plan_id
     from harness.study.plan import expand
-    from harness.study.schema import StudySpec
 
     def plan(**fields):
         return plan_id(expand(StudySpec(name="p", **fields)))

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from harness.run_state import RunState
+from harness.config.run_state import RunState
 from tests.faults import FAULTS
 
 

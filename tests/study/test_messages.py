@@ -6,7 +6,7 @@ import re
 import pytest
 
 from harness import Study
-from harness.data import TokenizerConfig
+from harness.config.data import TokenizerConfig
 from harness.errors import AblateError
 
 STUDY = """

@@ -77,7 +77,8 @@ def test_mlflow_holds_one_parent_and_a_child_per_arm_and_seed(study_dir):
 def test_every_run_logs_its_dataset_and_where_its_code_came_from(study_dir):
     import json
 
-    from harness.data import DataConfig, load_dataset
+    from harness.config.data import DataConfig
+    from harness.data import load_dataset
 
     sha256 = load_dataset(DataConfig()).metadata["sha256"]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,

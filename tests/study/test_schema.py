@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.config.study import load_study
 from harness.errors import AblateError
 from harness.study.matching import non_embedding_parameters
 from harness.study.plan import expand
-from harness.study.schema import load_study
 
 STUDIES = sorted(Path(__file__).parents[2].joinpath("studies").glob("*.yaml"))
 

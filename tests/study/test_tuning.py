@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from harness.config.study import load_study
 from harness.errors import AblateError
-from harness.study.schema import load_study
 from tests.conftest import ledger_study
 
 STUDY = """

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from harness.training.config import TrainConfig
+from harness.config.train import TrainConfig
 from harness.training.optim import lr_at, make_optimizer
 from tests.conftest import tiny_model
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from harness.spec import RunSpec
+from harness.config.run import RunSpec
 from harness.training.observer import Observer
 from harness.training.slowdown import SlowdownWatch
 from harness.training.trainer import Trainer

@@ -7,8 +7,6 @@ else (a slot, an option) it replaces the value.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -69,10 +67,3 @@ def parse_override(text: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         value = raw
     return path.strip(), value
-
-
-def study_folder(root: str | Path, name: str) -> Path:
-    """root/<name> for a study's reports or runs, always directly under `root`: a study read
-    back by its MLflow experiment's name ('../../x', '/abs/path') gets a name made safe."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "_"
-    return Path(root) / safe

@@ -6,6 +6,6 @@ they run only under Triton's interpreter (``TRITON_INTERPRET=1``), which the tes
 The kernel modules import Triton; nothing else here does, so the package works without it.
 """
 
-from harness.model.kernels.switch import FUSED_OPS, FusedOp, fused_op, triton_unavailable
+from harness.kernels.switch import FUSED_OPS, FusedOp, fused_op, triton_unavailable
 
 __all__ = ["FUSED_OPS", "FusedOp", "fused_op", "triton_unavailable"]

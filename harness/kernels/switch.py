@@ -9,12 +9,12 @@ from typing import Callable
 
 import torch
 
-from harness.model.kernels.references import rms_norm_reference, swiglu_reference
+from harness.kernels.references import rms_norm_reference, swiglu_reference
 
 # op -> (torch reference, "module:function" of our Triton kernel, imported only when used)
 FUSED_OPS: dict[str, tuple[Callable, str]] = {
-    "rmsnorm": (rms_norm_reference, "harness.model.kernels.rmsnorm:rms_norm"),
-    "swiglu": (swiglu_reference, "harness.model.kernels.swiglu:swiglu"),
+    "rmsnorm": (rms_norm_reference, "harness.kernels.rmsnorm:rms_norm"),
+    "swiglu": (swiglu_reference, "harness.kernels.swiglu:swiglu"),
 }
 
 

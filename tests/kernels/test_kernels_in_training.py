@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from harness.spec import RunSpec
+from harness.config.run import RunSpec
 from harness.training.trainer import Trainer
 from tests.conftest import tiny_model
 

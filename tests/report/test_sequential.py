@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from harness.bench.sequential import simulate
-from harness.study.sequential import CALIBRATION_SAMPLES, SequentialRule
+from harness.report.sequential import CALIBRATION_SAMPLES, SequentialRule
 
 
 def test_the_looks_spend_the_alpha_of_the_spending_function():

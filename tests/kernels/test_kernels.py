@@ -7,15 +7,15 @@ on a GPU the same tests run the compiled kernels, in fp32 and bf16.
 import pytest
 import torch
 
+from harness.kernels import FusedOp
 from harness.model.attention import AttentionKernel, backend
-from harness.model.kernels import FusedOp
 
 pytest.importorskip("triton", reason="the Triton kernels need triton (pip install -e '.[test]')")
 
-from harness.model.kernels.flash_attention import flash_attention  # noqa: E402
-from harness.model.kernels.references import rms_norm_reference, swiglu_reference  # noqa: E402
-from harness.model.kernels.rmsnorm import rms_norm  # noqa: E402
-from harness.model.kernels.swiglu import swiglu  # noqa: E402
+from harness.kernels.flash_attention import flash_attention  # noqa: E402
+from harness.kernels.references import rms_norm_reference, swiglu_reference  # noqa: E402
+from harness.kernels.rmsnorm import rms_norm  # noqa: E402
+from harness.kernels.swiglu import swiglu  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # (device, dtype) pairs: bf16 only where the kernels are compiled

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from harness.model.kernels.launch import reduction_programs, row_block, warps_for
+from harness.kernels.launch import reduction_programs, row_block, warps_for
 
 
 @triton.jit

@@ -22,6 +22,7 @@ import collections
 import copy
 import itertools
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -29,15 +30,14 @@ import pydantic
 import yaml
 from pydantic import Field
 
-from harness.data import DataConfig
+from harness.config.data import DataConfig
+from harness.config.model import ModelConfig, VariantChoice
+from harness.config.paths import parse_override, set_run_field, set_study_field
+from harness.config.run import MAX_SEED, RunSpec, Seed
+from harness.config.train import TrainConfig
 from harness.errors import AblateError, describe_validation_error
-from harness.model.config import ModelConfig, VariantChoice
 from harness.names import ShowableName, ShowableText
 from harness.registry import load_plugin
-from harness.spec import MAX_SEED, Seed
-from harness.study.paths import parse_override, set_study_field
-from harness.study.sequential import SequentialRule
-from harness.training.config import TrainConfig
 
 SPEED_METRICS = {"tokens_per_s", "avg_tokens_per_s", "wall_time_s", "step_time_ms", "mfu"}
 MOST_RUNS = 100_000  # arms x seeds x scales a study may plan
@@ -145,7 +145,7 @@ class TuneSettings(pydantic.BaseModel):
 
 class SeedRange(pydantic.BaseModel):
     """Seeds 0, 1, ... added one at a time while some verdict is unsettled (see
-    harness.study.sequential): every arm trains `min` seeds, then the unsettled ones more."""
+    harness.report.sequential): every arm trains `min` seeds, then the unsettled ones more."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
 
@@ -293,9 +293,10 @@ class StudySpec(pydantic.BaseModel):
         return list(range(self.seeds.max)) if isinstance(self.seeds, SeedRange) else self.seeds
 
     @property
-    def sequential(self) -> SequentialRule | None:
-        """The rule by which seeds are added, when they are added sequentially."""
-        return SequentialRule(self.seeds.min, self.seeds.max) if isinstance(self.seeds, SeedRange) else None
+    def sequential(self) -> SeedRange | None:
+        """The range within which seeds are added (harness.report.sequential's rule), when they
+        are added sequentially."""
+        return self.seeds if isinstance(self.seeds, SeedRange) else None
 
     def arm_seeds(self, arm: Arm) -> list[int]:
         return arm.seeds or self.seed_list
@@ -398,10 +399,24 @@ def _validated(raw: dict, where: str) -> StudySpec:
         raise AblateError(f"{where}: {err}") from None
 
 
+def arm_spec(study: StudySpec, arm: Arm, where: str = "study", extra: dict[str, Any] | None = None,
+             scale: dict[str, Any] | None = None) -> RunSpec:
+    """The run of `arm` (seed 0) at `scale` (run path -> value, under the arm's own settings),
+    with `extra` path -> value settings on top (tuned values)."""
+    tree = {**study.base.run_tree(), "data": study.data.model_dump(mode="json")}
+    for path, value in {**(scale or {}), **arm.set, **(extra or {})}.items():
+        set_run_field(tree, path, copy.deepcopy(value), f"{where}: arm '{arm.name}'")
+    try:
+        plugins = {"plugin." + re.sub(r"[^\w.-]", "_", name): code for name, code in study.plugin_code.items()}
+        return RunSpec(study=study.name, arm=arm.name, sources=plugins, **tree)
+    except pydantic.ValidationError as err:
+        raise AblateError(describe_validation_error(err, f"{where}: arm '{arm.name}'", RunSpec)) from None
+    except AblateError as err:
+        raise AblateError(f"{where}: arm '{arm.name}': {err}") from None
+
+
 def _resolved(raw: dict, where: str) -> StudySpec:
     """The study of `raw`, validated, with every arm at every scale resolved (without loading data)."""
-    from harness.study.plan import arm_spec
-
     study = _validated(raw, where)
     for arm in study.arm_list():
         for _, scale in study.scale_list():

@@ -8,11 +8,11 @@ from typing import Annotated
 
 import pydantic
 
-from harness.data import DataConfig
-from harness.model.config import ModelConfig
+from harness.config.data import DataConfig
+from harness.config.model import ModelConfig
+from harness.config.train import TrainConfig
 from harness.redaction import redact
 from harness.registry import MODEL_SLOTS
-from harness.training.config import TrainConfig
 
 # settings that choose where and how fast a run computes, not what it computes: the
 # kernels give the same numbers within rounding, so they do not make a run a new one

@@ -1,0 +1,57 @@
+"""The house's layers: no import loop between harness's packages, the settings floor imports
+nothing above it, and every module imports on its own terms."""
+
+import ast
+import graphlib
+import subprocess
+import sys
+from pathlib import Path
+
+HARNESS = Path(__file__).parents[1] / "harness"
+# what the settings floor may stand on: the registry (variant names are validated against
+# it), the kernels it offers, and the small shared modules
+FLOOR = {"config", "registry", "kernels", "errors", "names", "redaction"}
+
+
+def _imports() -> dict[str, set[str]]:
+    """Each part of harness (a subpackage or a top-level module) -> the parts it imports,
+    counting imports inside functions too: a deferred import is still a dependency."""
+    parts: dict[str, set[str]] = {}
+    for file in HARNESS.rglob("*.py"):
+        relative = file.relative_to(HARNESS).with_suffix("")
+        if relative.parts == ("__init__",):
+            continue  # harness/__init__ is the public face: it names Study, lazily
+        part = relative.parts[0]
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("harness."):
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names if alias.name.startswith("harness.")]
+            else:
+                continue
+            parts.setdefault(part, set()).update(name.split(".")[1] for name in names)
+    for part, used in parts.items():
+        used.discard(part)
+    return parts
+
+
+def test_no_import_loop_between_packages():
+    imports = _imports()
+    try:
+        order = list(graphlib.TopologicalSorter(imports).static_order())
+    except graphlib.CycleError as err:
+        raise AssertionError(f"an import loop between harness packages: {' -> '.join(err.args[1])}") from None
+    assert {"config", "data", "model", "training", "tracking", "report", "study"} <= set(order)
+
+
+def test_the_settings_floor_imports_nothing_above_it():
+    above = _imports()["config"] - FLOOR
+    assert not above, f"harness.config imports {sorted(above)}"
+
+
+def test_every_module_imports():
+    code = ("import importlib, pkgutil, harness\n"
+            "for module in pkgutil.walk_packages(harness.__path__, 'harness.'):\n"
+            "    importlib.import_module(module.name)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
