@@ -1,5 +1,5 @@
 """The house's layers: no import loop between harness's packages, the settings floor imports
-nothing above it, and every module imports on its own terms."""
+nothing above it, MLflow is reached through harness.tracking alone, and every module imports."""
 
 import ast
 import graphlib
@@ -55,3 +55,17 @@ def test_every_module_imports():
             "    importlib.import_module(module.name)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_only_tracking_touches_mlflow():
+    """MLflow stays behind harness.tracking's interface: nothing else imports it or reaches a
+    tracker's client."""
+    for file in HARNESS.rglob("*.py"):
+        if file.relative_to(HARNESS).parts[0] == "tracking":
+            continue
+        for node in ast.walk(ast.parse(file.read_text())):
+            imported = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(name.split(".")[0] == "mlflow" for name in imported), f"{file} imports MLflow"
+            assert not (isinstance(node, ast.Attribute) and node.attr == "client"), \
+                f"{file}:{node.lineno} reaches a tracker's MLflow client"

@@ -120,7 +120,7 @@ def tracking(run_dir, steps: int = 40, repeats: int = 3, batch_size: int = 8) ->
     spec = _bench_spec(steps, batch_size, 1, 10)
     tracker = Tracker(f"sqlite:///{run_dir}/bench-mlflow.db")
     experiment = tracker.experiment_id("bench")
-    parent = tracker.client.create_run(experiment).info.run_id
+    parent = tracker.create_run(experiment, "bench")
     tracked_times, silent_times = [], []
     for _ in range(repeats):
         silent_times.append(_trainer_step_time(spec, run_dir, warmup))

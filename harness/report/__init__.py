@@ -88,7 +88,7 @@ def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str |
     _reported("the arms' runs in MLflow", lambda: log_arm_runs(
         tracker, tracker.experiment_id(study, create=False), collected.parent_run_id, summary, finished_curves, metric))
     files += _drawn(folder / "final_loss.png", lambda path: plot_final(results, summary, metric, path))
-    first_params = tracker.client.get_run(finished["run_id"].iloc[0]).data.params
+    first_params = tracker.params(finished["run_id"].iloc[0])
     data = {label: first_params[key] for key, label in DATA_PARAMS.items() if key in first_params}
     tuning = collect_tuning(tracker, study, metric)
     if plan.get("scales"):
@@ -99,8 +99,7 @@ def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str |
                                         lambda path: plot_tuning(tuning, metric, goal == "minimize", path))]
     write_text(folder / "report.md", render(study, collected, summary, references, _shared_settings(plan), data,
                                             tuning, rule))
-    for name in files:
-        tracker.client.log_artifact(collected.parent_run_id, str(folder / name), artifact_path="report")
+    tracker.attach_files(collected.parent_run_id, [folder / name for name in files], "report")
     return Report(folder, results, summary)
 
 

@@ -11,13 +11,11 @@ rebuilt (the previous ones are deleted), so they always show what the report say
 from __future__ import annotations
 
 import math
-import time
 
 import pandas as pd
 
 from harness.report.stats import t_interval
-from harness.tracking.lineage import version_tags
-from harness.tracking.tracker import ARM_KIND, Tracker
+from harness.tracking.tracker import ARM_KIND, DerivedRun, Tracker
 
 # summary column -> the arm run's metric (prefixed with the study's metric)
 FINAL = {"mean": "final_mean", "std": "final_std", "ci_low": "final_ci_low", "ci_high": "final_ci_high",
@@ -43,36 +41,22 @@ def log_arm_runs(tracker: Tracker, experiment_id: str, parent_run_id: str, summa
                  curves: pd.DataFrame, metric: str) -> dict[str, str]:
     """Replace the execution's arm runs with ones made from `summary` and the finished seeds'
     `curves`; returns the new run id of each arm."""
-    for old in tracker.find_runs(experiment_id, ARM_KIND, {"mlflow.parentRunId": parent_run_id}):
-        tracker.client.delete_run(old.info.run_id)
     bands = band(curves)
-    made = {}
+    last = int(bands["step"].max()) if len(bands) else 0
+    runs = []
     for row in summary.to_dict("records"):
         arm = row["arm"]
-        tags = {"mlflow.parentRunId": parent_run_id, "ablate.kind": ARM_KIND, "arm": arm, **version_tags(),
-                "verdict": row["verdict"], "baseline": row["baseline"], "flag": row["flag"],
+        tags = {"arm": arm, "verdict": row["verdict"], "baseline": row["baseline"], "flag": row["flag"],
                 "seeds": f"{row['seeds']}/{row['planned']}", "test": row["test"] or "",
                 "mlflow.note.content": f"{arm}: mean of {row['seeds']} seeds, 95% band; {row['verdict']}"}
-        run = tracker.client.create_run(experiment_id, run_name=f"{arm} (mean of {row['seeds']} seeds)", tags=tags)
-        now = int(time.time() * 1000)
         points = []
         for point in bands[bands["arm"] == arm].itertuples():
             points += [(f"{metric}_mean", point.mean, point.step)]
             if point.seeds > 1:
                 points += [(f"{metric}_ci_low", point.ci_low, point.step), (f"{metric}_ci_high", point.ci_high, point.step)]
-        last = int(bands["step"].max()) if len(bands) else 0
         points += [(f"{metric}_{name}", float(row[column]), last) for column, name in FINAL.items()
                    if not math.isnan(float(row[column]))]
         points += [("seeds", float(row["seeds"]), last)]
-        _log(tracker, run.info.run_id, points, now)
-        tracker.client.set_terminated(run.info.run_id, "FINISHED")
-        made[arm] = run.info.run_id
-    return made
-
-
-def _log(tracker: Tracker, run_id: str, points: list[tuple[str, float, int]], timestamp: int) -> None:
-    from mlflow.entities import Metric
-
-    metrics = [Metric(key, value, timestamp, step) for key, value, step in points]
-    for start in range(0, len(metrics), 1000):
-        tracker.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+        runs.append(DerivedRun(f"{arm} (mean of {row['seeds']} seeds)", tags, points))
+    made = tracker.replace_derived_runs(experiment_id, parent_run_id, ARM_KIND, runs)
+    return dict(zip(summary["arm"], made))

@@ -93,9 +93,9 @@ def collect_curves(tracker: Tracker, runs: pd.DataFrame, metric: str) -> pd.Data
     """Long table: arm, seed, step, tokens, value, for every run's history of `metric`."""
     rows = []
     for run in runs[runs["run_id"] != ""].itertuples():
-        for point in tracker.client.get_metric_history(run.run_id, metric):
-            rows.append({"arm": run.arm, "seed": run.seed, "step": point.step,
-                         "tokens": point.step * run.tokens_per_step, "value": point.value})
+        for step, value in tracker.metric_history(run.run_id, metric):
+            rows.append({"arm": run.arm, "seed": run.seed, "step": step, "tokens": step * run.tokens_per_step,
+                         "value": value})
     return pd.DataFrame(rows, columns=["arm", "seed", "step", "tokens", "value"])
 
 

@@ -26,7 +26,7 @@ from harness.report.escape import (  # noqa: E402
     markdown_table,
     markdown_text,
 )
-from harness.tracking.tracker import STUDY_KIND, Tracker  # noqa: E402
+from harness.tracking.tracker import Tracker  # noqa: E402
 
 COLORS = {"better": "tab:green", "worse": "tab:red", "": "tab:grey"}
 
@@ -36,15 +36,13 @@ def collect_leaderboard(tracker: Tracker) -> tuple[pd.DataFrame, list[str]]:
     from harness.report import judge
 
     rows, left_out = [], []
-    for experiment in tracker.client.search_experiments():
-        if not tracker.find_runs(experiment.experiment_id, STUDY_KIND):
-            continue  # not an ablate study
+    for study in tracker.study_names():
         try:
-            judged = judge(tracker, experiment.name)
+            judged = judge(tracker, study)
         except AblateError as err:
-            left_out.append(f"{experiment.name}: {err}")
+            left_out.append(f"{study}: {err}")
             continue
-        rows += _rows(experiment.name, judged.collected.plan, judged.summary)
+        rows += _rows(study, judged.collected.plan, judged.summary)
     board = pd.DataFrame(rows)
     if len(board):
         board = board.sort_values(["improvement", "study"], ascending=[False, True], na_position="last")

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
@@ -40,6 +41,16 @@ TUNE_KIND = "tune_trial"
 ARM_KIND = "arm"  # an arm's across-seed aggregate (see harness.report.arm_runs)
 STUDY_KIND = "study"
 PLAN_FILE = "plan.json"
+
+
+@dataclass
+class DerivedRun:
+    """A run made from other runs' records (an arm's across-seed mean): its name, its tags, and
+    its metric points as (key, value, step)."""
+
+    name: str
+    tags: dict[str, str]
+    points: list[tuple[str, float, int]]
 
 
 def _quick_http_failures():
@@ -404,3 +415,46 @@ class Tracker:
         }
         run = self.client.create_run(experiment_id, run_name=name, tags=tags)
         return TrackedRun(self.client, run.info.run_id, spec, {}, outbox_path)
+
+    # ---- what reports read back and write beside the runs ---------------------------------
+
+    def study_names(self) -> list[str]:
+        """The experiments of the store that hold an ablate study (an execution's parent run)."""
+        return [experiment.name for experiment in self.client.search_experiments()
+                if self.find_runs(experiment.experiment_id, STUDY_KIND)]
+
+    def params(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.params)
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """(step, value) of every point of one metric of a run."""
+        return [(point.step, point.value) for point in self.client.get_metric_history(run_id, key)]
+
+    def attach_files(self, run_id: str, paths: list[Path], folder: str) -> None:
+        """Copy files to the run's artifacts under `folder`."""
+        for path in paths:
+            self.client.log_artifact(run_id, str(path), artifact_path=folder)
+
+    def create_run(self, experiment_id: str, name: str, tags: dict[str, str] | None = None) -> str:
+        """A plain run (a benchmark's parent, say); returns its id."""
+        return self.client.create_run(experiment_id, run_name=name, tags=tags or {}).info.run_id
+
+    def replace_derived_runs(self, experiment_id: str, parent_run_id: str, kind: str,
+                             runs: list[DerivedRun]) -> list[str]:
+        """Replace the parent's child runs of `kind` (records derived from other runs, made
+        again whenever they are derived again) with `runs`, finished; returns their ids."""
+        for old in self.find_runs(experiment_id, kind, {"mlflow.parentRunId": parent_run_id}):
+            self.client.delete_run(old.info.run_id)
+        from mlflow.entities import Metric
+
+        made = []
+        for derived in runs:
+            tags = {"mlflow.parentRunId": parent_run_id, "ablate.kind": kind, **version_tags(), **derived.tags}
+            run_id = self.client.create_run(experiment_id, run_name=derived.name, tags=tags).info.run_id
+            now = int(time.time() * 1000)
+            metrics = [Metric(key, value, now, step) for key, value, step in derived.points]
+            for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+                self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+            self.client.set_terminated(run_id, "FINISHED")
+            made.append(run_id)
+        return made
