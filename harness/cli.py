@@ -32,19 +32,19 @@ app = typer.Typer(help="Ablation studies of GPT blocks, tracked in MLflow.", no_
                   pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
 
 PluginOption = Annotated[Optional[list[str]], typer.Option(
-    "--plugin", help="module name or .py file registering variants (repeatable)")]
+    "--plugin", metavar="MODULE|FILE", help="module name or .py file registering variants (repeatable)")]
 SetOption = Annotated[Optional[list[str]], typer.Option(
-    "--set", help="override a study field: path.to.field=value, read as YAML (repeatable)")]
-ProfileOption = Annotated[Optional[str], typer.Option(help="apply a named profile of the study (e.g. gpu)")]
+    "--set", metavar="PATH=VALUE", help="override a study field: path.to.field=value, read as YAML (repeatable)")]
+ProfileOption = Annotated[Optional[str], typer.Option(metavar="NAME", help="apply a named profile of the study (e.g. gpu)")]
 TrackingOption = Annotated[Optional[str], typer.Option(
-    "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's default)")]
+    "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's default)")]
 StorageOption = Annotated[Optional[str], typer.Option(
-    "--storage", envvar="ABLATE_STORAGE", show_envvar=False,
+    "--storage", envvar="ABLATE_STORAGE", show_envvar=False, metavar="URL",
     help="Optuna storage of the study ledger (default: $ABLATE_STORAGE, else sqlite:///optuna.db; "
          "postgresql://... for many machines)")]
-RunsDirOption = Annotated[Path, typer.Option(help="folder for checkpoints (share it between workers to resume)")]
-ReportsDirOption = Annotated[Path, typer.Option(help="folder for reports")]
-StudyArgument = Annotated[str, typer.Argument(help="study name (the MLflow experiment) or study file")]
+RunsDirOption = Annotated[Path, typer.Option(metavar="DIR", help="folder for checkpoints (share it between workers to resume)")]
+ReportsDirOption = Annotated[Path, typer.Option(metavar="DIR", help="folder for reports")]
+StudyArgument = Annotated[str, typer.Argument(metavar="STUDY", help="study name (the MLflow experiment) or study file")]
 
 
 class Stopped(Exception):
@@ -231,13 +231,13 @@ PLAN_COLUMNS = {"params_non_embedding": "params (non-emb.)", "flops_per_token": 
 @app.command()
 @interruptible
 def run(
-    study_file: Annotated[Path, typer.Argument(help="a study YAML file")],
+    study_file: Annotated[Path, typer.Argument(metavar="STUDY_FILE", help="a study YAML file")],
     set_: SetOption = None,
     plugin: PluginOption = None,
     profile: ProfileOption = None,
     tracking_uri: TrackingOption = None,
     storage: StorageOption = None,
-    jobs: Annotated[int, typer.Option(min=0, help="workers (local: one per GPU when there are GPUs); "
+    jobs: Annotated[int, typer.Option(min=0, metavar="N", help="workers (local: one per GPU when there are GPUs); "
                                                   "0 only plans the study for `ablate worker`s")] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and train nothing")] = False,
     runs_dir: RunsDirOption = Path("runs"),
@@ -347,7 +347,10 @@ def status(
     else:
         state = study_status(study, Tracker(tracking_uri), Ledger(storage or DEFAULT_STORAGE, study))
     console = Console()
-    console.print(_table(state.arms, f"study '{state.name}'"))
+    # a state no run is in says nothing, and its column would squeeze the others at 80 columns
+    arms = state.arms[[column for column in state.arms if column in ("arm", "finished") or
+                       state.arms[column].fillna(0).ne(0).any()]]
+    console.print(_table(arms, f"study '{state.name}'"))
     running = state.running[["arm", "seed", "worker", "step", "steps", "heartbeat_age_s"]].astype(
         {"step": "Int64", "steps": "Int64"})
     if len(running):

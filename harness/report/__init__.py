@@ -123,8 +123,9 @@ def _drawn(path: Path, draw) -> list[str]:
 def _shared_settings(plan: dict) -> dict[str, str]:
     """Training settings with one value in every arm and not tuned (those that differ are the arms' business)."""
     shared = {}
+    configs = [arm["config"] for arm in plan["arms"] + (plan.get("untuned") or [])]
     for key in SHARED_TRAINING:
-        values = {json.dumps(arm["config"]["train"].get(key)) for arm in plan["arms"]}
+        values = {json.dumps(config["train"].get(key)) for config in configs}
         if len(values) == 1 and f"train.{key}" not in plan["tuned"]:
-            shared[key] = str(plan["arms"][0]["config"]["train"].get(key))
+            shared[key] = str(configs[0]["train"].get(key))
     return shared

@@ -91,8 +91,8 @@ def render_leaderboard(board: pd.DataFrame, left_out: list[str]) -> str:
     params, tokens, studies = board["params (non-emb.)"], board["tokens per run"], board["study"].nunique()
     lines = ["# Variant leaderboard", "",
              f"Every study in the tracking store, its newest plan: {studies} stud{'y' if studies == 1 else 'ies'}, "
-             f"{len(board)} variants against their study's baseline, best improvement first. Rebuilt by "
-             "`ablate leaderboard`.", "",
+             f"{len(board)} variant{'' if len(board) == 1 else 's'} against their study's baseline, best improvement "
+             "first. Rebuilt by `ablate leaderboard`.", "",
              f"**Scale.** Models of {_span(params)} non-embedding parameters trained on {_span(tokens)} tokens "
              "per run ("
              + "; ".join(markdown_text(data) for data in sorted(set(board["data"]))) + "). A verdict at this scale need not hold at another: "

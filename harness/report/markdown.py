@@ -37,7 +37,7 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
     lines += [f"Metric: final {code_span(metric)} ({'lower' if goal == 'minimize' else 'higher'} is better), "
               f"baseline arm {code_span(baseline)}. Produced by {produced}rebuilt from MLflow alone by "
               f"`ablate report {study}`. It covers the plan of execution `{collected.parent_run_id}`: "
-              f"{len(plan['arms'])} arms, {len(results)} runs.", ""]
+              f"{_arm_count(plan)}, {len(results)} runs.", ""]
     notes = []
     if collected.left_out:
         notes.append(f"{collected.left_out} runs of other plans of this study are left out: their configuration "
@@ -62,9 +62,9 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
             elif flag:
                 lines.append(f"- **{md(base)}** (baseline){flag}")
         lines.append("")
-    untuned = plan.get("untuned") or {}
-    lines += [f"- **{md(arm)} vs {md(baseline)}**: no verdict — tuning left it without a setting, so it trained "
-              f"nothing: {md(reason)}" for arm, reason in untuned.items()] + ([""] if untuned else [])
+    untuned = plan.get("untuned") or []
+    lines += [f"- **{md(arm['name'])} vs {md(baseline)}**: no verdict — tuning left it without a setting, so it "
+              f"trained nothing: {md(arm['reason'])}" for arm in untuned] + ([""] if untuned else [])
     family = "within each scale " if scales else ""
     adjustment = (rule.describe(len(summary) - 1) if rule else
                   f"p-values are Holm-adjusted {family}over the arms compared with the baseline.")
@@ -131,6 +131,11 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _arm_count(plan: dict) -> str:
+    untuned = len(plan.get("untuned") or [])
+    return f"{len(plan['arms']) + untuned} arms" + (f" ({untuned} without a tuned setting)" if untuned else "")
+
+
 def _scaling_section(summary: pd.DataFrame) -> list[str]:
     return ["## Across scales", "",
             "Difference against the baseline at each scale (95% interval, and the verdict where there is one), "
@@ -146,7 +151,8 @@ def _tuning_section(tuning: pd.DataFrame, metric: str, goal: str) -> list[str]:
         best = finished.loc[finished["value"].idxmin() if goal == "minimize" else finished["value"].idxmax()] \
             if len(finished) else None
         rows.append({"arm": arm, "trials": len(trials), "completed": int(counts.get("finished", 0)),
-                     "pruned": int(counts.get("pruned", 0)), "failed": int(counts.get("failed", 0)),
+                     "pruned": int(counts.get("pruned", 0)), "diverged": int(counts.get("diverged", 0)),
+                     "failed": int(counts.get("failed", 0)),
                      f"best {metric}": fmt(float(best["value"])) if best is not None else "–",
                      "best setting": best["tuned"] if best is not None else "–",
                      "best trial": int(best["trial"]) if best is not None else "–"})

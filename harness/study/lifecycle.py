@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from rich.markup import escape
 
 from harness.config.run import RunSpec
@@ -99,17 +98,16 @@ def train_tracked(spec: RunSpec, run_dir: Path, tracker: Tracker, parent_run_id:
         raise fault from None
     finally:
         bar.close()
-    tracked.finish(result, trainer.model.summary(), training_sample(trainer))
+    # a diverged model's sample says nothing (and its logits may not even make probabilities)
+    sample = training_sample(trainer) if result.status == RunState.FINISHED else ""
+    tracked.finish(result, trainer.model.summary(), sample)
     return RunOutcome(result.status, result.metrics, reason=result.reason)
 
 
 def training_sample(trainer: Trainer) -> str:
-    """A short sample logged with a run (none for tasks such as addition, nor from a model
-    whose weights went non-finite when it diverged). It only reports: when it cannot be made,
-    a warning says so and the run is recorded without it."""
+    """A short sample logged with a finished run (none for tasks such as addition). It only
+    reports: when it cannot be made, a warning says so and the run is recorded without it."""
     if trainer.dataset.exact_match:
-        return ""
-    if not all(torch.isfinite(p).all() for p in trainer.model.parameters()):
         return ""
     trainer.model.eval()
     tokenizer = trainer.dataset.tokenizer

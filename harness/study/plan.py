@@ -94,7 +94,9 @@ def plan_record(study: StudySpec, runs: list[RunSpec], study_file: str, tuned: T
     plan = {"study": study.name, "description": study.description, "study_file": study_file,
             "baseline": study.baseline, "metric": study.report.metric, "goal": study.report.goal,
             "tuned": list(study.tune.space) if study.tune else [],
-            "untuned": tuned.dead if tuned else {},
+            "untuned": [{"name": arm.name, "reason": tuned.dead[arm.name],
+                         "config": arm_spec(study, arm).model_dump(mode="json", include={"model", "train", "data"})}
+                        for arm in study.arm_list() if tuned and arm.name in tuned.dead],
             "seeds": sorted({spec.seed for spec in runs}),
             "sequential": study.seeds.model_dump() if study.sequential else None,
             "arms": [{"name": name, "config": config, **scales.get(name, {})} for name, config in arms.items()],
@@ -179,23 +181,27 @@ def check_data(specs: list[RunSpec], starts: dict[str, StartingPoint]) -> dict:
     return datasets
 
 
-def measure_step_seconds(spec: RunSpec, vocab_size: int, steps: int = 2) -> float:
-    """Time a few optimizer steps of this arm's model on random tokens (after one warm-up)."""
+def measure_step_seconds(spec: RunSpec, vocab_size: int, steps: int = 3, warmup: int = 2) -> float:
+    """Seconds of one optimizer step of this arm's model on random tokens: the fastest of
+    `steps` timed steps after `warmup` untimed ones. The first steps pay for allocation and
+    the thread pool, and a busy machine slows some steps: the fastest is the arm's own cost,
+    so arms measured one after another compare fairly."""
     device = resolve_device(spec.train.device)
     torch.manual_seed(0)
     model = GPT(spec.model.for_vocabulary(vocab_size)).to(device)
     optimizer = make_optimizer(model, spec.train, device)
     x = torch.randint(vocab_size, (spec.train.batch_size, spec.model.context_length), device=device)
-    for i in range(steps + 1):
-        if i == 1:
-            start = time.perf_counter()
+    times = []
+    for _ in range(warmup + steps):
+        start = time.perf_counter()
         for _ in range(spec.train.grad_accum):
             model(x, x)[1].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times[warmup:])
 
 
 def _step_seconds(spec: RunSpec, vocab_size: int) -> float:

@@ -303,7 +303,7 @@ class Study:
             tune_all(self.spec, self.ledger.storage, self.tracker, parent_run_id, self.runs_dir, progress, self.locate)
         self._use_best_settings()
         for reason in self._tuned.dead.values():
-            self.console.print(f"{reason}. The other arms are compared without it", style="yellow", markup=False)
+            self.console.print(f"{reason} The other arms are compared without it.", style="yellow", markup=False)
 
     def _use_best_settings(self) -> None:
         from harness.study.tuning import best_settings

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -232,22 +233,32 @@ def best_settings(study: StudySpec, storage) -> Tuned:
             if spent(trials) < study.tune.trials:
                 raise AblateError(f"arm '{arm.name}' has no completed tuning trial yet; run `ablate run` to tune "
                                   "it") from None
-            dead[arm.name] = _dead_end(arm.name, trials, study.tune.trials)
+            dead[arm.name] = _dead_end(arm, trials, study.tune)
             continue
         best[arm.name] = {path: _decode(trial.params[path], dim.choices) for path, dim in study.tune.space.items()}
     if study.baseline in dead:
-        raise AblateError(f"{dead[study.baseline]}. It is the baseline, so no arm can be compared until it has one")
+        raise AblateError(f"{dead[study.baseline]} It is the baseline, so no arm can be compared until it has one")
     return Tuned(best, dead)
 
 
-def _dead_end(arm: str, trials, budget: int) -> str:
-    """Why an arm whose budget is spent has no tuned setting, and the way out."""
+def _dead_end(arm: Arm, trials, settings: TuneSettings) -> str:
+    """Why an arm whose budget is spent has no tuned setting, and the way out: what diverged
+    may be the arm's own settings or the range searched, and more trials help only where the
+    space has settings left to try."""
     states = collections.Counter(t.user_attrs.get("state", t.state.name.lower()) for t in trials
                                  if t.state.name in ("PRUNED", "FAIL"))
     counts = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
-    return (f"arm '{arm}': all {budget} tuning trials ended without a result ({counts}), so it has no setting "
-            f"to compare. Move tune.space toward stabler values (a lower train.lr range, warmup) and raise "
-            f"tune.trials above {budget}: `ablate run` then tunes it again; or leave the arm out")
+    own = ", ".join(f"{path}={value}" for path, value in arm.set.items())
+    suspects = f"the arm's own settings ({own}) or the values tune.space searches" if own else \
+        "the values tune.space searches (a lower train.lr range, warmup)"
+    choices = [len(dim.choices) for dim in settings.space.values()] if \
+        all(dim.type == "categorical" for dim in settings.space.values()) else []
+    settings_left = not choices or math.prod(choices) > settings.trials
+    more = f" and raise tune.trials above {settings.trials}" if settings_left else \
+        f" (all {math.prod(choices)} settings tune.space allows were tried, so more trials cannot help)"
+    return (f"arm '{arm.name}': all {settings.trials} tuning trials ended without a result ({counts}), so it has no "
+            f"setting to compare. What diverges may be {suspects}: make them stabler{more}, and `ablate run` tunes "
+            "it again; or leave the arm out.")
 
 
 def tune_all(study: StudySpec, storage, tracker: Tracker, parent_run_id: str, runs_dir: Path, progress,

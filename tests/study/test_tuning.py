@@ -3,6 +3,7 @@ and shown in the report."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -142,11 +143,18 @@ tune:
     said = " ".join(first.stderr.split())
     assert "arm 'hot': all 2 tuning trials ended without a result (2 diverged)" in said, said
     assert "The other arms are compared without it" in said
+    assert "may be the arm's own settings (train.lr=80.0, train.grad_clip=0)" in said
+    assert "all 2 settings tune.space allows were tried, so more trials cannot help" in said
     assert "4 runs planned, 4 queued" in said, "two seeds each of baseline and rmsnorm, none of hot"
     assert "rmsnorm vs baseline:" in first.stdout
     report = (tmp_path / "reports" / "dead_arm" / "report.md").read_text()
     assert "- **hot vs baseline**: no verdict — tuning left it without a setting" in report
     assert "all 2 tuning trials ended without a result (2 diverged)" in report
+    assert "3 arms (1 without a tuned setting), 4 runs" in report
+    assert "grad_clip = " not in report, "hot clips no gradients: grad_clip is not shared by every arm"
+    # trials, completed, pruned, diverged, failed: its two trials diverged, and the Tuning table says so
+    assert re.search(r"\| hot +\| 2 +\| 0 +\| 0 +\| 2 +\| 0 +\|", report), report
+    assert "no text sample" not in first.stderr, "a diverged trial has nothing to sample"
     tuning = pd.read_csv(tmp_path / "reports" / "dead_arm" / "tuning.csv")
     assert sorted(tuning.loc[tuning["arm"] == "hot", "state"]) == ["diverged", "diverged"]
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
