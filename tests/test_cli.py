@@ -127,6 +127,8 @@ def test_a_table_at_80_columns_folds_and_cuts_nothing():
     ("=3", "'' is not a setting's path"),
     ("base..train.lr=3", "'base..train.lr' is not a setting's path"),
     ("name=a b", "'a b' is not allowed here: use letters, digits, _ . -"),  # in words, not as a regex
+    ("base.train.steps=yes", "base.train.steps: true is a yes/no"),  # YAML's yes is not one step
+    ("base.model.n_layer=on", "base.model.n_layer: true is a yes/no"),
 ])
 def test_a_misspelt_set_is_blamed_on_the_set_not_on_the_study_file(tmp_path, override, words):
     study = Path(__file__).parents[1] / "studies" / "norm_placement.yaml"

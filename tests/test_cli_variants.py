@@ -77,6 +77,7 @@ def test_installed_plugin_package_registers_through_its_entry_point(installed_pl
 @pytest.mark.parametrize("args,message", [
     (["variants", "--plugin", "no_such_module_anywhere"], "plugin module 'no_such_module_anywhere' was not found"),
     (["variants", "--plugin", "missing/plugin.py"], "plugin file 'missing/plugin.py' does not exist"),
+    (["variants", "--plugin", "/etc/passwd"], "plugin file '/etc/passwd' is not a Python file"),  # was a traceback
 ])
 def test_user_errors_exit_2_with_one_message_and_no_traceback(args, message):
     result = ablate(*args)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 HARNESS = Path(__file__).parents[1] / "harness"
 # what the settings floor may stand on: the registry (variant names are validated against
-# it), the kernels it offers, and the small shared modules
-FLOOR = {"config", "registry", "kernels", "errors", "names", "redaction"}
+# it), the kernels it offers, the settings base and the small shared modules
+FLOOR = {"config", "registry", "kernels", "settings", "errors", "names", "redaction"}
 
 
 def _imports() -> dict[str, set[str]]:

@@ -14,9 +14,10 @@ import pydantic
 
 from harness.config.model import VariantChoice, slot_field
 from harness.registry import lookup
+from harness.settings import Settings
 
 
-class TokenizerConfig(pydantic.BaseModel):
+class TokenizerConfig(Settings):
     """`char`, `{name: bpe, vocab_size: N}`, or `tiktoken:<encoding>`."""
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
@@ -49,7 +50,7 @@ class TokenizerConfig(pydantic.BaseModel):
 
 
 
-class DataConfig(pydantic.BaseModel):
+class DataConfig(Settings):
     # for editors: the dataset's own options may stand beside its name (`dataset: addition, digits: 2`)
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True, json_schema_extra={"additionalProperties": True})
 

@@ -14,6 +14,7 @@ import pydantic
 from pydantic import Field
 
 from harness.registry import MODEL_SLOTS, SLOTS, Options, lookup, variants
+from harness.settings import Settings
 
 
 class VariantChoice(pydantic.BaseModel):
@@ -67,7 +68,7 @@ def slot_field(slot: str, default: str):
 KernelChoice = Literal["torch", "triton"]
 
 
-class KernelConfig(pydantic.BaseModel):
+class KernelConfig(Settings):
     """Which implementation computes each fusable op: torch's, or our Triton kernel.
 
     A choice of speed, not of model: both give the same numbers within rounding. A Triton
@@ -83,7 +84,7 @@ class KernelConfig(pydantic.BaseModel):
 MOST_PARAMETERS = 1e12  # about 12 * n_layer * d_model^2 in the blocks, plus the embedding tables
 
 
-class ModelConfig(pydantic.BaseModel):
+class ModelConfig(Settings):
     """A GPT: sizes and switches, and the variant chosen for each slot."""
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)

@@ -13,6 +13,7 @@ from harness.config.model import ModelConfig
 from harness.config.train import TrainConfig
 from harness.redaction import redact
 from harness.registry import MODEL_SLOTS
+from harness.settings import Settings
 
 # settings that choose where and how fast a run computes, not what it computes: the
 # kernels give the same numbers within rounding, so they do not make a run a new one
@@ -24,7 +25,7 @@ MAX_SEED = 2**32 - 1
 Seed = Annotated[int, pydantic.Field(ge=0, le=MAX_SEED, description=f"a seed: 0 to {MAX_SEED}")]
 
 
-class RunSpec(pydantic.BaseModel):
+class RunSpec(Settings):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     study: str = "run"

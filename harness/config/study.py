@@ -38,6 +38,7 @@ from harness.config.train import TrainConfig
 from harness.errors import AblateError, describe_validation_error
 from harness.names import ShowableName, ShowableText
 from harness.registry import load_plugin
+from harness.settings import Settings
 
 SPEED_METRICS = {"tokens_per_s", "avg_tokens_per_s", "wall_time_s", "step_time_ms", "mfu"}
 MOST_RUNS = 100_000  # arms x seeds x scales a study may plan
@@ -53,14 +54,18 @@ def _partial(model: type[pydantic.BaseModel], name: str, doc: str) -> type[pydan
             annotation = Union[str, dict[str, Any]]
         fields[field_name] = (Optional[annotation], Field(None, description=info.description,
                                                           json_schema_extra=info.json_schema_extra))
-    return pydantic.create_model(name, __doc__=doc, __config__=pydantic.ConfigDict(extra="forbid"), **fields)
+    return pydantic.create_model(name, __doc__=doc, __base__=_PartialSettings, **fields)
+
+
+class _PartialSettings(Settings):
+    model_config = pydantic.ConfigDict(extra="forbid")
 
 
 ModelSettings = _partial(ModelConfig, "ModelSettings", "Model fields and one variant per slot, shared by every arm.")
 TrainSettings = _partial(TrainConfig, "TrainSettings", "Training fields shared by every arm.")
 
 
-class BaseSettings(pydantic.BaseModel):
+class BaseSettings(Settings):
     """What every arm shares; an arm's `set` goes on top."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
@@ -73,7 +78,7 @@ class BaseSettings(pydantic.BaseModel):
         return {"model": self.model.model_dump(exclude_unset=True), "train": self.train.model_dump(exclude_unset=True)}
 
 
-class Arm(pydantic.BaseModel):
+class Arm(Settings):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     name: ShowableName
@@ -82,7 +87,7 @@ class Arm(pydantic.BaseModel):
                                                                      "default the study's")
 
 
-class ReportSettings(pydantic.BaseModel):
+class ReportSettings(Settings):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     metric: str = "val_loss"
@@ -98,7 +103,7 @@ class ReportSettings(pydantic.BaseModel):
     goal: Literal["minimize", "maximize"] = "minimize"
 
 
-class SearchDimension(pydantic.BaseModel):
+class SearchDimension(Settings):
     """One tuned field: a float or int range (optionally log-scaled) or a list of choices."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
@@ -121,7 +126,7 @@ class SearchDimension(pydantic.BaseModel):
         return self
 
 
-class TuneSettings(pydantic.BaseModel):
+class TuneSettings(Settings):
     """Per-arm tuning with one budget for every arm, before the comparison over seeds."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
@@ -143,7 +148,7 @@ class TuneSettings(pydantic.BaseModel):
         return self
 
 
-class SeedRange(pydantic.BaseModel):
+class SeedRange(Settings):
     """Seeds 0, 1, ... added one at a time while some verdict is unsettled (see
     harness.report.sequential): every arm trains `min` seeds, then the unsettled ones more."""
 
@@ -163,7 +168,7 @@ def _also_a_count(schema: dict) -> None:
     schema["anyOf"].append({"type": "integer", "minimum": 1, "description": "how many seeds: 0, 1, ..."})
 
 
-class StudySpec(pydantic.BaseModel):
+class StudySpec(Settings):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100, description="letters, digits, _ . -")

@@ -7,8 +7,10 @@ from typing import Literal
 import pydantic
 from pydantic import Field
 
+from harness.settings import Settings
 
-class LoraConfig(pydantic.BaseModel):
+
+class LoraConfig(Settings):
     """Low-rank adapters (Hu et al. 2021) on the chosen linear layers of every block; the rest of
     the model is frozen. W + (alpha / rank) B A, with B zero at the start."""
 
@@ -21,7 +23,7 @@ class LoraConfig(pydantic.BaseModel):
         ["attention", "mlp"], min_length=1, description="which linear layers of each block get adapters")
 
 
-class StudyRun(pydantic.BaseModel):
+class StudyRun(Settings):
     """The final checkpoint of another study's run, e.g. `{study: addition_pretrain, arm: base,
     seed: same}`: with `seed: same`, each seed starts from the run of the same seed."""
 
@@ -32,7 +34,7 @@ class StudyRun(pydantic.BaseModel):
     seed: int | Literal["same"] = Field("same", description="its seed, or `same`: the seed of the run it starts")
 
 
-class TrainConfig(pydantic.BaseModel):
+class TrainConfig(Settings):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     steps: int = Field(400, gt=0, description="optimizer steps")

@@ -14,6 +14,7 @@ import pydantic
 
 from harness.errors import AblateError, describe_validation_error
 from harness.names import VARIANT_NAME
+from harness.settings import Settings
 
 SLOTS: dict[str, str] = {
     "norm": "normalisation layer (built with the width it normalises)",
@@ -30,7 +31,7 @@ SLOTS: dict[str, str] = {
 MODEL_SLOTS: tuple[str, ...] = ("norm", "placement", "attention", "mlp", "position", "init", "dropout")
 
 
-class Options(pydantic.BaseModel):
+class Options(Settings):
     """Base of every variant's options: unknown keys are refused, values are checked.
 
     Override :meth:`check_model` for constraints that involve the model's shape

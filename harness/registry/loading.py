@@ -104,6 +104,9 @@ def _load_plugin_module(reference: str) -> None:
 
 
 def _find_file(reference: str, base_dir: Path | None) -> Path:
+    if not reference.endswith(".py"):  # Python imports a file by its name's suffix
+        raise AblateError(f"plugin file '{reference}' is not a Python file: give a path ending in .py, or a module "
+                          "name")
     candidates = [Path(reference)]
     if base_dir is not None and not Path(reference).is_absolute():
         candidates.insert(0, base_dir / reference)

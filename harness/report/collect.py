@@ -39,9 +39,11 @@ def collect_runs(tracker: Tracker, study: str, plan_id: str | None = None) -> Co
         raise AblateError(f"no MLflow experiment '{study}' in {redact(tracker.uri)}; run the study first")
     parent, plan = tracker.plan(experiment_id, plan_id)
     tracked = tracker.runs_by_key(experiment_id)
-    rows = []
+    rows, logged = [], set()
     for planned in plan["runs"]:
         run = tracked.get(planned["run_key"])
+        if run and RunState.of(run.data.tags) == RunState.FINISHED:
+            logged |= set(run.data.metrics)
         row = {"run_id": run.info.run_id if run else "", "arm": planned["arm"], "seed": int(planned["seed"]),
                "run_key": planned["run_key"], "state": RunState.of(run.data.tags).value if run else NOT_RUN,
                "failure_reason": run.data.tags.get("failure_reason", "") if run else "",
@@ -66,6 +68,10 @@ def collect_runs(tracker: Tracker, study: str, plan_id: str | None = None) -> Co
                               + ". Fix the settings (a lower train.lr, a smaller batch) and run it again")
         raise AblateError(f"study '{study}' has no finished run in its plan yet (execution {parent}); "
                           "`ablate status` says where it stands")
+    if plan["metric"] not in logged:  # a misspelt metric would report every arm as empty
+        raise AblateError(f"report.metric '{plan['metric']}' was never logged by the study's finished runs; they log "
+                          f"{', '.join(sorted(logged))}. Set report.metric to one of them and run the study again "
+                          "(its runs are not trained again)")
     order = {arm["name"]: i for i, arm in enumerate(plan["arms"])}
     results = results.sort_values(["arm", "seed"], key=lambda c: c.map(order) if c.name == "arm" else c,
                                   kind="stable").reset_index(drop=True)

@@ -15,15 +15,28 @@ import warnings
 import pandas as pd
 
 # punctuation that means something inside a line of GitHub markdown: emphasis, code, links,
-# HTML and entities, table cells, strikethrough, math (a line start's `#`, `-`, `>` never occur:
-# a user string is never the start of a line here). An underscore between two letters or
+# HTML and entities, table cells, strikethrough, math (a line's start is markdown_lines' care).
+# An underscore between two letters or
 # digits never emphasises (CommonMark), so `batch_size` stays as it is written.
 _MARKDOWN_SPECIAL = re.compile(r"[\\`*\[\]<>|~$&]|_(?![^\W_])|(?<![^\W_])_")
+
+
+# what opens a block at a line's start: a heading, a list item, a setext underline, an ordered item
+_BLOCK_START = re.compile(r"^([#+=-])|^(\d+)([.)])")
 
 
 def markdown_text(text: object) -> str:
     """`text` as literal markdown: punctuation escaped, line breaks turned into spaces."""
     return _MARKDOWN_SPECIAL.sub(lambda found: "\\" + found.group(), " ".join(str(text).splitlines()))
+
+
+def markdown_lines(text: object) -> str:
+    """Text of several lines (a description) as literal markdown, line for line: each line is
+    markdown_text without its indentation (four spaces make a code block), and a start that
+    would open a heading, a list or a setext underline is escaped."""
+    lines = [markdown_text(line.strip()) for line in str(text).strip().splitlines()]
+    return "\n".join(_BLOCK_START.sub(lambda found: found.group(2) + "\\" + found.group(3) if found.group(2)
+                                      else "\\" + found.group(1), line) for line in lines)
 
 
 def code_span(text: object) -> str:

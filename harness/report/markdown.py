@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from harness.report.escape import code_span, markdown_table
+from harness.report.escape import code_span, markdown_lines, markdown_table
 from harness.report.escape import markdown_text as md
 from harness.report.scales import across_scales
 from harness.report.stats import RULES
@@ -32,7 +32,7 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
     metric, goal, baseline = plan["metric"], plan["goal"], plan["baseline"]
     lines = [f"# {md(study)}", ""]
     if plan.get("description"):
-        lines += ["\n".join(md(line) for line in plan["description"].strip().splitlines()), ""]
+        lines += [markdown_lines(plan["description"]), ""]
     produced = f"{code_span('ablate run ' + plan['study_file'])}, " if plan.get("study_file") else ""
     lines += [f"Metric: final {code_span(metric)} ({'lower' if goal == 'minimize' else 'higher'} is better), "
               f"baseline arm {code_span(baseline)}. Produced by {produced}rebuilt from MLflow alone by "

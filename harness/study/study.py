@@ -31,7 +31,6 @@ from harness.notices import make_console
 from harness.progress import RunProgress, make_progress
 from harness.redaction import redact
 from harness.registry import load_plugin
-from harness.report import build_report
 from harness.study import launch
 from harness.study.clean import CleanResult, clean_runs
 from harness.study.ledger import DEFAULT_STORAGE, Ledger, plan_id
@@ -325,6 +324,8 @@ class Study:
         return self._report(plan)
 
     def _report(self, plan_id: str | None) -> pd.DataFrame:
+        from harness.report import build_report  # statistics and figures: loaded by what reports, not by workers
+
         tracker = self.tracker
         result = tracker.patiently(lambda: build_report(tracker, self.name, self.reports_dir, plan_id),
                                    "reading the study back")

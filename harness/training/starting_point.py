@@ -43,11 +43,22 @@ class StartingPoint:
         """The model a run of configuration `cfg` trains from here."""
         if self.architecture is None:
             return cfg
+        # a setting the weights fix, written otherwise in the study, would be dropped without a word
+        # (two arms that differ only there would train the same model)
+        for name in sorted(cfg.model_fields_set - set(KEPT_FROM_STUDY)):
+            if getattr(cfg, name) != getattr(self.architecture, name):
+                raise AblateError(f"model.{name} = {_shown(getattr(cfg, name))} differs from the "
+                                  f"{_shown(getattr(self.architecture, name))} of {self.init_from}, whose weights fix "
+                                  f"the architecture: a study starting there sets only model.{', model.'.join(KEPT_FROM_STUDY)}")
         table = self.architecture.position.name == "learned"
         if table and cfg.context_length > self.architecture.context_length:
             raise AblateError(f"model.context_length {cfg.context_length} is longer than the "
                               f"{self.architecture.context_length} positions of {self.init_from}")
         return self.architecture.model_copy(update={name: getattr(cfg, name) for name in KEPT_FROM_STUDY})
+
+
+def _shown(value) -> str:
+    return value.name if hasattr(value, "name") and hasattr(value, "options") else str(value)
 
 
 def starting_point(init_from: str | StudyRun) -> StartingPoint:

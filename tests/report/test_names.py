@@ -19,6 +19,7 @@ from harness.report.escape import (
     code_span,
     literal_figure_text,
     literal_legend,
+    markdown_lines,
     markdown_table,
     markdown_text,
 )
@@ -64,6 +65,17 @@ def test_a_name_in_markdown_text_and_code_renders_as_itself(name):
     assert html.unescape(re.sub("<[^>]+>", "", markdown.render(f"x {markdown_text(name)}"))).strip() == ("x " + name).strip()
     code = re.search(r"<code>(.*?)</code>", markdown.render(f"x {code_span(name)}"), re.S).group(1)
     assert " ".join(html.unescape(code).split()) == one_line
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="#-+=>*_1.) ab`<|", max_size=12), min_size=1, max_size=6))
+def test_a_description_renders_as_its_own_text_never_as_blocks(lines):
+    """A description's line starting with `#`, `- `, `1.` or a `---` under a line opened a
+    heading or a list in report.md."""
+    rendered = MarkdownIt("commonmark").render(markdown_lines("\n".join(lines)))
+    assert set(re.findall(r"<(\w+)", rendered)) <= {"p"}, rendered
+    text = html.unescape(re.sub("<[^>]+>", "", rendered))
+    assert text.split() == "\n".join(lines).split()
 
 
 @settings(max_examples=60, deadline=None)

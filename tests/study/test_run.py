@@ -169,3 +169,17 @@ def test_bad_input_exits_2_with_one_message_before_anything_is_logged(tmp_path, 
     if (tmp_path / "mlflow.db").exists():
         assert not MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(
             [e.experiment_id for e in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_experiments()])
+
+
+def test_a_metric_no_run_logged_is_refused_and_the_report_kept(tmp_path):
+    """A misspelt report.metric rewrote report.md with every arm empty, and exited 0."""
+    (tmp_path / "study.yaml").write_text(STUDY.replace("steps: 20,", "steps: 4,").replace("seeds: 2", "seeds: 1")
+                                         .replace(", kernels: {rmsnorm: triton}", ""))
+    first = ablate("run", "study.yaml", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    report = (tmp_path / "reports" / "tiny_study" / "report.md").read_text()
+    again = ablate("run", "study.yaml", "--set", "report.metric=val_los", cwd=tmp_path)
+    assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr
+    assert "report.metric 'val_los' was never logged by the study's finished runs; they log " in again.stderr
+    assert "val_loss" in again.stderr
+    assert (tmp_path / "reports" / "tiny_study" / "report.md").read_text() == report

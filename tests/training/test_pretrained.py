@@ -197,3 +197,23 @@ def test_a_tokenizer_larger_than_the_model_is_refused_by_generate(tmp_path):
                               capture_output=True, text=True, timeout=120)
     assert generate.returncode == 2 and "Traceback" not in generate.stderr, generate.stderr
     assert f"its tokenizer has {tokenizer.get_vocab_size()} tokens for a model of 8" in generate.stderr
+
+
+@pytest.mark.parametrize("model,words", [
+    ("n_layer: 1, context_length: 32", "model.n_layer = 1 differs from the 2 of hf:"),
+    ("norm: rmsnorm, context_length: 32", "model.norm = rmsnorm differs from the layernorm of hf:"),
+])
+def test_a_model_setting_the_weights_fix_is_refused_not_dropped(tmp_path, model, words):
+    """A study's model settings beside `init_from: hf:` were dropped without a word: arms that
+    differed only there trained the same model under different names."""
+    _save_gpt2(tmp_path / "hf")
+    (tmp_path / "corpus.txt").write_text(CORPUS)
+    (tmp_path / "study.yaml").write_text(f"""
+name: pretrained
+base:
+  model: {{{model}}}
+  train: {{steps: 6, batch_size: 4, init_from: 'hf:{tmp_path / 'hf'}'}}
+data: {{dataset: {{name: text, path: {tmp_path / 'corpus.txt'}}}, val_windows: 4}}
+""")
+    with pytest.raises(AblateError, match=words):
+        Study.load(tmp_path / "study.yaml", runs_dir=tmp_path / "runs")
