@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.environment import process_alive
-from harness.errors import FileFault, causes, file_fault
+from harness.errors import AblateError, FileFault, causes, file_fault
 
 PRIVATE_SUFFIX = ".creating"
 
@@ -99,3 +99,13 @@ def sqlite_file_fault(err: BaseException, url: str | None = None) -> FileFault |
             return FileFault(f"the store {store} cannot be written ({words}): free some space or make it and its "
                              "folder writable, then run the same command again")
     return None
+
+
+def user_error(err: BaseException) -> str | None:
+    """What the user is told when `err` ends a command: an AblateError's message, or a local
+    file fault on any path ablate writes (a store's database included); None for a bug, which
+    keeps its traceback."""
+    if isinstance(err, AblateError):
+        return str(err)
+    fault = file_fault(err) or sqlite_file_fault(err)
+    return str(fault) if fault else None

@@ -107,7 +107,7 @@ def test_a_table_at_80_columns_folds_and_cuts_nothing():
     import pandas as pd
     from rich.console import Console
 
-    from harness.cli import _table
+    from harness.cli.common import table as _table
 
     frame = pd.DataFrame({"study": ["norm_placement"], "arm": ["modern_block_with_a_long_name"], "finished": [3],
                           "running": [1], "queued": [2], "interrupted": [0], "diverged": [0], "failed": [0],

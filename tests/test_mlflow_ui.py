@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.cli import UI_VIEW
+from harness.tracking.ui import UI_VIEW
 from tests.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"

@@ -62,6 +62,12 @@ class Variant:
     source_text: str = ""
 
     @property
+    def defaults(self) -> str:
+        """Its options with their defaults, as `name=default, ...` ("required" where none)."""
+        return ", ".join(f"{name}={'required' if field.is_required() else field.default}"
+                         for name, field in self.options.model_fields.items())
+
+    @property
     def source_file(self) -> Path | None:
         """The file that defines the variant's code."""
         return _source_file(self.factory)

@@ -48,6 +48,19 @@ class RunOutcome:
     trained: bool = True  # False: MLflow had the run settled already
     reason: str = ""
 
+    def headline(self) -> str:
+        """Its final losses, exact match and throughput, as `name=value, ...`."""
+        return ", ".join(f"{name}={self.metrics[name]:.4g}" for name in
+                         ("train_loss", "val_loss", "val_exact_match", "avg_tokens_per_s") if name in self.metrics)
+
+    def check(self) -> None:
+        """Raise AblateError for a run that diverged (saying what to change) or failed."""
+        if self.state == RunState.DIVERGED:
+            raise AblateError(f"the run diverged: {self.reason}; its curve up to then is kept. Lower train.lr or "
+                              "add warmup")
+        if self.state == RunState.FAILED:
+            raise AblateError(f"the run failed: {self.reason}")
+
 
 def train_tracked(spec: RunSpec, run_dir: Path, tracker: Tracker, parent_run_id: str, progress, *, kind: str,
                   identity: dict[str, str] | None = None, name: str | None = None,

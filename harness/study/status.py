@@ -41,6 +41,19 @@ class StudyStatus:
     def running(self) -> pd.DataFrame:
         return self.runs[self.runs["state"] == "running"]
 
+    def arms_in_some_state(self) -> pd.DataFrame:
+        """The per-arm table without the states no run is in (which say nothing)."""
+        return self.arms[[column for column in self.arms if column in ("arm", "finished") or
+                          self.arms[column].fillna(0).ne(0).any()]]
+
+    def summary(self) -> str:
+        """Runs finished of all, the ETA, and what the next `ablate run` trains again."""
+        missing = (self.runs["state"] == MISSING).sum()
+        eta = "unknown until a run has finished" if self.eta_seconds is None else f"{self.eta_seconds / 60:.1f} min"
+        return ((f"{missing} runs the ledger lists as finished are missing from the tracking store; the next "
+                 "`ablate run` trains them again\n" if missing else "") +
+                f"{(self.runs['state'] == 'finished').sum()} of {len(self.runs)} runs finished; ETA {eta}")
+
 
 def study_status(name: str, tracker: Tracker, ledger: Ledger, planned: list[RunSpec] | None = None) -> StudyStatus:
     """The status of every run of `planned` (default: every run the ledger or MLflow knows)."""

@@ -15,6 +15,8 @@ MLflow or the ledger is touched.
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING
 from functools import cached_property
 from pathlib import Path
 
@@ -31,12 +33,12 @@ from harness.notices import make_console
 from harness.progress import RunProgress, make_progress
 from harness.redaction import redact
 from harness.registry import load_plugin
-from harness.study import launch
 from harness.study.clean import CleanResult, clean_runs
 from harness.study.ledger import DEFAULT_STORAGE, Ledger, plan_id
 from harness.study.lifecycle import RunOutcome, train_tracked
 from harness.study.plan import Tuned, complete, estimate, plan_record, resolve
-from harness.study.slurm import SlurmSettings, submit_workers
+from harness.study.executors import Executor, executor_for
+from harness.study.seed_policy import FixedSeeds, SequentialSeeds
 from harness.study.staging import StudyRuns
 from harness.study.status import StudyStatus, study_status
 from harness.study.worker import WorkerOutcome, work
@@ -45,50 +47,95 @@ from harness.training.checkpoint import CHECKPOINT_NAME
 from harness.training.distributed import world_size
 from harness.training.trainer import Trainer, resolve_device
 
+if TYPE_CHECKING:
+    from harness.study.slurm import SlurmSettings
+
 
 class Study:
-    def __init__(self, spec: StudySpec, file: Path, *, overrides: list[str], profile: str | None,
-                 plugins: list[str], tracking_uri: str | None, storage: str, runs_dir: Path, reports_dir: Path,
-                 console: Console):
-        self.spec = spec
+    """A handle on a study: opening it reads its file (or only takes its name); what it plans,
+    trains and reports is computed when a method asks for it."""
+
+    def __init__(self, spec: StudySpec | None, file: Path | None, *, name: str | None = None,
+                 overrides: list[str] = (), profile: str | None = None, plugins: list[str] = (),
+                 tracking_uri: str | None = None, storage: str = DEFAULT_STORAGE, runs_dir: Path = Path("runs"),
+                 reports_dir: Path = Path("reports"), console: Console | None = None):
+        self._spec = spec
         self.file = file
-        self.overrides = overrides
+        self.name = spec.name if spec else name
+        self.overrides = list(overrides)
         self.profile = profile
-        self.plugins = plugins
+        self.plugins = list(plugins)
         self.tracking_uri = tracking_uri
         self.storage = storage
-        self.runs_dir = runs_dir
-        self.reports_dir = reports_dir
-        self.console = console
+        self.runs_dir = Path(runs_dir)
+        self.reports_dir = Path(reports_dir)
+        self.console = console or make_console()
         self._tuned: Tuned | None = None  # each arm's best tuned settings, once tuned
         self._plan_parent: str | None = None  # the execution whose recorded plan is this one's, once planned
+        self._runs: list[RunSpec] | None = None  # the current plan's runs, once resolved (tuning and seeds change them)
+        self._datasets: dict = {}
         # the runs of other studies that runs start from
         self.locate = StudyRuns(self.storage, self.runs_dir, lambda: self.tracker)
-        self.runs, self.datasets = resolve(spec, str(file), locate=self.locate)
-        # this configuration's ledger; taken before tuning, which changes the runs' keys
-        self.plan_id = plan_id(self.runs, spec.tune.model_dump_json() if spec.tune else "")
+
+    @classmethod
+    def open(cls, reference: str | Path, overrides: list[str] | None = None, profile: str | None = None,
+             plugins: list[str] | None = None, **stores) -> "Study":
+        """A study by its file (`.yaml`, `.yml`: read and checked, plugins loaded) or by its
+        name (the MLflow experiment: report, status and clean need nothing more). Nothing is
+        resolved, loaded, tracked or trained yet. `stores` are load's keyword arguments."""
+        if str(reference).endswith((".yaml", ".yml")):
+            loaded = dict(load_plugin(plugin) for plugin in plugins or [])
+            spec = load_study(reference, overrides, profile)
+            spec.plugin_code.update(loaded)
+            return cls(spec, Path(reference), overrides=list(overrides or []), profile=profile,
+                       plugins=list(plugins or []), **_stores(**stores))
+        return cls(None, None, name=str(reference), **_stores(**stores))
 
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None, profile: str | None = None,
              plugins: list[str] | None = None, *, tracking_uri: str | None = None, storage: str | None = None,
              runs_dir: str | Path = "runs", reports_dir: str | Path = "reports",
              console: Console | None = None) -> "Study":
-        """Read and check a study: its file, a profile, `--set` overrides and plugins, every
+        """Open a study file and check it whole: a profile, `--set` overrides and plugins, every
         arm resolved and its data loaded. Nothing is tracked or trained yet.
 
         `tracking_uri` defaults to $MLFLOW_TRACKING_URI, else MLflow's default; `storage`
         (the ledger) to $ABLATE_STORAGE, else sqlite:///optuna.db.
         """
-        loaded = dict(load_plugin(plugin) for plugin in plugins or [])
-        spec = load_study(path, overrides, profile)
-        spec.plugin_code.update(loaded)
-        return cls(spec, Path(path), overrides=list(overrides or []), profile=profile, plugins=list(plugins or []),
-                   tracking_uri=tracking_uri, storage=storage or DEFAULT_STORAGE, runs_dir=Path(runs_dir),
-                   reports_dir=Path(reports_dir), console=console or make_console())
+        study = cls.open(Path(path), overrides, profile, plugins, tracking_uri=tracking_uri, storage=storage,
+                         runs_dir=runs_dir, reports_dir=reports_dir, console=console)
+        study.check()
+        return study
+
+    def check(self) -> None:
+        """Resolve every run (starting points found, data loaded): every mistake in the study
+        fails here, before MLflow or the ledger is touched."""
+        self.runs  # noqa: B018 - resolving is the check
 
     @property
-    def name(self) -> str:
-        return self.spec.name
+    def spec(self) -> StudySpec:
+        if self._spec is None:
+            raise AblateError(f"study '{self.name}' was given by name; this needs its study file")
+        return self._spec
+
+    @property
+    def runs(self) -> list[RunSpec]:
+        """The runs of the current plan (each arm's first seeds; tuned settings once tuned)."""
+        if self._runs is None:
+            self._runs, self._datasets = self._first_plan
+        return self._runs
+
+    @cached_property
+    def _first_plan(self) -> tuple[list[RunSpec], dict]:
+        return resolve(self.spec, str(self.file), locate=self.locate)
+
+    def _replan(self, counts: dict[str, int] | None = None) -> None:
+        self._runs, self._datasets = resolve(self.spec, str(self.file), self._tuned, counts, self.locate)
+
+    @cached_property
+    def plan_id(self) -> str:
+        """This configuration's ledger: taken from the plan before tuning, which changes the runs' keys."""
+        return plan_id(self._first_plan[0], self.spec.tune.model_dump_json() if self.spec.tune else "")
 
     @cached_property
     def tracker(self) -> Tracker:
@@ -96,7 +143,7 @@ class Study:
 
     @cached_property
     def ledger(self) -> Ledger:
-        return Ledger(self.storage, self.name, self.plan_id)
+        return Ledger(self.storage, self.name, self.plan_id if self._spec else None)
 
     @property
     def device(self) -> torch.device:
@@ -108,7 +155,20 @@ class Study:
     def estimate(self) -> pd.DataFrame:
         """Per arm: planned runs, how many MLflow holds settled already, non-embedding
         parameters, FLOPs/token, tokens and measured seconds per run."""
-        return estimate(self.runs, self.datasets, self.settled_keys())
+        runs = self.runs
+        return estimate(runs, self._datasets, self.settled_keys())
+
+    def estimate_summary(self, plan: pd.DataFrame) -> str:
+        """What the estimate adds up to: runs left and their minutes of training, and how far a
+        sequential study may grow."""
+        left = plan["runs"] - plan["finished"]
+        minutes = (plan["seconds_per_run"] * left).sum() / 60
+        text = (f"{len(self.runs)} runs, {plan['finished'].sum()} finished already; the other {left.sum()} "
+                f"estimated at {minutes:.1f} min of training on {self.device}")
+        if self.spec.sequential:
+            text += (f"\nseeds are added one at a time while a verdict is unsettled: up to "
+                     f"{self.spec.sequential.max} per arm, {len(self.possible_runs())} runs at most")
+        return text
 
     def settled_keys(self) -> set[str]:
         """Run keys MLflow holds settled (none when the tracking store does not exist yet: it is
@@ -128,75 +188,62 @@ class Study:
 
     # ---- running it --------------------------------------------------------------------------
 
-    def run(self, jobs: int = 1, slurm: SlurmSettings | None = None) -> pd.DataFrame | None:
+    def run(self, jobs: int = 1, slurm: SlurmSettings | None = None, *,
+            executor: Executor | None = None) -> pd.DataFrame | None:
         """Train every run that is not finished, track it in MLflow and write the report.
 
         `jobs` > 1 starts that many local worker processes; 0 only plans the study for
         `ablate worker`s elsewhere (and returns None). With `slurm`, the `jobs` workers are
         submitted to SLURM as a job array, and run returns None once the study is planned.
-        A study with `seeds: {min, max}` adds seeds while a verdict is unsettled. Returns the
-        report's summary, one row per arm.
+        `executor` (harness.study.executors) replaces both. A study with `seeds: {min, max}`
+        adds seeds while a verdict is unsettled. Returns the report's summary, one row per arm.
         """
-        rule = self.spec.sequential
-        if rule and (jobs == 0 or slurm):
+        executor = executor or executor_for(jobs, slurm)
+        seeds = self.seed_policy()
+        if seeds.adds_seeds and not executor.trains_here:
             raise AblateError(f"{self.file}: seeds {{min, max}} are added by `ablate run` as verdicts settle, so it "
                               "cannot only plan the study; run it with local --jobs N (N >= 1)")
-        if slurm and jobs < 1:
-            raise AblateError("--launcher slurm needs --jobs N (N >= 1): how many workers to submit")
+        self.check()
         tracker, ledger = self.tracker, self.ledger
         self._send_kept()
         with tracker.execution(self.spec, len(self.runs), str(self.file)) as parent:
             ledger.open(parent, self.spec.report.metric)
-            workers = []
             try:
-                trained_here = self._execute(parent, jobs, slurm, workers)
+                self._execute(parent, executor, seeds)
             except BaseException:
-                launch.stop(workers)  # each checkpoints its run and ends; none trains on orphaned
+                executor.stop()  # each worker checkpoints its run and ends; none trains on orphaned
                 raise
-            if not trained_here:  # planned only: the workers train; `ablate report` once they are done
+            if not executor.trains_here:  # planned only: the workers train; `ablate report` once they are done
                 return None
             self._send_kept()
         return self._report(self._plan_parent)
 
-    def _execute(self, parent: str, jobs: int, slurm: SlurmSettings | None, workers: list) -> bool:
-        """Tune, plan and train (here, or by local workers, which join `workers`) until every
-        verdict that may add seeds has settled; False when the study is only planned here (for
-        SLURM's workers or `ablate worker`s)."""
-        tracker, ledger, rule = self.tracker, self.ledger, self.spec.sequential
+    def seed_policy(self) -> FixedSeeds | SequentialSeeds:
+        rule = self.spec.sequential
+        return SequentialSeeds(rule, self.spec.baseline) if rule else FixedSeeds()
+
+    def _execute(self, parent: str, executor: Executor, seeds: FixedSeeds | SequentialSeeds) -> None:
+        """Tune, plan and train (as `executor` trains) until the seed policy adds no seed; only
+        plan when the executor's workers train elsewhere."""
         if self.spec.tune:
             from harness.study.tuning import retry_unsettled_trials
 
-            retry_unsettled_trials(self.spec, ledger.storage)  # before any worker may claim a trial
-        if slurm:  # they tune (when the study tunes), then train what the plan below queues
-            array = submit_workers(self, jobs, slurm)
-            self.console.print(f"submitted {jobs} workers to SLURM as job array {array[0].job_id.split('_')[0]} "
-                               f"(logs in {array[0].paths.folder.parent}); watch them with `squeue --me` and "
-                               f"`ablate status {self.file}`, then `ablate report {self.name}`", soft_wrap=True)
-        elif jobs > 1:
-            workers += self._start_workers(jobs)
-        if jobs == 0:
-            self.console.print(f"start workers with: {self.worker_command()}", soft_wrap=True)
+            retry_unsettled_trials(self.spec, self.ledger.storage)  # before any worker may claim a trial
+        executor.start(self)
         if self.spec.tune:
-            self._tune(parent, wait_for_workers=jobs != 1 or slurm is not None)
-        ledger.release_dead_local_claims()  # an `ablate run` killed here before: its run goes back in the queue
+            self._tune(parent, wait_for_workers=executor.workers_tune)
+        self.ledger.release_dead_local_claims()  # an `ablate run` killed here before: its run goes back in the queue
         while True:
             self._plan(parent)
-            if jobs == 0 or slurm:
-                return False
-            if jobs == 1:
-                outcome = work(self.runs, self.spec.report.metric, tracker, ledger, self.runs_dir, self.console)
-                self.console.print(f"{outcome.trained} runs trained")
-            else:
-                launch.wait_for(workers)
-                workers.clear()
-            counts = self._more_seeds(self._report(self._plan_parent)) if rule else None
+            if not executor.trains_here:
+                return
+            executor.train(self)
+            counts = seeds.next_counts(self._report(self._plan_parent), self._counts()) if seeds.adds_seeds else None
             if counts is None:
-                return True
+                return
             added = [arm for arm, count in counts.items() if count > self._counts()[arm]]
             self.console.print(f"verdicts not settled yet: adding a seed to {', '.join(added)}")
-            self.runs, self.datasets = resolve(self.spec, str(self.file), self._tuned, counts, self.locate)
-            if jobs > 1:
-                workers += self._start_workers(jobs)
+            self._replan(counts)
 
     def _plan(self, parent: str) -> None:
         """Queue this plan's runs that MLflow does not hold settled, record the plan on the
@@ -217,25 +264,6 @@ class Study:
         for spec in self.runs:
             counts[spec.arm] = counts.get(spec.arm, 0) + 1
         return counts
-
-    def _more_seeds(self, summary: pd.DataFrame) -> dict[str, int] | None:
-        """The next look of a sequential study: one more seed for every unsettled arm (and the
-        baseline, which pairs with them), or None when every verdict is settled, every arm is
-        at its most seeds, or a run failed (the next `ablate run` retries it first)."""
-        if (summary["failed"] > 0).any() or (summary["unfinished"] > 0).any():
-            return None
-        counts = self._counts()
-        unsettled = [arm for arm in summary.loc[~summary["settled"], "arm"] if counts[arm] < self.spec.sequential.max]
-        if not unsettled:
-            return None
-        for arm in unsettled:
-            counts[arm] += 1
-        counts[self.spec.baseline] = max(counts.values())
-        return counts
-
-    def _start_workers(self, jobs: int) -> list:
-        return launch.start_workers(jobs, self.file, self.overrides, self.plugins, self.profile, self.tracker.uri,
-                                    self.storage, self.runs_dir)
 
     def train_one(self, seed: int | None = None, fresh: bool = False) -> tuple[RunOutcome, Path]:
         """Train the study's single run (a study of one arm), tracked in MLflow like a one-arm
@@ -271,6 +299,7 @@ class Study:
     def work(self) -> WorkerOutcome:
         """Be one worker of a study that `run` planned: help tune it (when it tunes), then
         claim and train its queued runs until none is left."""
+        self.check()
         tracker, ledger = self.tracker, self.ledger
         self._send_kept()
         if self.spec.tune:
@@ -308,7 +337,7 @@ class Study:
         from harness.study.tuning import best_settings
 
         self._tuned = best_settings(self.spec, self.ledger.storage)
-        self.runs, self.datasets = resolve(self.spec, str(self.file), self._tuned, locate=self.locate)
+        self._replan()
 
     def _send_kept(self) -> None:
         """Send what runs kept on disk while the tracking store was unreachable."""
@@ -337,6 +366,8 @@ class Study:
     def status(self) -> StudyStatus:
         """Where the study stands: per arm finished, running, queued, failed and diverged runs,
         the runs in flight with their worker and last heartbeat, and an ETA."""
+        if self._spec is None:  # by name: the runs the ledger and MLflow know
+            return study_status(self.name, self.tracker, self.ledger)
         planned = None if self.spec.sequential else self.runs  # a sequential study plans as it goes
         if self.spec.tune:  # the runs' keys depend on the tuned settings: until then, what the ledger knows
             try:
@@ -349,3 +380,11 @@ class Study:
     def clean(self, dry_run: bool = False) -> CleanResult:
         """Delete the checkpoints and locks of settled runs (keeping any records not yet sent)."""
         return clean_runs(self.name, self.tracker, self.runs_dir, dry_run)
+
+
+def _stores(tracking_uri: str | None = None, storage: str | None = None, runs_dir: str | Path = "runs",
+            reports_dir: str | Path = "reports", console: Console | None = None) -> dict:
+    """Where a study's records and files go: MLflow, the ledger (default: $ABLATE_STORAGE, else
+    sqlite:///optuna.db), checkpoints and reports."""
+    return {"tracking_uri": tracking_uri, "storage": storage or os.environ.get("ABLATE_STORAGE") or DEFAULT_STORAGE,
+            "runs_dir": Path(runs_dir), "reports_dir": Path(reports_dir), "console": console}

@@ -19,12 +19,14 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
+
 from harness.config.model import ModelConfig
 from harness.config.train import StudyRun
 from harness.data import Tokenizer
 from harness.errors import AblateError
 from harness.model.gpt import GPT
-from harness.training.checkpoint import load_checkpoint, tokenizer_of
+from harness.training.checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_of
 
 # what a study still decides about a model whose architecture comes from Hugging Face
 KEPT_FROM_STUDY = ("context_length", "attention_backend", "kernels", "gradient_checkpointing", "dropout")
@@ -103,3 +105,14 @@ def _from_hf(init_from: str) -> StartingPoint:
     return StartingPoint(init_from, source.tokenizer(), f"{source.name}@{source.revision}",
                          {"init_from_model": source.name, "init_from_revision": source.revision},
                          architecture=architecture, load=load)
+
+
+def trained_model(source: str, device: torch.device) -> tuple[GPT, Tokenizer]:
+    """The model (in eval mode, on `device`) and tokenizer that a checkpoint, a run folder or
+    `hf:<model id or folder>` (a Hugging Face GPT-2 or Llama) holds."""
+    from harness.model.hf_source import PREFIX, model_from_hf
+
+    if source.startswith(PREFIX):
+        model, tokenizer = model_from_hf(source.removeprefix(PREFIX))
+        return model.to(device), tokenizer
+    return model_from_checkpoint(source, device)

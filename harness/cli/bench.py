@@ -1,0 +1,94 @@
+"""`ablate bench`: the benchmarks, each measured in one process and printed as ratios."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from harness.errors import AblateError
+
+bench_app = typer.Typer(help="Benchmarks measured in one process; with no subcommand, `speed`.",
+                        invoke_without_command=True, rich_markup_mode=None)
+
+BenchSteps = Annotated[int, typer.Option(min=20, help="timed steps per repeat")]
+BenchRepeats = Annotated[int, typer.Option(min=1, help="alternating repeats; the median is reported")]
+
+
+def _bench(name: str, steps: int, repeats: int) -> None:
+    import tempfile
+
+    from harness import bench
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        typer.echo(getattr(bench, name)(run_dir, steps=steps, repeats=repeats).text())
+
+
+@bench_app.callback()
+def bench_default(ctx: typer.Context):
+    if ctx.invoked_subcommand is None:
+        bench_speed()
+
+
+@bench_app.command("speed")
+def bench_speed(steps: Annotated[int, typer.Option(min=3, help="timed training steps per row")] = 20,
+                eager_only: Annotated[bool, typer.Option("--eager-only", help="skip the torch.compile rows")] = False,
+                device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1")] = "auto"):
+    """Tokens/s and MFU per attention backend (eager and compiled) beside a nanoGPT-style
+    model, our Triton kernels against torch eager and compile, and trainer/bare loop.
+    GPT-2 small on a GPU; a small shape on the CPU."""
+    import tempfile
+
+    from harness.bench import speed
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        modes = (False,) if eager_only else (False, True)
+        typer.echo(speed(run_dir, steps=steps, compile_modes=modes, device=device).text())
+
+
+@bench_app.command("overhead")
+def bench_overhead(steps: BenchSteps = 40, repeats: BenchRepeats = 3):
+    """Trainer step time / bare PyTorch loop step time (target <= 1.05 on CPU)."""
+    _bench("overhead", steps, repeats)
+
+
+@bench_app.command("tracking")
+def bench_tracking(steps: BenchSteps = 40, repeats: BenchRepeats = 3):
+    """Step time with MLflow tracking / without (target <= 1.02)."""
+    _bench("tracking", steps, repeats)
+
+
+@bench_app.command("pruning")
+def bench_pruning(steps: Annotated[int, typer.Option(min=20, help="steps per trial")] = 120,
+                  repeats: Annotated[int, typer.Option(min=1, help="kept at 1: one search per setting")] = 1):
+    """Share of training steps the median pruner saves on a small tuning study (target >= 30%)."""
+    _bench("pruning", steps, repeats)
+
+
+@bench_app.command("sequential")
+def bench_sequential(
+    studies: Annotated[int, typer.Option(min=100, help="simulated studies per scenario")] = 2000,
+    min_seeds: Annotated[int, typer.Option("--min", min=2, help="seeds every arm trains first")] = 3,
+    max_seeds: Annotated[int, typer.Option("--max", min=2, help="most seeds per arm")] = 10,
+    arms: Annotated[int, typer.Option(min=1, help="arms facing the baseline")] = 2,
+    effect: Annotated[float, typer.Option(help="true difference, in standard deviations of a seed's paired "
+                                               "difference")] = 1.5,
+):
+    """The sequential seed rule on simulated studies (no training): family-wise error at no
+    effect (target <= 5%), power at an effect, and seeds used against a fixed max."""
+    from harness.bench import sequential
+
+    if min_seeds > max_seeds:
+        raise AblateError(f"--min ({min_seeds}) must not exceed --max ({max_seeds})")
+    typer.echo(sequential(studies, min_seeds, max_seeds, arms, effect))
+
+
+@bench_app.command("workers")
+def bench_workers(steps: Annotated[int, typer.Option(min=1, help="training steps per run")] = 100,
+                  max_jobs: Annotated[Optional[int], typer.Option(min=1, help="most workers (default: the cores)")] = None,
+                  seeds: Annotated[int, typer.Option(min=1, help="seeds of each of the 2 arms")] = 3):
+    """One small study with --jobs 1, 2, ... up to the cores: runs per hour and the ratio to
+    --jobs 1 (target on 2 cores: --jobs 2 not slower)."""
+    from harness.bench import workers
+
+    typer.echo(workers(steps, max_jobs, seeds))
