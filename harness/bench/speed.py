@@ -28,7 +28,7 @@ from harness.model.attention import backend, backend_names
 from harness.model.gpt import GPT
 from harness.training.optim import make_optimizer
 from harness.training.throughput import mfu
-from harness.training.trainer import resolve_device
+from harness.training.build import resolve_device
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ def generate(
     """Sample text from a checkpoint or a Hugging Face model."""
     from harness.model.generate import sample_text
     from harness.training.starting_point import trained_model
-    from harness.training.trainer import resolve_device
+    from harness.training.build import resolve_device
 
     model, tokenizer = trained_model(checkpoint, resolve_device(device))
     typer.echo(sample_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, seed))

@@ -44,7 +44,8 @@ class Inline(Executor):
     """Train every queued run in this process, one after another (`--jobs 1`)."""
 
     def train(self, study: Study) -> None:
-        outcome = work(study.runs, study.spec.report.metric, study.tracker, study.ledger, study.runs_dir, study.console)
+        outcome = work(study.runs, study.spec.report.metric, study.tracker, study.ledger, study.runs_dir, study.console,
+                       inputs=study.inputs)
         study.console.print(f"{outcome.trained} runs trained")
 
 

@@ -32,6 +32,7 @@ from harness.progress import RunProgress
 from harness.redaction import error_line
 from harness.tracking.outbox import OUTBOX_NAME
 from harness.tracking.tracker import Tracker
+from harness.training.build import RunInputs
 from harness.training.faults import RunFailed
 from harness.training.observer import Observers, Reporting
 from harness.training.trainer import Trainer
@@ -64,12 +65,13 @@ class RunOutcome:
 
 def train_tracked(spec: RunSpec, run_dir: Path, tracker: Tracker, parent_run_id: str, progress, *, kind: str,
                   identity: dict[str, str] | None = None, name: str | None = None,
-                  tags: dict[str, str] | None = None, observers: tuple = ()) -> RunOutcome:
+                  tags: dict[str, str] | None = None, observers: tuple = (),
+                  inputs: RunInputs | None = None) -> RunOutcome:
     """Train `spec` in `run_dir`, tracked as a child of `parent_run_id`.
 
     `identity` (tags; default the run key) finds an earlier attempt at the same run; `name`
     and `tags` label a new MLflow run; `observers` see the trainer's events beside the
-    tracker and the progress bar.
+    tracker and the progress bar; `inputs` shares data and starting weights between runs.
     """
     experiment_id = tracker.experiment_id(spec.study)
     identity = identity or {"run_key": spec.key()}
@@ -93,7 +95,7 @@ def train_tracked(spec: RunSpec, run_dir: Path, tracker: Tracker, parent_run_id:
     progress_bar = RunProgress(progress, label, spec.train.steps)
     bar = Reporting(progress_bar, f"the progress bar of {label}")
     try:
-        trainer = Trainer(spec, run_dir, Observers(tracked, bar, *observers))
+        trainer = Trainer(spec, run_dir, Observers(tracked, bar, *observers), inputs)
         result = trainer.run()
     except RunFailed as fault:
         tracked.end(RunState.FAILED, str(fault))

@@ -1,5 +1,5 @@
 """From a study to its runs: every arm x seed resolved into a RunSpec, the data they need
-loaded once, and an estimate of what training them costs.
+loaded once (harness.training.build.RunInputs), and an estimate of what training them costs.
 
 Runs are ordered seed-major (every arm's first seed, then every arm's second, ...), so a
 study stopped half-way already compares all arms.
@@ -17,15 +17,12 @@ import torch
 
 from harness.config.run import RunSpec
 from harness.config.study import StudySpec, arm_spec
-from harness.data import load_dataset
 from harness.errors import AblateError
 from harness.model.gpt import GPT
 from harness.redaction import redact
 from harness.registry import lookup
+from harness.training.build import RunInputs, build_run, resolve_device
 from harness.training.faults import RunFailed, is_out_of_memory
-from harness.training.optim import make_optimizer
-from harness.training.starting_point import StartingPoint, starting_point
-from harness.training.trainer import resolve_device
 
 
 @dataclass(frozen=True)
@@ -106,55 +103,51 @@ def plan_record(study: StudySpec, runs: list[RunSpec], study_file: str, tuned: T
 
 
 def resolve(study: StudySpec, where: str = "study", tuned: Tuned | None = None,
-            counts: dict[str, int] | None = None,
-            locate: Callable[[RunSpec], RunSpec] | None = None) -> tuple[list[RunSpec], dict]:
-    """The runs of `expand`, complete (see `complete`), and the datasets they train on."""
-    return complete(expand(study, where, tuned, counts), locate)
+            counts: dict[str, int] | None = None, locate: Callable[[RunSpec], RunSpec] | None = None,
+            inputs: RunInputs | None = None) -> list[RunSpec]:
+    """The runs of `expand`, complete (see `complete`)."""
+    return complete(expand(study, where, tuned, counts), locate, inputs)
 
 
-def complete(specs: list[RunSpec], locate: Callable[[RunSpec], RunSpec] | None = None) -> tuple[list[RunSpec], dict]:
+def complete(specs: list[RunSpec], locate: Callable[[RunSpec], RunSpec] | None = None,
+             inputs: RunInputs | None = None) -> list[RunSpec]:
     """The runs with their starting points found (`locate` turns another study's run into its
-    checkpoint), the architecture a Hugging Face start brings, their data loaded and checked,
-    and their sources filled in; and the datasets by `dataset_key`."""
+    checkpoint), the architecture a Hugging Face start brings, their data loaded into `inputs`
+    and checked, and their sources filled in."""
+    inputs = inputs if inputs is not None else RunInputs()
     specs = [locate(spec) if locate else spec for spec in specs]
-    starts = {}
     for spec in specs:
-        if spec.train.init_from and spec.train.init_from not in starts:
-            try:
-                starts[spec.train.init_from] = starting_point(spec.train.init_from)
-            except RunFailed as err:  # an unusable checkpoint: nothing of the study trains
-                raise AblateError(f"arm '{spec.arm}': train.init_from: {err}") from None
-    specs = [with_start_model(spec, starts) for spec in specs]
-    datasets = check_data(specs, starts)
-    return with_sources(specs, datasets, starts), datasets
+        try:
+            inputs.start(spec)
+        except RunFailed as err:  # an unusable checkpoint: nothing of the study trains
+            raise AblateError(f"arm '{spec.arm}': train.init_from: {err}") from None
+    specs = [with_start_model(spec, inputs) for spec in specs]
+    check_data(specs, inputs)
+    return with_sources(specs, inputs)
 
 
-def with_start_model(spec: RunSpec, starts: dict[str, StartingPoint]) -> RunSpec:
-    if not spec.train.init_from:
+def with_start_model(spec: RunSpec, inputs: RunInputs) -> RunSpec:
+    start = inputs.start(spec)
+    if start is None:
         return spec
     try:
-        return spec.model_copy(update={"model": starts[spec.train.init_from].model_for(spec.model)})
+        return spec.model_copy(update={"model": start.model_for(spec.model)})
     except AblateError as err:
         raise AblateError(f"arm '{spec.arm}': {err}") from None
 
 
-def dataset_key(spec: RunSpec) -> str:
-    """Runs that share this key train on the same tokens: the same data, the same tokenizer."""
-    return spec.data.model_dump_json() + "|" + str(spec.train.init_from or "")
-
-
-def with_sources(specs: list[RunSpec], datasets: dict, starts: dict[str, StartingPoint]) -> list[RunSpec]:
+def with_sources(specs: list[RunSpec], inputs: RunInputs) -> list[RunSpec]:
     """The runs with what decides their numbers beyond their configuration made part of their
     identity: the data's content hash, the tokenizer's, the starting weights', and the code of
     every plugin variant they use, beside the plugins their study loads (ablate's own code is
     covered by the version recorded on every run)."""
     resolved = []
     for spec in specs:
-        dataset = datasets[dataset_key(spec)]
+        dataset = inputs.dataset(spec)
         sources = {**spec.sources, "data": dataset.metadata.get("sha256", ""),
                    "tokenizer": dataset.tokenizer.fingerprint()}
         if spec.train.init_from:
-            sources["init_from"] = starts[spec.train.init_from].identity
+            sources["init_from"] = inputs.start(spec).identity
         for slot, name in spec.variants():
             code = lookup(slot, name).code
             if code:
@@ -163,50 +156,43 @@ def with_sources(specs: list[RunSpec], datasets: dict, starts: dict[str, Startin
     return resolved
 
 
-def check_data(specs: list[RunSpec], starts: dict[str, StartingPoint]) -> dict:
+def check_data(specs: list[RunSpec], inputs: RunInputs) -> None:
     """Load each distinct dataset once, before any training, with the tokenizer of the run's
     starting point if it has one: a missing file, a context longer than the data or a
-    vocabulary smaller than the tokenizer's fails here. Returns the datasets by `dataset_key`."""
-    datasets = {}
+    vocabulary smaller than the tokenizer's fails here."""
     for spec in specs:
-        key = dataset_key(spec)
-        if key not in datasets:
-            start = starts.get(spec.train.init_from) if spec.train.init_from else None
-            datasets[key] = load_dataset(spec.data, start.tokenizer if start else None)
+        dataset = inputs.dataset(spec)
         try:
-            datasets[key].check_context(spec.model.context_length)
-            spec.model.for_vocabulary(datasets[key].vocab_size)
+            dataset.check_context(spec.model.context_length)
+            spec.model.for_vocabulary(dataset.vocab_size)
         except ValueError as err:
             raise AblateError(f"arm '{spec.arm}': {err}") from None
-    return datasets
 
 
-def measure_step_seconds(spec: RunSpec, vocab_size: int, steps: int = 3, warmup: int = 2) -> float:
-    """Seconds of one optimizer step of this arm's model on random tokens: the fastest of
-    `steps` timed steps after `warmup` untimed ones. The first steps pay for allocation and
-    the thread pool, and a busy machine slows some steps: the fastest is the arm's own cost,
-    so arms measured one after another compare fairly."""
-    device = resolve_device(spec.train.device)
-    torch.manual_seed(0)
-    model = GPT(spec.model.for_vocabulary(vocab_size)).to(device)
-    optimizer = make_optimizer(model, spec.train, device)
-    x = torch.randint(vocab_size, (spec.train.batch_size, spec.model.context_length), device=device)
+def measure_step_seconds(spec: RunSpec, inputs: RunInputs, steps: int = 3, warmup: int = 2) -> float:
+    """Seconds of one optimizer step of this run, built as it trains (harness.training.build:
+    autocast, compile and fused AdamW as on its device), on random tokens: the fastest of
+    `steps` timed steps after `warmup` untimed ones (which also pay for compilation). The
+    first steps pay for allocation and the thread pool, and a busy machine slows some steps:
+    the fastest is the arm's own cost, so arms measured one after another compare fairly."""
+    parts = build_run(spec, inputs)
+    x = torch.randint(parts.dataset.vocab_size, (spec.train.batch_size, spec.model.context_length),
+                      device=parts.device)
     times = []
     for _ in range(warmup + steps):
         start = time.perf_counter()
         for _ in range(spec.train.grad_accum):
-            model(x, x)[1].backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
+            parts.forward_backward(x, x)
+        parts.optimizer_step(spec.train.lr)
+        if parts.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return min(times[warmup:])
 
 
-def _step_seconds(spec: RunSpec, vocab_size: int) -> float:
+def _step_seconds(spec: RunSpec, inputs: RunInputs) -> float:
     try:
-        return measure_step_seconds(spec, vocab_size)
+        return measure_step_seconds(spec, inputs)
     except Exception as err:
         if not is_out_of_memory(err):
             raise
@@ -216,7 +202,7 @@ def _step_seconds(spec: RunSpec, vocab_size: int) -> float:
                           "per step) or the model's size") from None
 
 
-def estimate(specs: list[RunSpec], datasets: dict, settled: set[str]) -> pd.DataFrame:
+def estimate(specs: list[RunSpec], inputs: RunInputs, settled: set[str]) -> pd.DataFrame:
     """One row per arm: its planned runs, how many of them are `settled` already, its size,
     cost per token, tokens per run and measured time per run."""
     first: dict[str, RunSpec] = {}
@@ -224,7 +210,7 @@ def estimate(specs: list[RunSpec], datasets: dict, settled: set[str]) -> pd.Data
         first.setdefault(spec.arm, spec)
     rows = []
     for spec in first.values():
-        vocab = datasets[dataset_key(spec)].vocab_size
+        vocab = inputs.dataset(spec).vocab_size
         with torch.device("meta"):
             model = GPT(spec.model.for_vocabulary(vocab))
         rows.append({
@@ -234,6 +220,6 @@ def estimate(specs: list[RunSpec], datasets: dict, settled: set[str]) -> pd.Data
             "flops_per_token": model.flops_per_token(),
             "tokens_per_run": spec.train.steps * spec.train.batch_size * spec.train.grad_accum
                               * spec.model.context_length,
-            "seconds_per_run": _step_seconds(spec, vocab) * spec.train.steps,
+            "seconds_per_run": _step_seconds(spec, inputs) * spec.train.steps,
         })
     return pd.DataFrame(rows)

@@ -45,7 +45,8 @@ from harness.study.worker import WorkerOutcome, work
 from harness.tracking.tracker import RUN_KIND, Tracker, tracking_store_exists
 from harness.training.checkpoint import CHECKPOINT_NAME
 from harness.training.distributed import world_size
-from harness.training.trainer import Trainer, resolve_device
+from harness.training.build import RunInputs, resolve_device
+from harness.training.trainer import Trainer
 
 if TYPE_CHECKING:
     from harness.study.slurm import SlurmSettings
@@ -73,7 +74,7 @@ class Study:
         self._tuned: Tuned | None = None  # each arm's best tuned settings, once tuned
         self._plan_parent: str | None = None  # the execution whose recorded plan is this one's, once planned
         self._runs: list[RunSpec] | None = None  # the current plan's runs, once resolved (tuning and seeds change them)
-        self._datasets: dict = {}
+        self.inputs = RunInputs()  # the runs' data and starting weights, each loaded once
         # the runs of other studies that runs start from
         self.locate = StudyRuns(self.storage, self.runs_dir, lambda: self.tracker)
 
@@ -122,20 +123,20 @@ class Study:
     def runs(self) -> list[RunSpec]:
         """The runs of the current plan (each arm's first seeds; tuned settings once tuned)."""
         if self._runs is None:
-            self._runs, self._datasets = self._first_plan
+            self._runs = self._first_plan
         return self._runs
 
     @cached_property
-    def _first_plan(self) -> tuple[list[RunSpec], dict]:
-        return resolve(self.spec, str(self.file), locate=self.locate)
+    def _first_plan(self) -> list[RunSpec]:
+        return resolve(self.spec, str(self.file), locate=self.locate, inputs=self.inputs)
 
     def _replan(self, counts: dict[str, int] | None = None) -> None:
-        self._runs, self._datasets = resolve(self.spec, str(self.file), self._tuned, counts, self.locate)
+        self._runs = resolve(self.spec, str(self.file), self._tuned, counts, self.locate, self.inputs)
 
     @cached_property
     def plan_id(self) -> str:
         """This configuration's ledger: taken from the plan before tuning, which changes the runs' keys."""
-        return plan_id(self._first_plan[0], self.spec.tune.model_dump_json() if self.spec.tune else "")
+        return plan_id(self._first_plan, self.spec.tune.model_dump_json() if self.spec.tune else "")
 
     @cached_property
     def tracker(self) -> Tracker:
@@ -155,8 +156,7 @@ class Study:
     def estimate(self) -> pd.DataFrame:
         """Per arm: planned runs, how many MLflow holds settled already, non-embedding
         parameters, FLOPs/token, tokens and measured seconds per run."""
-        runs = self.runs
-        return estimate(runs, self._datasets, self.settled_keys())
+        return estimate(self.runs, self.inputs, self.settled_keys())
 
     def estimate_summary(self, plan: pd.DataFrame) -> str:
         """What the estimate adds up to: runs left and their minutes of training, and how far a
@@ -184,7 +184,7 @@ class Study:
         if not self.spec.sequential:
             return self.runs
         counts = {arm.name: self.spec.sequential.max for arm in self.spec.arm_list()}
-        return resolve(self.spec, str(self.file), self._tuned, counts, self.locate)[0]
+        return resolve(self.spec, str(self.file), self._tuned, counts, self.locate, self.inputs)
 
     # ---- running it --------------------------------------------------------------------------
 
@@ -279,21 +279,21 @@ class Study:
         if seed is not None and not 0 <= seed <= MAX_SEED:
             raise AblateError(f"--seed {seed} is outside 0 to {MAX_SEED}: a seed is a 32-bit unsigned integer")
         if seed is not None and seed != spec.seed:
-            spec = complete([spec.model_copy(update={"seed": seed})], self.locate)[0][0]
+            spec = complete([spec.model_copy(update={"seed": seed})], self.locate, self.inputs)[0]
         run_dir = self.runs_dir / self.name / spec.key()
         if fresh:
             (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
         if world_size() > 1:  # every data-parallel process trains; none opens MLflow runs of its own
             with make_progress(self.console) as progress:
                 result = Trainer(spec, run_dir, RunProgress(progress, f"{self.name} seed {spec.seed}",
-                                                            spec.train.steps)).run()
+                                                            spec.train.steps), self.inputs).run()
             return RunOutcome(result.status, result.metrics, reason=result.reason), run_dir / CHECKPOINT_NAME
         tracker = self.tracker
         self._send_kept()
         with tracker.execution(self.spec, 1, str(self.file)) as parent:
             tracker.record_plan(parent, plan_record(self.spec, [spec], str(self.file)))
             with make_progress(self.console) as progress:
-                outcome = train_tracked(spec, run_dir, tracker, parent, progress, kind=RUN_KIND)
+                outcome = train_tracked(spec, run_dir, tracker, parent, progress, kind=RUN_KIND, inputs=self.inputs)
         return outcome, run_dir / CHECKPOINT_NAME
 
     def work(self) -> WorkerOutcome:
@@ -310,7 +310,8 @@ class Study:
         ledger.wait_until_planned()
         if self.spec.tune:
             self._use_best_settings()
-        return work(self.possible_runs(), self.spec.report.metric, tracker, ledger, self.runs_dir, self.console)
+        return work(self.possible_runs(), self.spec.report.metric, tracker, ledger, self.runs_dir, self.console,
+                    inputs=self.inputs)
 
     def worker_command(self) -> str:
         """The command that starts one more worker of this study on another machine."""

@@ -162,7 +162,7 @@ def tune_arm(study: StudySpec, arm: Arm, storage, tracker: Tracker, parent_run_i
         trial.set_user_attr("origin", origin)
         values = suggest(trial, settings)
         spec = arm_spec(study, arm, "tune", values).model_copy(update={"seed": settings.seed})
-        [spec], _ = complete([spec], locate)
+        [spec] = complete([spec], locate)
         try:
             outcome = train_tracked(
                 spec, runs_dir / study.name / "tune" / f"{spec.key()}-{origin}", tracker, parent_run_id, progress,

@@ -22,6 +22,7 @@ from harness.progress import make_progress
 from harness.study.ledger import HEARTBEAT_SECONDS, Ledger
 from harness.study.lifecycle import train_tracked
 from harness.tracking.tracker import RUN_KIND, Tracker
+from harness.training.build import RunInputs
 from harness.training.interrupt import honour
 from harness.training.observer import Observer, Reporting
 
@@ -49,8 +50,9 @@ class LedgerProgress(Observer):
 
 
 def work(specs: list[RunSpec], metric: str, tracker: Tracker, ledger: Ledger, runs_dir: Path,
-         console: Console, poll_seconds: float = 2.0) -> WorkerOutcome:
-    """Claim and train queued runs of the study until none is waiting or running anywhere."""
+         console: Console, poll_seconds: float = 2.0, inputs: RunInputs | None = None) -> WorkerOutcome:
+    """Claim and train queued runs of the study until none is waiting or running anywhere;
+    `inputs` shares their data and starting weights."""
     by_key = {spec.key(): spec for spec in specs}
     study = specs[0].study
     outcome = WorkerOutcome()
@@ -68,7 +70,7 @@ def work(specs: list[RunSpec], metric: str, tracker: Tracker, ledger: Ledger, ru
             tracker.patiently(lambda: tracker.send_kept(runs_dir / study), "sending kept records")
             heartbeat = Reporting(LedgerProgress(trial, spec.train.steps), "the ledger heartbeat")
             result = train_tracked(spec, runs_dir / study / key, tracker, parent_run_id, progress, kind=RUN_KIND,
-                                   observers=(heartbeat,))
+                                   observers=(heartbeat,), inputs=inputs)
             if result.trained:
                 outcome.trained += 1
             else:

@@ -8,7 +8,6 @@ averaged loss), so metrics never stall the GPU.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import socket
@@ -20,19 +19,15 @@ import torch
 
 from harness.config.run import RunSpec
 from harness.config.run_state import RunState
-from harness.data import load_dataset, reference_losses
-from harness.errors import AblateError
-from harness.model.gpt import GPT
-from harness.registry import global_state
+from harness.data import reference_losses
+from harness.training.build import RunInputs, build_run
 from harness.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from harness.training.distributed import DataParallel
 from harness.training.faults import out_of_memory_fails_the_run
 from harness.training.interrupt import deferred_interrupt, honour
-from harness.training.lora import merge_lora, trainable_parameters, with_lora
+from harness.training.lora import merge_lora
 from harness.training.observer import Observer
-from harness.training.optim import lr_at, make_optimizer
+from harness.training.optim import lr_at
 from harness.training.slowdown import SlowdownWatch
-from harness.training.starting_point import starting_point
 from harness.training.throughput import mfu
 
 
@@ -56,85 +51,28 @@ class TrainResult:
     info: dict = field(default_factory=dict)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise AblateError(f"train.device '{name}' is not a device; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AblateError(f"train.device is '{name}' but CUDA is not available here; use device: auto or cpu")
-    return device
-
-
 class Trainer:
-    def __init__(self, spec: RunSpec, run_dir: Path, observer: Observer | None = None):
+    def __init__(self, spec: RunSpec, run_dir: Path, observer: Observer | None = None,
+                 inputs: RunInputs | None = None):
+        """Build the run (harness.training.build) to train `spec` in `run_dir`; `inputs` shares
+        data and starting weights with the study's other runs."""
         self.spec = spec
         self.cfg = spec.train
         self.run_dir = Path(run_dir)
-        self.parallel = DataParallel()
-        self.parallel.check_batch(self.cfg.batch_size)
+        self.parts = build_run(spec, inputs)
+        self.parallel, self.device, self.start = self.parts.parallel, self.parts.device, self.parts.start
+        self.dataset, self.model, self.adapters = self.parts.dataset, self.parts.model, self.parts.adapters
+        self.trainable, self.optimizer, self.eval_batches = self.parts.trainable, self.parts.optimizer, self.parts.eval_batches
+        self.autocast_dtype, self.compiled, self.step_model = (self.parts.autocast_dtype, self.parts.compiled,
+                                                               self.parts.step_model)
         # only rank 0 reports and saves; the others train their share in lockstep
         self.observer = (observer if self.parallel.is_main else None) or Observer()
-        self.device = self.parallel.device(resolve_device(self.cfg.device))
-        if self.cfg.threads:
-            torch.set_num_threads(self.cfg.threads)
-        if self.device.type == "cuda":
-            # what bf16 autocast leaves in fp32 (the loss, the optimizer) may use TF32 tensor cores
-            torch.backends.cuda.matmul.allow_tf32 = self.cfg.tf32
-            torch.backends.cudnn.allow_tf32 = self.cfg.tf32
-
-        self.start = starting_point(self.cfg.init_from) if self.cfg.init_from else None
-        self.dataset = load_dataset(spec.data, self.start.tokenizer if self.start else None)
-        try:
-            self.dataset.check_context(spec.model.context_length)
-        except ValueError as err:
-            raise AblateError(f"data: {err}") from None
-
-        try:
-            model_cfg = self.start.model_for(spec.model) if self.start else spec.model
-            model_cfg = model_cfg.for_vocabulary(self.dataset.vocab_size)
-        except ValueError as err:
-            raise AblateError(str(err)) from None
-        torch.manual_seed(spec.seed)
-        # building the model and optimizer first imports Triton and torch._dynamo, whose native
-        # code calls back into Python: a stop raised inside such a callback aborts the process
-        # (SIGABRT, nothing saved), so a request waits until the setup is done
-        with deferred_interrupt():
-            with out_of_memory_fails_the_run("setting up the run"), _leaves_global_state():
-                self.model = GPT(model_cfg).to(self.device)
-                if self.start:
-                    self.start.load(self.model)
-                self.adapters = with_lora(self.model, self.cfg.lora) if self.cfg.lora else None
-                self.trainable = trainable_parameters(self.model)  # counted before the adapters are merged
-                self.optimizer = make_optimizer(self.model, self.cfg, self.device)
-                self.eval_batches = self.dataset.eval_batches(self.cfg.batch_size, model_cfg.context_length)
-            self.data_rng = torch.Generator().manual_seed(spec.seed)
-            self.autocast_dtype = self._autocast_dtype()
-            self.compiled = self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"
-            self.step_model = self.parallel.wrap(torch.compile(self.model) if self.compiled else self.model)
-        honour()
+        self.data_rng = torch.Generator().manual_seed(spec.seed)
         self.flops_per_token = self.model.flops_per_token()
         self.slowdown = SlowdownWatch()
 
-    def _autocast_dtype(self) -> torch.dtype | None:
-        wanted = self.cfg.dtype
-        if wanted == "auto":
-            wanted = "bfloat16" if self.device.type == "cuda" else "float32"
-        return torch.bfloat16 if wanted == "bfloat16" else None
-
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda":
-            return x.pin_memory().to(self.device, non_blocking=True)
-        return x.to(self.device)
+        return self.parts.to_device(x)
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -211,7 +149,7 @@ class Trainer:
         total_loss, total_rows, exact = 0.0, 0, 0
         for x, y in self.eval_batches:
             x, y = self.to_device(x), self.to_device(y)
-            with self._autocast():
+            with self.parts.autocast():
                 logits, loss = self.step_model(x, y)
             total_loss += loss.item() * x.size(0)
             total_rows += x.size(0)
@@ -257,18 +195,12 @@ class Trainer:
         with deferred_interrupt() as interrupted:
             while step < cfg.steps:
                 lr = lr_at(step, cfg)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
                 for _ in range(cfg.grad_accum):
                     x, y = self.dataset.train_batch(cfg.batch_size, self.spec.model.context_length, self.data_rng)
-                    x, y = self.to_device(self.parallel.shard(x)), self.to_device(self.parallel.shard(y))
-                    with self._autocast():
-                        _, loss = self.step_model(x, y)
-                    (loss / cfg.grad_accum).backward()
+                    loss = self.parts.forward_backward(self.to_device(self.parallel.shard(x)),
+                                                       self.to_device(self.parallel.shard(y)))
                     interval_loss += loss.detach() / cfg.grad_accum
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                grad_norm = self.parts.optimizer_step(lr)
                 step += 1
                 trained_steps += 1
                 interval_count += 1
@@ -335,20 +267,6 @@ class Trainer:
             return (f"training loss {train_loss:.3f} exceeds {self.cfg.divergence_factor} x its start "
                     f"({start_loss:.3f})")
         return ""
-
-
-@contextlib.contextmanager
-def _leaves_global_state():
-    """Refuse a model whose variants changed PyTorch's process-wide state while it was built
-    (harness.registry.global_state): the runs after it would compute otherwise under their keys."""
-    before = global_state.Snapshot()
-    yield
-    # initialising weights draws from the global generator, seeded per run just before
-    changed = before.changes(ignore=(global_state.RANDOM_STATE,))
-    if changed:
-        before.restore()
-        raise AblateError(f"building the model changed PyTorch's global state ({'; '.join(changed)}); a variant "
-                          "must leave it as it found it: make the setting one of its options")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

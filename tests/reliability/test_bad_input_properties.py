@@ -23,7 +23,6 @@ from harness import Study
 from harness.cli import main
 from harness.errors import AblateError
 from harness.model.gpt import GPT
-from harness.study.plan import dataset_key
 
 VALID = {
     "name": "props",
@@ -140,7 +139,7 @@ def _check(study_file, sets=None, profile=None):
         assert str(err).strip(), "an error without a message"
         return
     for spec in {spec.arm: spec for spec in study.runs}.values():  # seeds share a model
-        vocab = study.datasets[dataset_key(spec)].vocab_size
+        vocab = study.inputs.dataset(spec).vocab_size
         with torch.device("meta"):
             GPT(spec.model.for_vocabulary(vocab))
 

@@ -23,7 +23,7 @@ def _study(tmp_path, *overrides):
 
 
 def _tokens(study):
-    return next(iter(study.datasets.values())).vocab_size
+    return next(iter(study.inputs.datasets.values())).vocab_size
 
 
 def test_the_vocabulary_is_the_tokenizers_unless_the_study_pads_it(tmp_path):
