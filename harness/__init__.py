@@ -15,7 +15,7 @@ The packages follow a study's data flow:
     report/     statistics, markdown, CSV and figures rebuilt from MLflow
     registry/   slots and variants: what plugins (and the built-in `variants` package) use
     bench/      benchmarks printing ratios measured in one process
-    cli.py      the `ablate` command: parses arguments, calls the above, prints
+    cli/        the `ablate` command: parses arguments, calls the above, prints
 
 The engine never imports a variant: variants reach the registry through the `ablate.variants`
 entry points, like any plugin. It names a few by their registered names only where a

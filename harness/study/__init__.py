@@ -9,7 +9,10 @@
     worker.py     a worker: claims runs from the ledger and trains them
     launch.py     local worker processes
     slurm.py      workers submitted to SLURM as a job array (submitit)
+    executors.py  how the planned runs execute: inline, local workers, SLURM, plan only
+    seed_policy.py how many seeds each arm trains: fixed, or added while a verdict is unsettled
     status.py     where a study stands: per arm finished, running, queued, failed; an ETA
     clean.py      checkpoints and locks of runs that are settled
-    study.py      Study: all of the above as one Python API (the CLI is a thin layer on it)
+    study.py      Study: a handle on a study (by file or name) whose methods do all of the
+                  above; every CLI command opens one, calls one method and prints
 """
