@@ -3,8 +3,10 @@ the step it trains with. The trainer trains with what `build_run` returns, and t
 `ablate run --dry-run` times the same step (autocast, compile, fused AdamW), so it measures
 what trains.
 
-A study loads each dataset and each starting point once (`RunInputs`), however many of its
-runs share them, when planning and when training.
+A study loads each starting point once (`RunInputs`), however many of its runs share it. Each
+run draws from its own instance of its dataset: a dataset may keep state between batches (a
+plugin's cursor), and a run must not start where the one before it in the process stopped.
+Its tokens come from the disk cache, so a second instance costs milliseconds.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ def dataset_key(spec: RunSpec) -> str:
 
 @dataclass
 class RunInputs:
-    """The starting points (by `train.init_from`) and datasets (by `dataset_key`) of a study's
-    runs, each loaded on first use and then shared."""
+    """The starting points (by `train.init_from`) of a study's runs, each loaded on first use and
+    then shared, and the datasets (by `dataset_key`) its plan reads (vocabulary, fingerprints,
+    lengths); `fresh_dataset` gives a run its own."""
 
     starts: dict[str, StartingPoint] = field(default_factory=dict)
     datasets: dict[str, object] = field(default_factory=dict)
@@ -49,12 +52,17 @@ class RunInputs:
         return self.starts[init_from]
 
     def dataset(self, spec: RunSpec):
-        """The run's data, tokenized with its starting point's tokenizer where it has one."""
+        """The run's data, tokenized with its starting point's tokenizer where it has one; shared,
+        so only read (never drawn from)."""
         key = dataset_key(spec)
         if key not in self.datasets:
-            start = self.start(spec)
-            self.datasets[key] = load_dataset(spec.data, start.tokenizer if start else None)
+            self.datasets[key] = self.fresh_dataset(spec)
         return self.datasets[key]
+
+    def fresh_dataset(self, spec: RunSpec):
+        """A new instance of the run's data, for one run to draw batches from."""
+        start = self.start(spec)
+        return load_dataset(spec.data, start.tokenizer if start else None)
 
 
 @dataclass
@@ -137,7 +145,7 @@ def build_run(spec: RunSpec, inputs: RunInputs | None = None, parallel: DataPara
         # what bf16 autocast leaves in fp32 (the loss, the optimizer) may use TF32 tensor cores
         torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
         torch.backends.cudnn.allow_tf32 = cfg.tf32
-    start, dataset = inputs.start(spec), inputs.dataset(spec)
+    start, dataset = inputs.start(spec), inputs.fresh_dataset(spec)
     try:
         dataset.check_context(spec.model.context_length)
     except ValueError as err:
