@@ -21,6 +21,7 @@ from pathlib import Path
 from harness.files import write_text
 from harness.notices import say, warn
 from harness.redaction import error_line
+from harness.sqlite_store import sqlite_file_fault
 from harness.tracking.outage import is_outage
 
 OUTBOX_NAME = "unsent_tracking.json"
@@ -97,17 +98,19 @@ class Outbox:
                     with self._lock:
                         self.records.pop(0)
                     continue
-                # unreachable, timed out, locked: keep it, say so once, try later
+                # unreachable, timed out, locked, its file full: keep it, say so once, try later
                 self.last_error = error_line(err)
                 if self.failing_since is None:
                     self.failing_since = time.time()
-                    warn(f"the tracking store does not answer for run {self.label} ({self.last_error}); "
-                          "training goes on and its records are kept until it does")
+                    # a local store on a full disk is no outage: it may take records once space is freed
+                    fault = "cannot be written" if sqlite_file_fault(err) else "does not answer"
+                    warn(f"the tracking store {fault} for run {self.label} ({self.last_error}); "
+                          "training goes on and its records are kept until it takes them")
                 return
             with self._lock:
                 self.records.pop(0)
             if self.failing_since is not None:
-                say(f"the tracking store answers again; run {self.label}'s kept records are being sent")
+                say(f"the tracking store takes records again; run {self.label}'s kept records are being sent")
                 self.failing_since = None
 
     def keep(self) -> None:

@@ -118,6 +118,35 @@ def test_a_disk_that_fills_while_a_checkpoint_is_written(tmp_path, disk):
     FAULTS["runs recovered"] += 1
 
 
+def test_a_local_store_on_a_full_disk_is_named_so_and_takes_its_records_once_space_is_freed(tmp_path, disk, capsys):
+    """While a checkpoint fills the disk, the run's MLflow store (sqlite, same disk) cannot write
+    either: the warning names a store that cannot be written, not one that does not answer, and
+    the records go once the space is back."""
+    from mlflow.tracking import MlflowClient
+
+    from harness.tracking.outbox import Outbox
+
+    folder = disk(tmp_path / "work", size="8M")
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    run_id = client.create_run(client.create_experiment("full")).info.run_id
+    filler = folder / "filler"
+    with open(filler, "wb") as out, pytest.raises(OSError):
+        while True:
+            out.write(b"\0" * 2**16)
+            out.flush()
+    # its unsent records are kept on another disk here; on the full one, keeping them fails the run
+    outbox = Outbox(client, run_id, tmp_path / "run" / "unsent_tracking.json", "pre seed=0")
+    outbox.metrics([("train_loss", float(step), 0, step) for step in range(1, 2001)])
+    assert not outbox.flush(wait=True)
+    warning = capsys.readouterr().err
+    assert "cannot be written for run pre seed=0" in warning and "does not answer" not in warning, warning
+    filler.unlink()
+    assert outbox.flush(wait=True), outbox.last_error
+    outbox.close()
+    assert len(client.get_metric_history(run_id, "train_loss")) == 2000
+    FAULTS["disk and permission faults"] += 1
+
+
 def test_a_file_size_limit_while_a_checkpoint_is_written(tmp_path):
     (tmp_path / "study.yaml").write_text(BIG)
     limit = 8 * 2**20  # the stores fit; the checkpoint does not
