@@ -18,7 +18,7 @@ STUDY = """
 name: preempted
 base:
   model: {n_layer: 2, d_model: 32, n_head: 2, context_length: 32}
-  train: {steps: 3000, batch_size: 4, log_interval: 10, eval_interval: 100, checkpoint_interval: 0}
+  train: {steps: 1000, batch_size: 4, log_interval: 10, eval_interval: 100, checkpoint_interval: 0}
 data: {val_windows: 4}
 grid: {model.placement: [pre, post]}
 seeds: 1
@@ -86,7 +86,7 @@ def test_sigterm_checkpoints_the_run_ends_the_parent_killed_and_exits_143(tmp_pa
     assert resumed.returncode == 0, resumed.stderr
     runs = {r.data.tags["arm"]: r for r in arm_runs(uri, "preempted")}
     assert runs["pre"].info.run_id == run.info.run_id and runs["pre"].data.tags["state"] == "finished"
-    assert runs["pre"].data.metrics["steps_trained"] <= 3000 - 200, "it resumed from the stop's checkpoint"
+    assert runs["pre"].data.metrics["steps_trained"] <= 1000 - 200, "it resumed from the stop's checkpoint"
     FAULTS["runs recovered"] += 1
 
 
@@ -112,7 +112,7 @@ def test_sigterm_to_a_jobs_2_parent_stops_both_workers_cleanly_and_orphans_none(
 
 
 def test_a_killed_parent_stops_its_workers_and_the_next_run_ends_its_parent_run(tmp_path):
-    (tmp_path / "study.yaml").write_text(STUDY.replace("steps: 3000", "steps: 300"))
+    (tmp_path / "study.yaml").write_text(STUDY.replace("steps: 1000", "steps: 300"))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     process = start_ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri, "--jobs", "2")
     _wait_for(lambda: tmp_path.joinpath("mlflow.db").exists() and len(_trained_steps(uri)) == 2
@@ -141,7 +141,7 @@ def test_a_killed_parent_stops_its_workers_and_the_next_run_ends_its_parent_run(
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_while_the_stores_are_created_is_honoured(tmp_path, stop):
-    (tmp_path / "study.yaml").write_text(STUDY.replace("steps: 3000", "steps: 20"))
+    (tmp_path / "study.yaml").write_text(STUDY.replace("steps: 1000", "steps: 20"))
     for delay in (0.5, 0.7, 0.9):
         for store in tmp_path.glob("*.db"):
             store.unlink()
@@ -185,7 +185,7 @@ def test_a_stop_while_the_model_is_built_waits_for_the_build_then_stops(tmp_path
     request during the build is honoured once the model and optimizer exist."""
     (tmp_path / "selfstop.py").write_text(SELF_STOPPING_PLACEMENT)
     study = STUDY.replace("grid: {model.placement: [pre, post]}", "grid: {model.placement: [pre, self_stopping]}")
-    (tmp_path / "study.yaml").write_text("plugins: [selfstop.py]\n" + study.replace("steps: 3000", "steps: 20"))
+    (tmp_path / "study.yaml").write_text("plugins: [selfstop.py]\n" + study.replace("steps: 1000", "steps: 20"))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     stopped = ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri)
     assert stopped.returncode == 143, stopped.stderr
