@@ -75,15 +75,17 @@ def run_worker(study_file: str, overrides: list[str], profile: str | None, plugi
     only log SIGTERM and requeue the whole task)."""
     import signal
 
-    import torch
-
-    from harness.study.study import Study
     from harness.training import interrupt
 
+    # first: SLURM may send its warning up to a minute early, while torch is still importing
     interrupt.install(extra=(signal.SIGUSR2,))
-    if os.environ.get("SLURM_CPUS_PER_TASK"):
-        torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
     try:
+        import torch
+
+        from harness.study.study import Study
+
+        if os.environ.get("SLURM_CPUS_PER_TASK"):
+            torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
         study = Study.load(Path(study_file), overrides, profile, plugins, storage=os.environ["ABLATE_STORAGE"],
                            runs_dir=runs_dir)
         outcome = study.work()

@@ -141,14 +141,14 @@ def test_one_data_parallel_run_across_two_slurm_tasks(tmp_path):
 
 
 def test_a_slurm_worker_at_its_time_limit_checkpoints_and_queues_its_run_again(tmp_path, databases):
-    """SLURM sends USR2 `--slurm-signal-delay` seconds before the time limit (here 20 s into a minute;
-    SLURM checks limits every 30 s, so by 50 s):
+    """SLURM sends USR2 `--slurm-signal-delay` seconds before the time limit (up to a minute early,
+    so a one-minute limit could signal a worker still importing torch, before it has a run):
     the worker checkpoints its run, marks it interrupted, puts it back in the queue and ends
     before SLURM kills it."""
     storage, tracking = databases
     (tmp_path / "study.yaml").write_text(STUDY.replace("STEPS", "100000"))
-    submitted = ablate("run", "study.yaml", "--launcher", "slurm", "--jobs", "1", "--slurm-time", "1",
-                       "--slurm-signal-delay", "40", "--storage", storage, "--tracking-uri", tracking, cwd=tmp_path)
+    submitted = ablate("run", "study.yaml", "--launcher", "slurm", "--jobs", "1", "--slurm-time", "2",
+                       "--slurm-signal-delay", "30", "--storage", storage, "--tracking-uri", tracking, cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stderr
     array = re.search(r"as job array (\d+)", submitted.stderr).group(1)
     _wait_until_gone(array, tmp_path, timeout=300)
