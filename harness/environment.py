@@ -1,5 +1,5 @@
-"""What this process runs in: environment variables set for a while, the cores it may use, and
-whether another process is still alive."""
+"""What this process runs in: environment variables set for a while, waits its environment
+sets, the cores it may use, and whether another process is still alive."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ def environment(variables: dict[str, str]):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def seconds_from(variable: str, default: float) -> float:
+    """A wait in seconds from $`variable`, or `default`; read when asked, not at import, so each
+    command of a process that has imported the harness sees its own environment."""
+    return float(os.environ.get(variable, default))
 
 
 def usable_cores() -> int:

@@ -9,4 +9,6 @@ which validates variant names, and the small shared modules beside it).
     run_state.py  the one vocabulary of run states (MLflow tags, Optuna trial states)
     paths.py      dotted paths (model.norm, train.lr) into nested settings: arms, --set, profiles
     study.py      StudySpec: the YAML study, validated before anything runs, and each arm's run
+    records.py    PlanRecord: what an execution set out to train, the one contract between the
+                  study that writes it, the tracker that keeps it and the report that reads it
 """

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.config.run_state import RunState
+from harness.config.records import PlanRecord
 from harness.files import study_folder, write_csv, write_text
 from harness.notices import warn
 from harness.redaction import error_line
@@ -58,14 +60,14 @@ def judge(tracker: Tracker, study: str, plan_id: str | None = None) -> Judged:
     """The verdicts of the study's newest plan (or of the execution `plan_id`), from MLflow."""
     collected = collect_runs(tracker, study, plan_id)
     plan, results = collected.plan, collected.results
-    metric = plan["metric"]
+    metric = plan.metric
     for column in (metric, "train_loss", "tokens_per_s", "wall_time_s"):
         if column not in results:
             results[column] = math.nan
-    finished = results[results["state"] == "finished"]
+    finished = results[results["state"] == RunState.FINISHED.value]
     references = {name: float(finished[name].iloc[0]) for name in ("unigram_loss", "bigram_loss")
                   if metric.endswith("loss") and name in finished and not math.isnan(finished[name].iloc[0])}
-    rule = SequentialRule(plan["sequential"]["min"], plan["sequential"]["max"]) if plan.get("sequential") else None
+    rule = SequentialRule(plan.sequential.min, plan.sequential.max) if plan.sequential else None
     return Judged(collected, summarize_plan(results, plan, references, rule), references, rule)
 
 
@@ -74,8 +76,8 @@ def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str |
     judged = judge(tracker, study, plan_id)
     collected, summary, references, rule = judged.collected, judged.summary, judged.references, judged.rule
     plan, results = collected.plan, collected.results
-    metric, goal = plan["metric"], plan["goal"]
-    finished = results[results["state"] == "finished"]
+    metric, goal = plan.metric, plan.goal
+    finished = results[results["state"] == RunState.FINISHED.value]
 
     folder = study_folder(reports_dir, study)
     folder.mkdir(parents=True, exist_ok=True)
@@ -91,7 +93,7 @@ def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str |
     first_params = tracker.params(finished["run_id"].iloc[0])
     data = {label: first_params[key] for key, label in DATA_PARAMS.items() if key in first_params}
     tuning = collect_tuning(tracker, study, metric)
-    if plan.get("scales"):
+    if plan.scales:
         files += _drawn(folder / "scaling.png", lambda path: plot_scaling(summary, metric, path))
     if len(tuning):
         write_csv(tuning, folder / "tuning.csv")
@@ -120,12 +122,12 @@ def _drawn(path: Path, draw) -> list[str]:
     return [path.name] if _reported(str(path), lambda: draw(path)) else []
 
 
-def _shared_settings(plan: dict) -> dict[str, str]:
+def _shared_settings(plan: PlanRecord) -> dict[str, str]:
     """Training settings with one value in every arm and not tuned (those that differ are the arms' business)."""
     shared = {}
-    configs = [arm["config"] for arm in plan["arms"] + (plan.get("untuned") or [])]
+    configs = plan.arm_configs()
     for key in SHARED_TRAINING:
         values = {json.dumps(config["train"].get(key)) for config in configs}
-        if len(values) == 1 and f"train.{key}" not in plan["tuned"]:
+        if len(values) == 1 and f"train.{key}" not in plan.tuned:
             shared[key] = str(configs[0]["train"].get(key))
     return shared

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from harness.config.records import PlanRecord
 from harness.config.run_state import RunState
 from harness.errors import AblateError
 from harness.redaction import redact
@@ -26,7 +27,7 @@ NOT_RUN = "not run"
 @dataclass
 class Collected:
     parent_run_id: str
-    plan: dict
+    plan: PlanRecord
     results: pd.DataFrame  # one row per planned run, in plan order (arm, then seed)
     left_out: int  # runs of the study that belong to other plans
     versions: list[str]  # the ablate versions and commits the runs were trained with
@@ -40,12 +41,12 @@ def collect_runs(tracker: Tracker, study: str, plan_id: str | None = None) -> Co
     parent, plan = tracker.plan(experiment_id, plan_id)
     tracked = tracker.runs_by_key(experiment_id)
     rows, logged = [], set()
-    for planned in plan["runs"]:
-        run = tracked.get(planned["run_key"])
+    for planned in plan.runs:
+        run = tracked.get(planned.run_key)
         if run and RunState.of(run.data.tags) == RunState.FINISHED:
             logged |= set(run.data.metrics)
-        row = {"run_id": run.info.run_id if run else "", "arm": planned["arm"], "seed": int(planned["seed"]),
-               "run_key": planned["run_key"], "state": RunState.of(run.data.tags).value if run else NOT_RUN,
+        row = {"run_id": run.info.run_id if run else "", "arm": planned.arm, "seed": planned.seed,
+               "run_key": planned.run_key, "state": RunState.of(run.data.tags).value if run else NOT_RUN,
                "failure_reason": run.data.tags.get("failure_reason", "") if run else "",
                "device": run.data.tags.get("device", "") if run else "",
                "attention_backend": run.data.tags.get("attention_backend", "") if run else "",
@@ -68,11 +69,11 @@ def collect_runs(tracker: Tracker, study: str, plan_id: str | None = None) -> Co
                               + ". Fix the settings (a lower train.lr, a smaller batch) and run it again")
         raise AblateError(f"study '{study}' has no finished run in its plan yet (execution {parent}); "
                           "`ablate status` says where it stands")
-    if plan["metric"] not in logged:  # a misspelt metric would report every arm as empty
-        raise AblateError(f"report.metric '{plan['metric']}' was never logged by the study's finished runs; they log "
+    if plan.metric not in logged:  # a misspelt metric would report every arm as empty
+        raise AblateError(f"report.metric '{plan.metric}' was never logged by the study's finished runs; they log "
                           f"{', '.join(sorted(logged))}. Set report.metric to one of them and run the study again "
                           "(its runs are not trained again)")
-    order = {arm["name"]: i for i, arm in enumerate(plan["arms"])}
+    order = {arm.name: i for i, arm in enumerate(plan.arms)}
     results = results.sort_values(["arm", "seed"], key=lambda c: c.map(order) if c.name == "arm" else c,
                                   kind="stable").reset_index(drop=True)
     planned_keys = set(results["run_key"])
@@ -110,7 +111,7 @@ def collect_tuning(tracker: Tracker, study: str, metric: str) -> pd.DataFrame:
     experiment_id = tracker.experiment_id(study, create=False)
     runs = tracker.find_runs(experiment_id, TUNE_KIND)
     rows = [{"arm": r.data.tags["arm"], "trial": int(r.data.tags["trial"]), "state": r.data.tags.get("state", ""),
-             "value": r.data.metrics.get(metric, float("nan")) if r.data.tags.get("state") == "finished" else float("nan"),
+             "value": r.data.metrics.get(metric, float("nan")) if RunState.of(r.data.tags) == RunState.FINISHED else float("nan"),
              "tuned": r.data.tags.get("tuned", "")} for r in runs]
     frame = pd.DataFrame(rows, columns=["arm", "trial", "state", "value", "tuned"])
     return frame.sort_values(["arm", "trial"]).reset_index(drop=True)

@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness.config.records import PlanRecord  # noqa: E402
 from harness.errors import AblateError  # noqa: E402
 from harness.files import save_figure, write_csv, write_text  # noqa: E402
 from harness.redaction import redact  # noqa: E402
@@ -49,10 +50,10 @@ def collect_leaderboard(tracker: Tracker) -> tuple[pd.DataFrame, list[str]]:
     return board.reset_index(drop=True), left_out
 
 
-def _rows(study: str, plan: dict, summary: pd.DataFrame) -> list[dict]:
-    configs = {arm["name"]: arm["config"] for arm in plan["arms"]}
-    sign = -1 if plan["goal"] == "minimize" else 1
-    tuned = "per arm: " + ", ".join(plan["tuned"]) if plan["tuned"] else "no"
+def _rows(study: str, plan: PlanRecord, summary: pd.DataFrame) -> list[dict]:
+    configs = {arm.name: arm.config for arm in plan.arms}
+    sign = -1 if plan.goal == "minimize" else 1
+    tuned = "per arm: " + ", ".join(plan.tuned) if plan.tuned else "no"
     baseline_rows = summary.set_index("arm")
     rows = []
     for row in summary[summary["arm"] != summary["baseline"]].to_dict("records"):
@@ -63,7 +64,7 @@ def _rows(study: str, plan: dict, summary: pd.DataFrame) -> list[dict]:
         rows.append({
             "study": study, "variant": row.get("variant", row["arm"]),
             "baseline": base.get("variant", row["baseline"]) if "variant" in summary else row["baseline"],
-            "scale": row.get("scale", ""), "metric": plan["metric"],
+            "scale": row.get("scale", ""), "metric": plan.metric,
             "params (non-emb.)": base["params_non_embedding"], "tokens per run": tokens,
             "data": f"{data['dataset']['name']}, {data['tokenizer']['name']} tokens",
             "seeds": f"{row['seeds']}/{row['planned']}", "delta": row["diff"], "ci_low": row["diff_ci_low"],

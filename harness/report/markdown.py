@@ -6,6 +6,9 @@ import math
 
 import pandas as pd
 
+from harness.config.run_state import RunState
+from harness.config.records import PlanRecord
+from harness.report.collect import NOT_RUN
 from harness.report.escape import code_span, markdown_lines, markdown_table
 from harness.report.escape import markdown_text as md
 from harness.report.scales import across_scales
@@ -29,11 +32,11 @@ def _count(value) -> str:
 def render(study: str, collected, summary: pd.DataFrame, references: dict[str, float], shared: dict[str, str],
            data: dict[str, str], tuning: pd.DataFrame | None = None, rule=None) -> str:
     plan, results = collected.plan, collected.results
-    metric, goal, baseline = plan["metric"], plan["goal"], plan["baseline"]
+    metric, goal, baseline = plan.metric, plan.goal, plan.baseline
     lines = [f"# {md(study)}", ""]
-    if plan.get("description"):
-        lines += [markdown_lines(plan["description"]), ""]
-    produced = f"{code_span('ablate run ' + plan['study_file'])}, " if plan.get("study_file") else ""
+    if plan.description:
+        lines += [markdown_lines(plan.description), ""]
+    produced = f"{code_span('ablate run ' + plan.study_file)}, " if plan.study_file else ""
     lines += [f"Metric: final {code_span(metric)} ({'lower' if goal == 'minimize' else 'higher'} is better), "
               f"baseline arm {code_span(baseline)}. Produced by {produced}rebuilt from MLflow alone by "
               f"`ablate report {study}`. It covers the plan of execution `{collected.parent_run_id}`: "
@@ -47,12 +50,12 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
         notes.append("The runs were trained by different versions: " + "; ".join(collected.versions) + ".")
     lines += [f"> {note}" for note in notes] + ([""] if notes else [])
 
-    scales = plan.get("scales") or []
+    scales = plan.scales
     lines += ["## Verdicts", ""]
     for scale in scales or [None]:
-        rows = summary if scale is None else summary[summary["scale"] == scale["label"]]
+        rows = summary if scale is None else summary[summary["scale"] == scale.label]
         if scale is not None:
-            settings = ", ".join(f"`{path}` = {md(value)}" for path, value in scale["settings"].items())
+            settings = ", ".join(f"`{path}` = {md(value)}" for path, value in scale.settings.items())
             lines += [f"At {settings}:", ""]
         for row in rows.itertuples():
             arm, base = (row.arm, row.baseline) if scale is None else (row.variant, baseline)
@@ -62,9 +65,8 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
             elif flag:
                 lines.append(f"- **{md(base)}** (baseline){flag}")
         lines.append("")
-    untuned = plan.get("untuned") or []
-    lines += [f"- **{md(arm['name'])} vs {md(baseline)}**: no verdict — tuning left it without a setting, so it "
-              f"trained nothing: {md(arm['reason'])}" for arm in untuned] + ([""] if untuned else [])
+    lines += [f"- **{md(arm.name)} vs {md(baseline)}**: no verdict — tuning left it without a setting, so it "
+              f"trained nothing: {md(arm.reason)}" for arm in plan.untuned] + ([""] if plan.untuned else [])
     family = "within each scale " if scales else ""
     adjustment = (rule.describe(len(summary) - 1) if rule else
                   f"p-values are Holm-adjusted {family}over the arms compared with the baseline.")
@@ -105,8 +107,8 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
     lines += ["## Settings", ""]
     if data:
         lines += ["Data: " + ", ".join(f"{k} {code_span(v)}" for k, v in data.items()), ""]
-    if plan["tuned"]:
-        lines += ["Tuned per arm (see Tuning): " + ", ".join(code_span(path) for path in plan["tuned"]), ""]
+    if plan.tuned:
+        lines += ["Tuned per arm (see Tuning): " + ", ".join(code_span(path) for path in plan.tuned), ""]
     if shared:
         lines += ["Training settings shared by every arm (not tuned per arm, so a difference can also "
                   "reflect how each arm tolerates them): " + ", ".join(f"{k} = {md(v)}" for k, v in shared.items()), ""]
@@ -125,15 +127,15 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
                   "tag), one marked resumed over several attempts: neither is the variant's speed, and the Arms "
                   "table's tokens/s and wall time leave them out. Speed is never a verdict: compare it with "
                   "`ablate bench`.", ""]
-    failures = results[~results["state"].isin(["finished", "not run"])]
+    failures = results[~results["state"].isin([RunState.FINISHED.value, NOT_RUN])]
     for row in failures.itertuples():
         lines.append(f"- {md(row.arm)} seed {row.seed} {row.state}: {md(row.failure_reason)}")
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _arm_count(plan: dict) -> str:
-    untuned = len(plan.get("untuned") or [])
-    return f"{len(plan['arms']) + untuned} arms" + (f" ({untuned} without a tuned setting)" if untuned else "")
+def _arm_count(plan: PlanRecord) -> str:
+    untuned = len(plan.untuned)
+    return f"{len(plan.arms) + untuned} arms" + (f" ({untuned} without a tuned setting)" if untuned else "")
 
 
 def _scaling_section(summary: pd.DataFrame) -> list[str]:

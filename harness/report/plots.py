@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness.config.run_state import RunState
 from harness.files import save_figure  # noqa: E402
 from harness.report.escape import figure_label, literal_figure_text, literal_legend  # noqa: E402
 
@@ -40,7 +41,7 @@ def plot_curves(curves: pd.DataFrame, metric: str, references: dict[str, float],
 @literal_figure_text()
 def plot_final(results: pd.DataFrame, summary: pd.DataFrame, metric: str, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(max(5.5, 1.6 * len(summary)), 4.5))
-    finished = results[results["state"] == "finished"]
+    finished = results[results["state"] == RunState.FINISHED.value]
     for position, row in enumerate(summary.itertuples()):
         values = finished.loc[finished["arm"] == row.arm, metric]
         axes.scatter([position] * len(values), values, color="black", s=14, zorder=3)

@@ -8,26 +8,27 @@ import math
 
 import pandas as pd
 
+from harness.config.records import PlanRecord
 from harness.report.sequential import SequentialRule
 from harness.report.stats import summarize
 
 
-def summarize_plan(results: pd.DataFrame, plan: dict, references: dict[str, float],
+def summarize_plan(results: pd.DataFrame, plan: PlanRecord, references: dict[str, float],
                    rule: SequentialRule | None = None) -> pd.DataFrame:
     """One row per arm of the plan (see harness.report.stats.summarize); with scales, one
     comparison per scale, each row naming its `variant` and `scale`."""
-    metric, goal = plan["metric"], plan["goal"]
-    if not plan.get("scales"):
-        return summarize(results, metric, plan["baseline"], goal, [arm["name"] for arm in plan["arms"]],
+    metric, goal = plan.metric, plan.goal
+    if not plan.scales:
+        return summarize(results, metric, plan.baseline, goal, [arm.name for arm in plan.arms],
                          references, rule)
     parts = []
-    for scale in plan["scales"]:
-        arms = [arm for arm in plan["arms"] if arm["scale"] == scale["label"]]
-        names = [arm["name"] for arm in arms]
-        part = summarize(results[results["arm"].isin(names)], metric, arms[0]["baseline"], goal, names, references)
-        part.insert(1, "variant", [arm["variant"] for arm in arms])
-        part.insert(2, "scale", scale["label"])
-        part["training_flops"] = [training_flops(arm["config"], flops) for arm, flops in zip(arms, part["flops_per_token"])]
+    for scale in plan.scales:
+        arms = [arm for arm in plan.arms if arm.scale == scale.label]
+        names = [arm.name for arm in arms]
+        part = summarize(results[results["arm"].isin(names)], metric, arms[0].baseline, goal, names, references)
+        part.insert(1, "variant", [arm.variant for arm in arms])
+        part.insert(2, "scale", scale.label)
+        part["training_flops"] = [training_flops(arm.config, flops) for arm, flops in zip(arms, part["flops_per_token"])]
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from harness.config.run_state import RunState
 from harness.report.sequential import SequentialRule
 
 ALPHA = 0.05
@@ -59,7 +60,7 @@ def summarize(results: pd.DataFrame, metric: str, baseline: str, goal: str, arm_
     resource columns); a planned run not trained yet has a state other than finished.
     `references` (unigram_loss, bigram_loss) flag arms that learned less than they do;
     `rule` adjusts p-values of a study that added seeds sequentially (else Holm's)."""
-    finished = results[results["state"] == "finished"]
+    finished = results[results["state"] == RunState.FINISHED.value]
     base = _values(finished, baseline, metric)
     base_planned = set(results.loc[results["arm"] == baseline, "seed"])
     rows = []
@@ -67,7 +68,7 @@ def summarize(results: pd.DataFrame, metric: str, baseline: str, goal: str, arm_
         runs = results[results["arm"] == arm]
         values = _values(finished, arm, metric)
         row = {"arm": arm, "planned": len(runs), "seeds": len(values),
-               "diverged": int((runs["state"] == "diverged").sum()), "failed": int((runs["state"] == "failed").sum()),
+               "diverged": int((runs["state"] == RunState.DIVERGED.value).sum()), "failed": int((runs["state"] == RunState.FAILED.value).sum()),
                "mean": _mean(values), "std": _std(values)}
         row["unfinished"] = row["planned"] - row["seeds"] - row["diverged"] - row["failed"]
         row["ci_low"], row["ci_high"] = t_interval(values.to_numpy(float))

@@ -30,15 +30,23 @@ from typing import Callable, NamedTuple
 
 from harness.config.run import RunSpec
 from harness.config.run_state import RunState
-from harness.environment import process_alive
+from harness.environment import process_alive, seconds_from
 from harness.errors import AblateError, file_fault
 from harness.redaction import error_line, redact
 from harness.sqlite_store import create_whole, sqlite_file, sqlite_file_fault
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 PLANNED_KEYS = "planned_keys"  # the ledger's user attribute listing the current plan's run keys
-HEARTBEAT_SECONDS = int(os.environ.get("ABLATE_HEARTBEAT_INTERVAL", "10"))
-GRACE_SECONDS = int(os.environ.get("ABLATE_HEARTBEAT_GRACE", "60"))
+
+
+def heartbeat_seconds() -> int:
+    """How often a worker's trial beats ($ABLATE_HEARTBEAT_INTERVAL; the tests shorten it)."""
+    return int(seconds_from("ABLATE_HEARTBEAT_INTERVAL", 10))
+
+
+def grace_seconds() -> int:
+    """How long a silent trial stays its worker's before another may take it ($ABLATE_HEARTBEAT_GRACE)."""
+    return int(seconds_from("ABLATE_HEARTBEAT_GRACE", 60))
 
 
 def open_storage(url: str):
@@ -55,7 +63,7 @@ def open_storage(url: str):
         storage = functools.partial(_claim_once_storage(), database)
     try:
         create_whole(url, lambda private: RDBStorage(private, engine_kwargs=engine))
-        return storage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+        return storage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_seconds(), grace_period=grace_seconds(),
                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
     except ModuleNotFoundError as err:
         raise AblateError(f"the Optuna storage {redact(url)} needs the Python package '{err.name}' "

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import pandas as pd
 import torch
 
+from harness.config.records import PlanRecord
 from harness.config.run import RunSpec
 from harness.config.study import StudySpec, arm_spec
 from harness.errors import AblateError
@@ -77,7 +78,7 @@ def _refuse_shared_runs(runs: list[RunSpec], where: str) -> None:
                 f"`seeds: [100, 101, 102]` in arm '{spec.arm}'")
 
 
-def plan_record(study: StudySpec, runs: list[RunSpec], study_file: str, tuned: Tuned | None = None) -> dict:
+def plan_record(study: StudySpec, runs: list[RunSpec], study_file: str, tuned: Tuned | None = None) -> PlanRecord:
     """What an execution sets out to train, recorded on its parent run: its report covers
     exactly these runs, shows each arm's resolved configuration, and names the arms that
     tuning left without a setting."""
@@ -99,7 +100,7 @@ def plan_record(study: StudySpec, runs: list[RunSpec], study_file: str, tuned: T
             "arms": [{"name": name, "config": config, **scales.get(name, {})} for name, config in arms.items()],
             "scales": [{"label": label, "settings": settings} for label, settings in study.scale_list() if label],
             "runs": [{"arm": spec.arm, "seed": spec.seed, "run_key": spec.key()} for spec in runs]}
-    return json.loads(redact(json.dumps(plan)))  # a data URL's password is not part of the record
+    return PlanRecord.model_validate_json(redact(json.dumps(plan)))  # a data URL's password is not part of it
 
 
 def resolve(study: StudySpec, where: str = "study", tuned: Tuned | None = None,

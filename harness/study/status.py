@@ -26,8 +26,13 @@ from harness.redaction import redact
 from harness.study.ledger import Ledger
 from harness.tracking.tracker import Tracker
 
+# beside the run states: the ledger's view of runs MLflow does not hold (yet)
+QUEUED = "queued"
 MISSING = "missing"  # settled in the ledger, not held by MLflow
-STATES = ["finished", "running", "queued", "failed", "interrupted", "diverged", MISSING, "not planned"]
+NOT_PLANNED = "not planned"  # in MLflow, but not a run of the current plan
+FINISHED, RUNNING = RunState.FINISHED.value, RunState.RUNNING.value
+STATES = [FINISHED, RUNNING, QUEUED, RunState.FAILED.value, RunState.INTERRUPTED.value, RunState.DIVERGED.value,
+          MISSING, NOT_PLANNED]
 
 
 @dataclass
@@ -39,11 +44,11 @@ class StudyStatus:
 
     @property
     def running(self) -> pd.DataFrame:
-        return self.runs[self.runs["state"] == "running"]
+        return self.runs[self.runs["state"] == RUNNING]
 
     def arms_in_some_state(self) -> pd.DataFrame:
         """The per-arm table without the states no run is in (which say nothing)."""
-        return self.arms[[column for column in self.arms if column in ("arm", "finished") or
+        return self.arms[[column for column in self.arms if column in ("arm", FINISHED) or
                           self.arms[column].fillna(0).ne(0).any()]]
 
     def summary(self) -> str:
@@ -78,14 +83,14 @@ def study_status(name: str, tracker: Tracker, ledger: Ledger, planned: list[RunS
     now = time.time()
     rows = []
     for arm, seed, key in runs:
-        row = {"arm": arm, "seed": seed, "run_key": key, "state": "not planned", "worker": "", "step": math.nan,
+        row = {"arm": arm, "seed": seed, "run_key": key, "state": NOT_PLANNED, "worker": "", "step": math.nan,
                "steps": math.nan, "heartbeat_age_s": math.nan, "wall_time_s": math.nan}
         trial, run = trials.get(key), tracked.get(key)
         recorded = RunState.of(run.data.tags) if run is not None else None
         if run is not None:
             row["wall_time_s"] = run.data.metrics.get("wall_time_s", math.nan)
         if trial is not None and trial.state.name in ("WAITING", "RUNNING"):
-            row["state"] = "queued" if trial.state.name == "WAITING" else "running"
+            row["state"] = QUEUED if trial.state.name == "WAITING" else RUNNING
             if trial.state.name == "RUNNING":
                 progress = trial.user_attrs.get("progress", {})
                 started = trial.datetime_start.timestamp() if trial.datetime_start else now
@@ -109,7 +114,7 @@ def study_status(name: str, tracker: Tracker, ledger: Ledger, planned: list[RunS
 def _per_arm(runs: pd.DataFrame) -> pd.DataFrame:
     counts = pd.crosstab(runs["arm"], runs["state"]).reindex(columns=STATES, fill_value=0)
     counts = counts.reindex(list(dict.fromkeys(runs["arm"])), fill_value=0)  # the plan's order
-    finished = runs[runs["state"] == "finished"].groupby("arm")["wall_time_s"].mean()
+    finished = runs[runs["state"] == FINISHED].groupby("arm")["wall_time_s"].mean()
     counts["mean wall time (s)"] = finished.reindex(counts.index)
     return counts.reset_index()
 
@@ -117,18 +122,18 @@ def _per_arm(runs: pd.DataFrame) -> pd.DataFrame:
 def _eta(runs: pd.DataFrame) -> float | None:
     """Seconds until every run has settled, at the finished runs' mean wall time per arm (all
     arms' mean where an arm has none yet), shared among the workers running now."""
-    finished = runs[runs["state"] == "finished"]
+    finished = runs[runs["state"] == FINISHED]
     if finished.empty:
-        return None if (runs["state"] != "diverged").any() else 0.0
+        return None if (runs["state"] != RunState.DIVERGED.value).any() else 0.0
     per_arm = finished.groupby("arm")["wall_time_s"].mean()
     overall = finished["wall_time_s"].mean()
     left = 0.0
     for row in runs.itertuples():
         seconds = per_arm.get(row.arm, overall)
-        if row.state in ("queued", "failed", "interrupted", MISSING, "not planned"):
+        if row.state in (QUEUED, RunState.FAILED.value, RunState.INTERRUPTED.value, MISSING, NOT_PLANNED):
             left += seconds
-        elif row.state == "running":
+        elif row.state == RUNNING:
             done = row.step / row.steps if row.steps and not math.isnan(row.steps) else 0.0
             left += seconds * max(0.0, 1.0 - done)
-    workers = max(1, runs.loc[runs["state"] == "running", "worker"].nunique())
+    workers = max(1, runs.loc[runs["state"] == RUNNING, "worker"].nunique())
     return left / workers

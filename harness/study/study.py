@@ -354,13 +354,15 @@ class Study:
         return self._report(plan)
 
     def _report(self, plan_id: str | None) -> pd.DataFrame:
-        from harness.report import build_report  # statistics and figures: loaded by what reports, not by workers
+        # statistics and figures: loaded by what reports, not by workers
+        from harness.report import build_report
+        from harness.report.collect import NOT_RUN
 
         tracker = self.tracker
         result = tracker.patiently(lambda: build_report(tracker, self.name, self.reports_dir, plan_id),
                                    "reading the study back")
         self.console.print(f"report: {result.folder / 'report.md'}")
-        for row in result.results[~result.results["state"].isin(["finished", "not run"])].itertuples():
+        for row in result.results[~result.results["state"].isin([RunState.FINISHED.value, NOT_RUN])].itertuples():
             self.console.print(f"[yellow]{row.state}:[/] {escape(f'{row.arm} seed {row.seed}: {row.failure_reason}')}")
         return result.summary
 

@@ -19,7 +19,7 @@ from harness.config.run import RunSpec
 from harness.config.run_state import RunState
 from harness.errors import AblateError
 from harness.progress import make_progress
-from harness.study.ledger import HEARTBEAT_SECONDS, Ledger
+from harness.study.ledger import Ledger, heartbeat_seconds
 from harness.study.lifecycle import train_tracked
 from harness.tracking.tracker import RUN_KIND, Tracker
 from harness.training.build import RunInputs
@@ -44,7 +44,7 @@ class LedgerProgress(Observer):
 
     def on_metrics(self, step: int, metrics: dict) -> None:
         now = time.time()
-        if now - self.last >= HEARTBEAT_SECONDS or step == self.total_steps:
+        if now - self.last >= heartbeat_seconds() or step == self.total_steps:
             self.trial.set_user_attr("progress", {"step": step, "steps": self.total_steps, "at": now})
             self.last = now
 

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
 
+from harness.config.records import PlanRecord
 from harness.config.run import RunSpec
 from harness.config.run_state import RunState
-from harness.environment import environment, process_alive
+from harness.environment import environment, process_alive, seconds_from
 from harness.errors import AblateError, file_fault
 from harness.notices import say, warn
 from harness.redaction import error_line, redact
@@ -58,8 +59,9 @@ def _quick_http_failures():
     return environment({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
 
 
-# how long a study waits for a tracking store that stopped answering before it gives up
-PATIENCE_SECONDS = float(os.environ.get("ABLATE_TRACKING_PATIENCE", "600"))
+def patience_seconds() -> float:
+    """How long a study waits for a tracking store that stopped answering before it gives up."""
+    return seconds_from("ABLATE_TRACKING_PATIENCE", 600)
 
 
 # an execution's parent run beats every HEARTBEAT_SECONDS; one silent for ABANDONED_AFTER_SECONDS is dead
@@ -113,7 +115,7 @@ def _open_store(uri: str):
     from mlflow.tracking import MlflowClient
 
     path = sqlite_file(uri)
-    patience = min(30.0, PATIENCE_SECONDS)
+    patience = min(30.0, patience_seconds())
     if path is not None:
         wait_while_created_elsewhere(path, _mlflow_schema_current, patience)
     deadline = time.monotonic() + patience
@@ -203,11 +205,11 @@ class Tracker:
                                   "start it, or pass another --tracking-uri / MLFLOW_TRACKING_URI") from None
 
     def patiently(self, call, what: str):
-        """call() now, or once the tracking store answers again (within PATIENCE_SECONDS).
+        """call() now, or once the tracking store answers again (within patience_seconds()).
 
         Only a store that does not answer is waited for. A local file fault stops at once,
         naming the path; a refusal by the store is the user's to fix; anything else is a bug."""
-        deadline = time.monotonic() + PATIENCE_SECONDS
+        deadline = time.monotonic() + patience_seconds()
         pause, warned = 1.0, False
         while True:
             try:
@@ -228,12 +230,12 @@ class Tracker:
                 first_line = error_line(err, 200)
                 if time.monotonic() + pause > deadline:
                     raise AblateError(f"the MLflow tracking store {redact(self.uri)} has not answered for "
-                                      f"{PATIENCE_SECONDS:.0f} s ({what}: {first_line}); what the runs could not "
+                                      f"{patience_seconds():.0f} s ({what}: {first_line}); what the runs could not "
                                       "send is kept beside their checkpoints. Run the same command again when "
                                       "it is back") from None
                 if not warned:
                     warn(f"the MLflow tracking store {redact(self.uri)} does not answer ({what}: "
-                          f"{first_line}); waiting up to {PATIENCE_SECONDS:.0f} s for it")
+                          f"{first_line}); waiting up to {patience_seconds():.0f} s for it")
                     warned = True
                 time.sleep(pause)
                 pause = min(2 * pause, 15.0)
@@ -341,7 +343,7 @@ class Tracker:
     def end_study(self, parent_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(parent_id, status)
 
-    def record_plan(self, parent_id: str, plan: dict) -> str:
+    def record_plan(self, parent_id: str, plan: PlanRecord) -> str:
         """Record on an execution's parent run what it set out to train (see harness.study.plan):
         its report covers exactly these runs. The newest plan already recorded, when it is the
         same, stays the one reports cover (a re-run with nothing new keeps the study's plan id).
@@ -349,13 +351,13 @@ class Tracker:
         experiment_id = self.client.get_run(parent_id).info.experiment_id
         with contextlib.suppress(AblateError):  # no plan recorded yet
             newest, recorded = self.plan(experiment_id)
-            if recorded == json.loads(json.dumps(plan)):
+            if recorded == plan:
                 return newest
-        self.client.log_text(parent_id, json.dumps(plan, indent=1), PLAN_FILE)
+        self.client.log_text(parent_id, plan.model_dump_json(indent=1), PLAN_FILE)
         self.client.set_tag(parent_id, "ablate.plan", PLAN_FILE)
         return parent_id
 
-    def plan(self, experiment_id: str, parent_id: str | None = None) -> tuple[str, dict]:
+    def plan(self, experiment_id: str, parent_id: str | None = None) -> tuple[str, PlanRecord]:
         """(parent run id, plan) of the newest execution that recorded a plan, or of `parent_id`."""
         parents = self.find_runs(experiment_id, STUDY_KIND)
         if parent_id is not None:
@@ -369,7 +371,8 @@ class Tracker:
                               "stopped before planning); run the study again with `ablate run`")
         parent = with_plan[-1].info.run_id
         with tempfile.TemporaryDirectory() as folder:
-            return parent, json.loads(Path(self.client.download_artifacts(parent, PLAN_FILE, folder)).read_text())
+            recorded = Path(self.client.download_artifacts(parent, PLAN_FILE, folder)).read_text()
+        return parent, PlanRecord.model_validate_json(recorded)
 
     # ---- runs ----------------------------------------------------------------------------
 

@@ -8,20 +8,20 @@ seconds, it says so once (the trainer passes it to the progress line and a run t
 
 from __future__ import annotations
 
-import os
 import statistics
 from collections import deque
 
+from harness.environment import seconds_from
+
 FACTOR = 3.0
-# seconds of slow steps before the notice; $ABLATE_SLOWDOWN_PATIENCE sets it (the tests use 1)
-PATIENCE_S = float(os.environ.get("ABLATE_SLOWDOWN_PATIENCE", "30"))
 WINDOW = 20  # normal intervals the median is taken over
 
 
 class SlowdownWatch:
-    def __init__(self, factor: float = FACTOR, patience_s: float = PATIENCE_S, window: int = WINDOW):
+    def __init__(self, factor: float = FACTOR, patience_s: float | None = None, window: int = WINDOW):
         self.factor = factor
-        self.patience_s = patience_s
+        # seconds of slow steps before the notice; $ABLATE_SLOWDOWN_PATIENCE sets it (the tests use 1)
+        self.patience_s = seconds_from("ABLATE_SLOWDOWN_PATIENCE", 30) if patience_s is None else patience_s
         self.normal: deque[float] = deque(maxlen=window)
         self.slow_for = 0.0  # seconds spent in slow intervals in a row
         self.said = False
