@@ -2,15 +2,16 @@
 
 import re
 import subprocess
-import sys
 
 import pytest
+
+from tests import warm
 
 
 @pytest.mark.parametrize("name,label", [("overhead", "harness/bare"), ("tracking", "tracked/untracked"),
                                         ("pruning", "share of steps saved")])
 def test_benchmark_prints_a_ratio_measured_in_one_process(name, label):
-    command = [sys.executable, "-c", "from harness.cli import main; main()", "bench", name, "--steps", "20", "--repeats", "1"]
+    command = [*warm.command(), "bench", name, "--steps", "20", "--repeats", "1"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     ratio = float(re.search(rf"{re.escape(label)}: ([\d.]+)", result.stdout).group(1))
@@ -18,7 +19,7 @@ def test_benchmark_prints_a_ratio_measured_in_one_process(name, label):
 
 
 def test_speed_benchmark_prints_throughput_kernel_and_overhead_tables():
-    command = [sys.executable, "-c", "from harness.cli import main; main()", "bench", "speed", "--steps", "3",
+    command = [*warm.command(), "bench", "speed", "--steps", "3",
                "--eager-only"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -46,7 +47,7 @@ def test_kernel_table_times_each_triton_kernel_against_torch():
 
 
 def test_workers_benchmark_runs_the_study_with_each_number_of_jobs(tmp_path):
-    command = [sys.executable, "-m", "harness.cli", "bench", "workers", "--steps", "4", "--max-jobs", "2", "--seeds", "1"]
+    command = [*warm.command(), "bench", "workers", "--steps", "4", "--max-jobs", "2", "--seeds", "1"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if re.match(r"\|\s+\d+\s+\|", line)]

@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import click
@@ -15,11 +14,13 @@ import yaml
 from harness import __version__
 from harness.cli import app
 
+from tests import warm
+
 ROOT = Path(__file__).parent.parent
 
 
 def ablate(*args):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([*warm.command(), *args], capture_output=True, text=True, timeout=120)
 
 
 def test_version():
@@ -44,7 +45,7 @@ def test_every_command_and_option_has_help():
 
 
 def test_the_prompt_default_reads_as_words():
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "generate", "--help"], capture_output=True,
+    result = subprocess.run([*warm.command(), "generate", "--help"], capture_output=True,
                             text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0
     assert "[default: (a newline)]" in result.stdout
@@ -92,7 +93,7 @@ def test_help_shows_flags_as_flags_and_every_help_text_whole():
     for path, command in _commands(root):
         if isinstance(command, click.Group):
             continue
-        shown = subprocess.run([sys.executable, "-m", "harness.cli", *path, "--help"], capture_output=True, text=True,
+        shown = subprocess.run([*warm.command(), *path, "--help"], capture_output=True, text=True,
                                timeout=120, env={**os.environ, "COLUMNS": "250"}).stdout
         assert "<bool>" not in shown, f"ablate {' '.join(path)}"
         for parameter in command.params:
@@ -132,7 +133,7 @@ def test_a_table_at_80_columns_folds_and_cuts_nothing():
 ])
 def test_a_misspelt_set_is_blamed_on_the_set_not_on_the_study_file(tmp_path, override, words):
     study = Path(__file__).parents[1] / "studies" / "norm_placement.yaml"
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(study), "--dry-run", "--set", "seeds=3",
+    result = subprocess.run([*warm.command(), "run", str(study), "--dry-run", "--set", "seeds=3",
                              "--set", override], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"ablate: error: --set {override}: ") and words in result.stderr, result.stderr
@@ -140,6 +141,6 @@ def test_a_misspelt_set_is_blamed_on_the_set_not_on_the_study_file(tmp_path, ove
 
 def test_a_broken_study_file_is_still_blamed_on_the_file(tmp_path):
     (tmp_path / "study.yaml").write_text("name: broken\nbase: {train: {lrr: 0.1}}\n")
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", "study.yaml", "--dry-run", "--set", "seeds=2"],
+    result = subprocess.run([*warm.command(), "run", "study.yaml", "--dry-run", "--set", "seeds=2"],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("ablate: error: study.yaml: base.train.lrr"), result.stderr

@@ -1,11 +1,12 @@
 """`ablate train` and `ablate generate` from the command line."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+
+from tests import warm
 
 TINY_RUN = """
 name: tiny
@@ -17,7 +18,7 @@ data: {val_windows: 4}
 
 
 def ablate(*args, cwd):
-    command = [sys.executable, "-c", "from harness.cli import main; main()", *args]
+    command = [*warm.command(), *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=300)
 
 

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import warm
 from tests.registry.test_registry import BUILT_IN
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def ablate(*args, env=None):
-    command = [sys.executable, "-c", "from harness.cli import main; main()", *args]
+    command = [*warm.command(), *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
 
 

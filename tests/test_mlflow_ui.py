@@ -8,7 +8,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -16,6 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness.tracking.ui import UI_VIEW
+from tests import warm
 from tests.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -70,11 +70,12 @@ def ui(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ui")
     (folder / "study.yaml").write_text(STUDY)
     uri = f"sqlite:///{folder}/mlflow.db"
-    ran = subprocess.run([sys.executable, "-m", "harness.cli", "run", "study.yaml", "--tracking-uri", uri],
+    ran = subprocess.run([*warm.command(), "run", "study.yaml", "--tracking-uri", uri],
                          cwd=folder, capture_output=True, text=True, timeout=600)
     assert ran.returncode == 0, ran.stderr
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "harness.cli", "ui", "--port", str(port), "--tracking-uri", uri],
+    # cold: the test signals the server's process group, which a warm command is not the leader of
+    server = subprocess.Popen([*warm.COLD, "ui", "--port", str(port), "--tracking-uri", uri],
                               cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -152,7 +153,7 @@ def test_ablate_ui_on_a_busy_port_says_so_instead_of_linking_another_server(tmp_
         other.bind(("127.0.0.1", 0))
         other.listen()
         port = other.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "harness.cli", "ui", "--port", str(port)], cwd=tmp_path,
+        result = subprocess.run([*warm.command(), "ui", "--port", str(port)], cwd=tmp_path,
                                 capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"cannot serve on 127.0.0.1:{port}" in result.stderr and "MLflow UI on" not in result.stdout

@@ -1,11 +1,10 @@
 """What the fault tests share: the `ablate` command in a subprocess and reading MLflow back."""
 
 import subprocess
-import sys
 
 from mlflow.tracking import MlflowClient
 
-ABLATE = [sys.executable, "-c", "from harness.cli import main; main()"]
+from tests import warm
 
 # two placements, one seed each: long enough to be killed in the middle, short enough for CI
 STEPS, LOG, EVAL = 400, 10, 50
@@ -30,12 +29,14 @@ def lost_in(tracking_uri: str, runs) -> int:
 
 
 def ablate(folder, *args, timeout=600, **popen):
-    return subprocess.run([*ABLATE, *args], cwd=folder, capture_output=True, text=True, timeout=timeout, **popen)
+    return subprocess.run([*warm.command(), *args], cwd=folder, capture_output=True, text=True, timeout=timeout,
+                          **popen)
 
 
-def start_ablate(folder, *args, **popen):
-    return subprocess.Popen([*ABLATE, *args], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **popen)
+def start_ablate(folder, *args, cold=False, **popen):
+    """`ablate` in the background; `cold` where the test needs its pid (its workers name it)."""
+    return subprocess.Popen([*(warm.COLD if cold else warm.command()), *args], cwd=folder, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
 
 
 def arm_runs(tracking_uri: str, study: str) -> list:

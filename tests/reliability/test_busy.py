@@ -9,8 +9,9 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from tests import warm
 from tests.faults import FAULTS
-from tests.reliability.conftest import ABLATE, ablate, arm_runs
+from tests.reliability.conftest import ablate, arm_runs
 
 PLUGIN = Path(__file__).parents[1] / "fixtures" / "stalling_data.py"
 
@@ -52,7 +53,7 @@ def test_the_slowdown_notice_on_the_second_and_third_run_of_a_process_stops_noth
 def test_a_stderr_that_nobody_reads_any_more_stops_nothing(tmp_path):
     """`ablate run study.yaml 2>&1 | head -1`: the pipe closes after the first line."""
     uri = _folder(tmp_path)
-    process = subprocess.Popen([*ABLATE, "run", "study.yaml", "--tracking-uri", uri], cwd=tmp_path,
+    process = subprocess.Popen([*warm.command(), "run", "study.yaml", "--tracking-uri", uri], cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "ABLATE_SLOWDOWN_PATIENCE": "0.5"})
     process.stderr.readline()

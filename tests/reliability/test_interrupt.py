@@ -3,13 +3,13 @@ same command again resumes it to the curve an uninterrupted study gives."""
 
 import signal
 import subprocess
-import sys
 import time
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests import warm
 from tests.faults import FAULTS
 from tests.reliability.conftest import lost_points
 
@@ -24,7 +24,7 @@ seeds: 1
 
 
 def _start(folder):
-    command = [sys.executable, "-c", "from harness.cli import main; main()", "run", "study.yaml",
+    command = [*warm.command(), "run", "study.yaml",
                "--tracking-uri", f"sqlite:///{folder}/mlflow.db"]
     return subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -93,7 +93,7 @@ def test_sigterm_checkpoints_the_run_ends_the_parent_killed_and_exits_143(tmp_pa
 def test_sigterm_to_a_jobs_2_parent_stops_both_workers_cleanly_and_orphans_none(tmp_path):
     (tmp_path / "study.yaml").write_text(STUDY)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    process = start_ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri, "--jobs", "2")
+    process = start_ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri, "--jobs", "2", cold=True)
     _wait_for(lambda: tmp_path.joinpath("mlflow.db").exists() and len(_trained_steps(uri)) == 2
               and min(_trained_steps(uri)) >= 50, process)
     workers = _workers_of(process.pid)
@@ -114,7 +114,7 @@ def test_sigterm_to_a_jobs_2_parent_stops_both_workers_cleanly_and_orphans_none(
 def test_a_killed_parent_stops_its_workers_and_the_next_run_ends_its_parent_run(tmp_path):
     (tmp_path / "study.yaml").write_text(STUDY.replace("steps: 1000", "steps: 300"))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    process = start_ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri, "--jobs", "2")
+    process = start_ablate(tmp_path, "run", "study.yaml", "--tracking-uri", uri, "--jobs", "2", cold=True)
     _wait_for(lambda: tmp_path.joinpath("mlflow.db").exists() and len(_trained_steps(uri)) == 2
               and min(_trained_steps(uri)) >= 20, process)
     process.send_signal(signal.SIGKILL)

@@ -4,7 +4,6 @@ over every study in one tracking store."""
 
 import math
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -16,6 +15,8 @@ from harness import Study
 from harness.config.study import StudySpec
 from harness.errors import AblateError
 from harness.report.scales import trend
+
+from tests import warm
 
 BASE = """
 base:
@@ -71,7 +72,7 @@ def test_each_arm_is_a_run_with_its_mean_curve_band_and_verdict(store):
             assert run.data.metrics["val_loss_delta"] == pytest.approx(summary.loc[arm, "diff"])
             assert run.data.metrics["val_loss_p_adjusted"] == pytest.approx(summary.loc[arm, "p_adjusted"])
 
-    rebuilt = subprocess.run([sys.executable, "-m", "harness.cli", "report", "plain", "--tracking-uri",
+    rebuilt = subprocess.run([*warm.command(), "report", "plain", "--tracking-uri",
                               f"sqlite:///{folder}/mlflow.db", "--reports-dir", str(folder / "reports")],
                              capture_output=True, text=True, timeout=300)
     assert rebuilt.returncode == 0, rebuilt.stderr
@@ -135,7 +136,7 @@ def test_scales_that_cannot_work_are_refused(scales, extra, message):
 def test_the_leaderboard_ranks_every_study_in_the_store(store):
     folder, summaries = store
     board_dir = folder / "board"
-    made = subprocess.run([sys.executable, "-m", "harness.cli", "leaderboard", "--tracking-uri",
+    made = subprocess.run([*warm.command(), "leaderboard", "--tracking-uri",
                            f"sqlite:///{folder}/mlflow.db", "--reports-dir", str(board_dir)],
                           capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr

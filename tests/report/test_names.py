@@ -5,7 +5,6 @@ written; a name no report can show as itself (control characters) is refused at 
 import html
 import re
 import subprocess
-import sys
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -23,8 +22,7 @@ from harness.report.escape import (
     markdown_table,
     markdown_text,
 )
-
-ABLATE = [sys.executable, "-c", "from harness.cli import main; main()"]
+from tests import warm
 
 # one name per character class a name may draw from
 NASTY_NAMES = {
@@ -95,7 +93,7 @@ def test_a_name_in_a_figure_is_drawn_as_written(name):
 @pytest.mark.parametrize("name", CONTROL_NAMES, ids=repr)
 def test_a_name_no_report_can_show_is_refused_at_load_naming_the_character(tmp_path, name):
     (tmp_path / "study.yaml").write_text(STUDY.replace("cost_$ vs ^$ price", name.encode("unicode_escape").decode()))
-    result = subprocess.run([*ABLATE, "run", "study.yaml", "--dry-run"], cwd=tmp_path, capture_output=True, text=True,
+    result = subprocess.run([*warm.command(), "run", "study.yaml", "--dry-run"], cwd=tmp_path, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "U+" in result.stderr or "white space" in result.stderr, result.stderr
@@ -124,19 +122,19 @@ def test_nasty_names_go_through_run_report_and_leaderboard(tmp_path):
                                            + "arms:\n  - name: baseline\n" + arms + "seeds: 2\n")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     for study in ("names", "classes"):
-        run = subprocess.run([*ABLATE, "run", f"{study}.yaml", "--tracking-uri", uri], cwd=tmp_path,
+        run = subprocess.run([*warm.command(), "run", f"{study}.yaml", "--tracking-uri", uri], cwd=tmp_path,
                              capture_output=True, text=True, timeout=900)
         assert run.returncode == 0, run.stderr
         report = (tmp_path / "reports" / study / "report.md").read_text()
         assert {"curves.png", "final_loss.png"} <= {p.name for p in (tmp_path / "reports" / study).iterdir()}
-        again = subprocess.run([*ABLATE, "report", study, "--tracking-uri", uri], cwd=tmp_path, capture_output=True,
+        again = subprocess.run([*warm.command(), "report", study, "--tracking-uri", uri], cwd=tmp_path, capture_output=True,
                                text=True, timeout=300)
         assert again.returncode == 0, again.stderr
         rendered = html.unescape(MarkdownIt("commonmark").enable("table").render(report))
         names = [NASTY_NAMES["mathtext"]] if study == "names" else NASTY_NAMES.values()
         for name in names:
             assert f"<td>{name}</td>" in rendered.replace(' style="text-align:left"', ""), name
-    board = subprocess.run([*ABLATE, "leaderboard", "--tracking-uri", uri], cwd=tmp_path, capture_output=True,
+    board = subprocess.run([*warm.command(), "leaderboard", "--tracking-uri", uri], cwd=tmp_path, capture_output=True,
                            text=True, timeout=300)
     assert board.returncode == 0, board.stderr
     leaderboard = html.unescape(MarkdownIt("commonmark").enable("table").render(

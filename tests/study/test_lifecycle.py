@@ -3,7 +3,6 @@ divergence the same way, and one vocabulary of states maps onto MLflow and Optun
 
 import signal
 import subprocess
-import sys
 import time
 
 import optuna
@@ -12,6 +11,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from harness.config.run_state import RunState
+from tests import warm
 from tests.faults import FAULTS
 
 
@@ -44,7 +44,7 @@ tune:
 
 
 def _start(folder):
-    command = [sys.executable, "-m", "harness.cli", "run", "study.yaml"]
+    command = [*warm.command(), "run", "study.yaml"]
     return subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

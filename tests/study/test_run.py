@@ -4,11 +4,12 @@ rebuilt from MLflow alone and its numbers agree with results.csv."""
 import os
 import re
 import subprocess
-import sys
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+
+from tests import warm
 
 STUDY = """
 name: tiny_study
@@ -26,7 +27,7 @@ TAGS = {"study", "arm", "seed", "run_key", "git_commit", "device", "attention_ba
 
 
 def ablate(*args, cwd):
-    command = [sys.executable, "-c", "from harness.cli import main; main()", *args]
+    command = [*warm.command(), *args]
     # without the interpreter the Triton RMSNorm cannot run on the CPU: the run says so
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=600, env=env)

@@ -15,6 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness.training.checkpoint import load_checkpoint
+from tests import warm
 from tests.conftest import free_port, ledger_study
 from tests.faults import FAULTS
 
@@ -38,7 +39,7 @@ def cluster():
 
 
 def ablate(*args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([*warm.command(), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
 
 

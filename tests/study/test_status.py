@@ -6,11 +6,11 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
+from tests import warm
 from tests.conftest import ledger_study
 
 STUDY = """
@@ -30,11 +30,10 @@ seeds: 1
 
 
 def ablate(folder, *args, background=False):
-    command = [sys.executable, "-m", "harness.cli", *args]
     env = {**os.environ, "COLUMNS": "200"}
-    if background:
-        return subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    if background:  # cold: the test reads the worker's own pid in `ablate status`
+        return subprocess.Popen([*warm.COLD, *args], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run([*warm.command(), *args], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")

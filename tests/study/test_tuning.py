@@ -5,7 +5,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import optuna
 import pandas as pd
@@ -14,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.config.study import load_study
 from harness.errors import AblateError
+from tests import warm
 from tests.conftest import ledger_study
 
 STUDY = """
@@ -36,7 +36,7 @@ tune:
 def tuned(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tuned")
     (folder / "study.yaml").write_text(STUDY)
-    command = [sys.executable, "-m", "harness.cli", "run", "study.yaml", "--tracking-uri", f"sqlite:///{folder}/mlflow.db"]
+    command = [*warm.command(), "run", "study.yaml", "--tracking-uri", f"sqlite:///{folder}/mlflow.db"]
     result = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     return folder
@@ -100,7 +100,7 @@ def test_a_malformed_search_space_is_refused(tmp_path, space, message):
 
 def test_local_workers_share_the_tuning_budget_then_the_runs(tmp_path):
     (tmp_path / "study.yaml").write_text(STUDY.replace("trials: 6", "trials: 3"))
-    command = [sys.executable, "-m", "harness.cli", "run", "study.yaml", "--jobs", "2"]
+    command = [*warm.command(), "run", "study.yaml", "--jobs", "2"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     workers = set()
@@ -137,7 +137,7 @@ tune:
     train.warmup_steps: {type: categorical, choices: [0, 5]}
   trials: 2
 """)
-    command = [sys.executable, "-m", "harness.cli", "run", "study.yaml"]
+    command = [*warm.command(), "run", "study.yaml"]
     first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr
     said = " ".join(first.stderr.split())
@@ -168,7 +168,7 @@ def test_a_baseline_whose_every_trial_diverged_says_so_and_how_to_go_on(tmp_path
     (tmp_path / "study.yaml").write_text(STUDY.replace("{steps: 40,", "{steps: 20, grad_clip: 0,")
                                          .replace("low: 1.0e-4, high: 3.0e-2", "low: 50.0, high: 100.0")
                                          .replace("trials: 6", "trials: 2"))
-    command = [sys.executable, "-m", "harness.cli", "run", "study.yaml"]
+    command = [*warm.command(), "run", "study.yaml"]
     for _ in range(2):  # the second run meets the spent budget
         result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

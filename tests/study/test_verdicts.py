@@ -4,7 +4,6 @@ undertrained arm is flagged, and seeds are added only while a verdict is unsettl
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +15,8 @@ from harness import Study
 from harness.errors import AblateError
 from harness.registry import lookup
 from harness.training.trainer import Trainer
+
+from tests import warm
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 BASE = """
@@ -117,7 +118,7 @@ seeds: [0]
 """)
 
     def ablate_run():
-        result = subprocess.run([sys.executable, "-m", "harness.cli", "run", "study.yaml"], cwd=tmp_path,
+        result = subprocess.run([*warm.command(), "run", "study.yaml"], cwd=tmp_path,
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr
         return result.stderr
@@ -180,7 +181,7 @@ seeds: {min: 3, max: 5}
     report = _report(tmp_path, "adaptive")
     assert "group-sequential design" in report
     _, plan = study.tracker.plan(study.tracker.experiment_id("adaptive"))
-    assert plan["sequential"] == {"min": 3, "max": 5} and len(plan["runs"]) == 3 + other + max(3, other)
+    assert (plan.sequential.min, plan.sequential.max) == (3, 5) and len(plan.runs) == 3 + other + max(3, other)
 
 
 def test_dry_run_counts_what_is_finished_and_estimates_the_rest(tmp_path):

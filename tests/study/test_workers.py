@@ -7,12 +7,12 @@ create databases (.ci/run starts one). Without it these tests skip, except in CI
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 
 from mlflow.tracking import MlflowClient
 
+from tests import warm
 from tests.conftest import ledger_study
 
 STUDY = """
@@ -27,7 +27,7 @@ seeds: 2
 
 
 def ablate(*args, cwd, env=None, background=False):
-    command = [sys.executable, "-m", "harness.cli", *args]
+    command = [*warm.command(), *args]
     if background:
         return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)

@@ -8,6 +8,8 @@ import pytest
 
 from harness.training.checkpoint import load_checkpoint
 
+from tests import warm
+
 RUN = """
 name: ddp
 base:
@@ -27,7 +29,7 @@ def _curve(folder, key):
 
 def test_two_gloo_processes_give_the_loss_of_one_process(tmp_path):
     (tmp_path / "run.yaml").write_text(RUN)
-    single = subprocess.run([sys.executable, "-m", "harness.cli", "train", "run.yaml", "--out", "single"],
+    single = subprocess.run([*warm.command(), "train", "run.yaml", "--out", "single"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
     parallel = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

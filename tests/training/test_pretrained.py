@@ -4,7 +4,6 @@ model id the cache lacks is one message naming the cache; LoRA trains only its a
 merges them into plain weights."""
 
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,6 +16,8 @@ from harness.errors import AblateError  # noqa: E402
 from harness.training.checkpoint import model_from_checkpoint  # noqa: E402
 from harness.training.observer import Observer  # noqa: E402
 from harness.training.trainer import Trainer  # noqa: E402
+
+from tests import warm
 
 CORPUS = "the quick brown fox jumps over the lazy dog. " * 400
 
@@ -92,7 +93,7 @@ def test_a_model_id_missing_from_the_cache_names_the_cache_and_the_id(tmp_path, 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "study.yaml").write_text(
         "name: offline\nbase: {train: {steps: 2, init_from: 'hf:ablate-test/no-such-model'}}\n")
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", "study.yaml", "--dry-run"], cwd=tmp_path,
+    result = subprocess.run([*warm.command(), "run", "study.yaml", "--dry-run"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "ablate-test/no-such-model" in result.stderr and str(tmp_path / "hf-home" / "hub") in result.stderr
@@ -172,7 +173,7 @@ def test_the_model_s_own_tokenizer_comes_with_it_and_generate_samples_what_trans
         # ablate samples only ids the tokenizer can write (the model's vocabulary is larger)
         greedy = hf_model.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False, pad_token_id=0,
                                    suppress_tokens=list(range(tokenizer.get_vocab_size(), 96)))
-    sampled = subprocess.run([sys.executable, "-m", "harness.cli", "generate", f"hf:{tmp_path / 'hf'}", "--prompt",
+    sampled = subprocess.run([*warm.command(), "generate", f"hf:{tmp_path / 'hf'}", "--prompt",
                               "the quick", "--temperature", "0", "--max-new-tokens", "8"],
                              capture_output=True, text=True, timeout=120)
     assert sampled.returncode == 0, sampled.stderr
@@ -182,7 +183,7 @@ def test_the_model_s_own_tokenizer_comes_with_it_and_generate_samples_what_trans
 @pytest.mark.parametrize("field,value", [("scale_attn_weights", False), ("sliding_window", 16)])
 def test_a_saved_model_with_a_field_ablate_cannot_compute_is_refused_by_generate_and_init_from(tmp_path, field, value):
     _save_gpt2(tmp_path / "hf", **{field: value})
-    generate = subprocess.run([sys.executable, "-m", "harness.cli", "generate", f"hf:{tmp_path / 'hf'}", "--prompt", "the"],
+    generate = subprocess.run([*warm.command(), "generate", f"hf:{tmp_path / 'hf'}", "--prompt", "the"],
                               capture_output=True, text=True, timeout=120)
     assert generate.returncode == 2 and "Traceback" not in generate.stderr, generate.stderr
     assert f"{field}={value!r}" in generate.stderr and len(generate.stderr.strip().splitlines()) == 1, generate.stderr
@@ -193,7 +194,7 @@ def test_a_saved_model_with_a_field_ablate_cannot_compute_is_refused_by_generate
 def test_a_tokenizer_larger_than_the_model_is_refused_by_generate(tmp_path):
     _save_gpt2(tmp_path / "hf", vocab_size=8)
     tokenizer = _save_tokenizer(tmp_path / "hf")
-    generate = subprocess.run([sys.executable, "-m", "harness.cli", "generate", f"hf:{tmp_path / 'hf'}", "--prompt", "the"],
+    generate = subprocess.run([*warm.command(), "generate", f"hf:{tmp_path / 'hf'}", "--prompt", "the"],
                               capture_output=True, text=True, timeout=120)
     assert generate.returncode == 2 and "Traceback" not in generate.stderr, generate.stderr
     assert f"its tokenizer has {tokenizer.get_vocab_size()} tokens for a model of 8" in generate.stderr
