@@ -2,7 +2,7 @@
 
     data:
       dataset: pydoc                     # or {name: text, path: corpus/*.txt}, addition, url, ...
-      tokenizer: char                    # or {name: bpe, vocab_size: 1024}, tiktoken:gpt2
+      tokenizer: char                    # or {name: bpe, vocab_size: 1024}, tiktoken:gpt2, hf:tokenizer.json
       val_fraction: 0.1
 """
 
@@ -18,13 +18,15 @@ from harness.settings import Settings
 
 
 class TokenizerConfig(Settings):
-    """`char`, `{name: bpe, vocab_size: N}`, or `tiktoken:<encoding>`."""
+    """`char`, `{name: bpe, vocab_size: N}`, `tiktoken:<encoding>`, or `hf:<path>` (a Hugging
+    Face tokenizer.json, or the folder of a model that holds one)."""
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    name: Literal["char", "bpe", "tiktoken"] = "char"
+    name: Literal["char", "bpe", "tiktoken", "hf"] = "char"
     vocab_size: int = pydantic.Field(1024, ge=257, description="bpe: size of the trained vocabulary")
     encoding: str | None = pydantic.Field(None, description="tiktoken: name of the encoding")
+    path: str | None = pydantic.Field(None, description="hf: a tokenizer.json, or a folder holding one")
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -32,6 +34,8 @@ class TokenizerConfig(Settings):
         if isinstance(value, str):
             if value.startswith("tiktoken:"):
                 return {"name": "tiktoken", "encoding": value.split(":", 1)[1]}
+            if value.startswith("hf:"):
+                return {"name": "hf", "path": value.split(":", 1)[1]}
             return {"name": value}
         return value
 
@@ -39,13 +43,16 @@ class TokenizerConfig(Settings):
     def as_written(schema: dict) -> None:
         """JSON Schema of the field as users write it: also a string."""
         reference = schema.pop("$ref")
-        schema["anyOf"] = [{"type": "string", "description": "char, bpe, or tiktoken:<encoding>"}, {"$ref": reference}]
+        schema["anyOf"] = [{"type": "string", "description": "char, bpe, tiktoken:<encoding> or hf:<path>"},
+                           {"$ref": reference}]
         schema["default"] = "char"
 
     @pydantic.model_validator(mode="after")
     def _encoding_given(self):
         if self.name == "tiktoken" and not self.encoding:
             raise ValueError("tokenizer 'tiktoken' needs an encoding, e.g. tiktoken:gpt2")
+        if self.name == "hf" and not self.path:
+            raise ValueError("tokenizer 'hf' needs a path, e.g. hf:gpt2/tokenizer.json")
         return self
 
 

@@ -104,8 +104,8 @@ def _utf8_text(read, name: str, dataset: str) -> str:
         control = len(data) - len(data.translate(None, CONTROL_BYTES))
         if control > MAX_CONTROL_SHARE * len(data):
             raise AblateError(f"dataset '{dataset}': {name} is binary, not text ({control / len(data):.1%} of its bytes "
-                              f"are control bytes such as NUL); a file of token ids (nanoGPT's train.bin) is not "
-                              "a text corpus: give the text it was made from")
+                              f"are control bytes such as NUL); for token ids use dataset 'nanogpt' (train.bin), "
+                              "'llmc' (shards) or 'npy'")
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise AblateError(f"dataset '{dataset}': {name} is not UTF-8 text (byte {err.start}: {err.reason}); "

@@ -150,9 +150,24 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, stand_ins)))
 
 
+def tokenizer_file(path: str) -> Tokenizer:
+    """The tokenizer of a Hugging Face tokenizer.json, or of the model folder holding one."""
+    file = Path(path) / "tokenizer.json" if Path(path).is_dir() else Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+        return hf_tokenizer(text)
+    except OSError as err:
+        raise AblateError(f"tokenizer hf:{path}: cannot read {file} ({err.strerror or err})") from None
+    except Exception as err:  # the tokenizers library's own parse error
+        raise AblateError(f"tokenizer hf:{path}: {file} is not a Hugging Face tokenizer.json "
+                          f"({type(err).__name__}: {str(err)[:200]})") from None
+
+
 def build_tokenizer(cfg: TokenizerConfig, corpus_text: str, train_text: str, cache: Path) -> Tokenizer:
     if cfg.name == "char":
         return char_tokenizer("".join(sorted(set(corpus_text))))
     if cfg.name == "bpe":
         return bpe_tokenizer(train_text, cfg.vocab_size, cache)
+    if cfg.name == "hf":
+        return tokenizer_file(cfg.path)
     return tiktoken_tokenizer(cfg.encoding)

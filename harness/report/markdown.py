@@ -46,6 +46,10 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
         notes.append(f"{collected.left_out} runs of other plans of this study are left out: their configuration "
                      f"differs from this plan's (`ablate report {study} --plan PARENT_RUN_ID` reports another "
                      "execution).")
+    epochs = results["data_epochs"].max()
+    if epochs > 1:
+        notes.append(f"The runs repeat their data: up to {epochs:,.1f} epochs of the training split "
+                     f"(`data_epochs`). A verdict here is about a model that has seen its corpus that often.")
     if len(collected.versions) > 1:
         notes.append("The runs were trained by different versions: " + "; ".join(collected.versions) + ".")
     lines += [f"> {note}" for note in notes] + ([""] if notes else [])

@@ -19,7 +19,7 @@ import torch
 
 from harness.config.run import RunSpec
 from harness.config.run_state import RunState
-from harness.data import reference_losses
+from harness.data.windows import TokenWindows
 from harness.training.build import RunInputs, build_run
 from harness.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from harness.training.faults import out_of_memory_fails_the_run
@@ -82,16 +82,18 @@ class Trainer:
 
     def info(self) -> dict:
         data = {f"data_{k}": v for k, v in self.dataset.metadata.items()}
-        references = {}
-        if hasattr(self.dataset, "tokens"):
-            references = reference_losses(self.dataset.tokens["train"], self.dataset.tokens["val"], self.dataset.vocab_size)
+        references = self.dataset.reference_losses() if isinstance(self.dataset, TokenWindows) else {}
+        trained = self.cfg.steps * self.tokens_per_step
+        repetition = {"tokens_per_param": trained / self.model.num_parameters(non_embedding=True)}
+        if self.dataset.metadata.get("train_tokens"):  # how many times the run sees its training split
+            repetition["data_epochs"] = trained / self.dataset.metadata["train_tokens"]
         return {
             "execution": self.execution(),
             "vocab_size": self.dataset.vocab_size,
             "params": self.model.num_parameters(), "params_non_embedding": self.model.num_parameters(non_embedding=True),
             "params_trainable": self.trainable,
             "flops_per_token": self.flops_per_token, "tokens_per_step": self.tokens_per_step,
-            **references, **data, **(self.start.record if self.start else {}),
+            **repetition, **references, **data, **(self.start.record if self.start else {}),
         }
 
     def execution(self) -> dict:
