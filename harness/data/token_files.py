@@ -74,9 +74,12 @@ class TokenFiles(TokenWindows):
 
 
 def _scan(path: Path, tokens: np.ndarray, cache: Path) -> dict:
-    """sha256 of the file, its token count, smallest and largest id: cached under path, size and mtime."""
+    """sha256 of the file, its token count, smallest and largest id: cached under path, size,
+    mtime and how the tokens are read (their type and count: the same bytes read as uint32
+    hold other ids)."""
     stat = path.stat()
-    record = cache / "token-files" / f"{content_hash(str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns))}.json"
+    key = content_hash(str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns), tokens.dtype.str, str(len(tokens)))
+    record = cache / "token-files" / f"{key}.json"
     if record.exists() and os.environ.get("ABLATE_VERIFY_DATA") != "1":
         return json.loads(record.read_text())
     digest = hashlib.sha256()
@@ -118,17 +121,31 @@ def _meta_characters(path: Path) -> str:
         with open(path, "rb") as file:
             meta = _PlainData(file).load()
         itos = meta["itos"]
-        return "".join(itos[i] for i in range(meta["vocab_size"]))
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as err:
+        characters = [itos[i] for i in range(meta["vocab_size"])]
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, IndexError, TypeError, ValueError,
+            MemoryError) as err:
         raise AblateError(f"dataset 'nanogpt': {path} is not nanoGPT's meta.pkl of a character vocabulary "
-                          f"({type(err).__name__}: {err})") from None
+                          f"({type(err).__name__}: {str(err)[:200]})") from None
+    if not all(isinstance(c, str) and len(c) == 1 for c in characters) or len(set(characters)) != len(characters):
+        raise AblateError(f"dataset 'nanogpt': {path} is not a character vocabulary: its itos must map each id below "
+                          "vocab_size to one character, no character twice")
+    return "".join(characters)
 
 
 def _files(dataset: str, pattern: str, what: str) -> list[Path]:
     paths = [Path(p) for p in sorted(glob.glob(pattern, recursive=True))]
     if not paths:
         raise AblateError(f"dataset '{dataset}': no {what} file matches '{pattern}' (relative to {Path.cwd()})")
+    for path in paths:
+        _regular_file(dataset, path)
     return paths
+
+
+def _regular_file(dataset: str, path: Path) -> None:
+    """A file to map: not a folder, a pipe or a device (which would never end)."""
+    if not path.is_file():
+        raise AblateError(f"dataset '{dataset}': {path} " + ("is not a regular file" if path.exists() or path.is_symlink()
+                                                             else "does not exist"))
 
 
 def _memmap(dataset: str, dtype, offset: int = 0):
@@ -151,10 +168,11 @@ def nanogpt_bins(cfg, options: NanoGPTOptions, cache_dir: Path) -> TokenFiles:
     """nanoGPT's train.bin and val.bin, memory-mapped."""
     folder = Path(options.path)
     train, val = folder / "train.bin", folder / "val.bin"
+    if not folder.is_dir():
+        raise AblateError(f"dataset 'nanogpt': {folder} is not a folder; `path` is the folder nanoGPT's prepare.py "
+                          "wrote train.bin and val.bin into")
     for path in (train, val):
-        if not path.is_file():
-            raise AblateError(f"dataset 'nanogpt': {path} does not exist; `path` is the folder nanoGPT's prepare.py "
-                              "wrote train.bin and val.bin into")
+        _regular_file("nanogpt", path)
     tokenizer = _declared_tokenizer(cfg, "nanogpt", folder / "meta.pkl")
     return TokenFiles("nanogpt", [train], [val], _memmap("nanogpt", options.dtype), tokenizer, cfg.val_windows,
                       cache_dir)
@@ -198,8 +216,9 @@ class NumpyOptions(Options):
 def _npy(path: Path) -> np.ndarray:
     try:
         tokens = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise AblateError(f"dataset 'npy': {path} is not a numpy array file ({err})") from None
+    except (OSError, ValueError, EOFError) as err:  # pickled arrays are refused: loading them runs code
+        reason = "it holds Python objects" if "allow_pickle" in str(err) or "objects" in str(err) else f"{type(err).__name__}: {str(err)[:200]}"
+        raise AblateError(f"dataset 'npy': {path} is not a numpy array of token ids ({reason})") from None
     if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
         raise AblateError(f"dataset 'npy': {path} holds a {tokens.dtype} array of shape {tokens.shape}; token ids "
                           "are one-dimensional integers")

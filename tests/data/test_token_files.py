@@ -186,3 +186,42 @@ def test_tokens_without_a_vocabulary_need_a_declared_tokenizer(tmp_path, bpe):
         (tmp_path / "data" / "train.bin").write_bytes(b"\0" * 202)
         load_dataset(DataConfig.model_validate({"dataset": {"name": "nanogpt", "path": str(tmp_path / "data"),
                                                             "dtype": "uint32"}, "tokenizer": f"hf:{bpe[0]}"}))
+
+
+def test_the_same_file_read_as_another_type_is_scanned_again(tmp_path, bpe):
+    """A scan is of the tokens as read: train.bin as uint32 holds other ids than as uint16."""
+    for split in ("train", "val"):
+        np.arange(1, 201, dtype=np.uint16).tofile(tmp_path / f"{split}.bin")
+    as_uint16 = {"dataset": {"name": "nanogpt", "path": str(tmp_path)}, "tokenizer": f"hf:{bpe[0]}"}
+    load_dataset(DataConfig.model_validate(as_uint16))
+    as_uint32 = {**as_uint16, "dataset": {**as_uint16["dataset"], "dtype": "uint32"}}
+    with pytest.raises(AblateError, match=r"train\.bin holds token id \d+, outside the vocabulary"):
+        load_dataset(DataConfig.model_validate(as_uint32))
+
+
+@pytest.mark.parametrize("meta,message", [
+    ({"vocab_size": 5, "itos": list("abc")}, "IndexError"),
+    ({"vocab_size": 3, "itos": {0: "ab", 1: "c", 2: "d"}}, "one character, no character twice"),
+    ({"vocab_size": 2, "itos": {0: "a", 1: "a"}}, "one character, no character twice"),
+    (b"\x80\x04\x8d" + (2 ** 40).to_bytes(8, "little"), "is not nanoGPT's meta.pkl"),
+])
+def test_a_meta_pkl_that_is_no_character_vocabulary_is_refused(tmp_path, meta, message):
+    (tmp_path / "data").mkdir()
+    for split in ("train", "val"):
+        np.zeros(100, dtype=np.uint16).tofile(tmp_path / "data" / f"{split}.bin")
+    (tmp_path / "data" / "meta.pkl").write_bytes(meta if isinstance(meta, bytes) else pickle.dumps(meta))
+    with pytest.raises(AblateError, match=message):
+        load_dataset(DataConfig.model_validate({"dataset": {"name": "nanogpt", "path": str(tmp_path / "data")}}))
+
+
+def test_files_that_are_no_token_arrays_are_refused_by_name(tmp_path, bpe):
+    val = tmp_path / "val.npy"
+    np.save(val, np.arange(100, dtype=np.int32))
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    os.mkfifo(tmp_path / "pipe.npy")  # would never end if read
+    for name, message in [("empty.npy", r"empty\.npy is not a numpy array of token ids"),
+                          ("objects.npy", "it holds Python objects"), ("pipe.npy", "is not a regular file")]:
+        config = {"dataset": {"name": "npy", "train": str(tmp_path / name), "val": str(val)}, "tokenizer": f"hf:{bpe[0]}"}
+        with pytest.raises(AblateError, match=message):
+            load_dataset(DataConfig.model_validate(config))
