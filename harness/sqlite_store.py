@@ -17,6 +17,7 @@ from typing import Callable
 
 from harness.environment import process_alive
 from harness.errors import AblateError, FileFault, causes, file_fault
+from harness.redaction import error_line
 
 PRIVATE_SUFFIX = ".creating"
 
@@ -107,5 +108,8 @@ def user_error(err: BaseException) -> str | None:
     keeps its traceback."""
     if isinstance(err, AblateError):
         return str(err)
+    if isinstance(err, MemoryError):  # the machine's memory, or a limit set on the process (ulimit -v, -d)
+        return (f"out of memory ({error_line(err) or 'an allocation failed'}); free memory, raise the process's "
+                "memory limit, or lower train.batch_size or the model's size")
     fault = file_fault(err) or sqlite_file_fault(err)
     return str(fault) if fault else None

@@ -1,5 +1,6 @@
-"""The house's layers: no import loop between harness's packages, the settings floor imports
-nothing above it, MLflow is reached through harness.tracking alone, and every module imports."""
+"""The house's layers: no import loop between harness's packages nor between its files, the
+settings floor imports nothing above it, MLflow is reached through harness.tracking alone, and
+every module imports."""
 
 import ast
 import graphlib
@@ -42,6 +43,39 @@ def test_no_import_loop_between_packages():
     except graphlib.CycleError as err:
         raise AssertionError(f"an import loop between harness packages: {' -> '.join(err.args[1])}") from None
     assert {"config", "data", "model", "training", "tracking", "report", "study"} <= set(order)
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Each harness module -> the harness modules it imports when it runs (deferred imports
+    too; names imported only for type hints, under `if TYPE_CHECKING:`, do not count). A
+    module's own packages are left out: their __init__ imports it in turn."""
+    modules = {}
+    for file in HARNESS.rglob("*.py"):
+        parts = ("harness",) + file.relative_to(HARNESS).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = file
+    graph = {}
+    for module, file in modules.items():
+        tree = ast.parse(file.read_text())
+        typing_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and ast.unparse(node.test) == "TYPE_CHECKING" for inner in ast.walk(node)}
+        used = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("harness"):
+                used |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.Import):
+                used |= {alias.name for alias in node.names}
+        graph[module] = {name for name in used & modules.keys()
+                         if name != module and not module.startswith(name + ".")}
+    return graph
+
+
+def test_no_import_circle_between_files():
+    try:
+        graphlib.TopologicalSorter(_module_imports()).prepare()
+    except graphlib.CycleError as err:
+        raise AssertionError(f"an import circle between harness files: {' -> '.join(err.args[1])}") from None
 
 
 def test_the_settings_floor_imports_nothing_above_it():

@@ -2,7 +2,8 @@
 
 Three tables, measured in one process:
 - training throughput (tokens/s, MFU) of one model shape under each attention backend,
-  eager and compiled, beside a plain nanoGPT-style model of the same shape;
+  eager and compiled, beside a plain nanoGPT-style model of the same shape; ablate's rows time
+  the step its trainer takes (harness.training.build), nanoGPT's the loop of its train.py;
 - our Triton kernels (forward + backward) against torch eager and torch.compile;
 - the trainer against a bare loop (`overhead`), at the same shape.
 
@@ -22,13 +23,14 @@ import torch
 from harness.bench.nanogpt import NanoGPT
 from harness.bench.ratios import overhead
 from harness.config.model import ModelConfig
+from harness.config.run import RunSpec
 from harness.config.train import TrainConfig
 from harness.kernels import triton_unavailable
 from harness.model.attention import backend, backend_names
 from harness.model.gpt import GPT
+from harness.training.build import build_run, resolve_device
 from harness.training.optim import make_optimizer
 from harness.training.throughput import mfu
-from harness.training.build import resolve_device
 
 
 @dataclass(frozen=True)
@@ -84,11 +86,14 @@ def _seconds_per_call(fn, device: torch.device, warmup: int, iterations: int) ->
     return (time.perf_counter() - start) / iterations
 
 
-def _train_step(model, device: torch.device, shape: Shape, compiled: bool):
-    """One nanoGPT training step on random tokens: forward, backward, clip, fused AdamW."""
+def _nanogpt_step(shape: Shape, device: torch.device, compiled: bool):
+    """The reference: nanoGPT's training step on random tokens (forward, backward, clip, fused
+    AdamW, bf16 autocast on a GPU), written out as nanoGPT's train.py writes it."""
+    torch.manual_seed(0)
+    model = NanoGPT(**shape.model()).to(device)
     step_model = torch.compile(model) if compiled else model
     optimizer = make_optimizer(model, TrainConfig(), device)
-    x, y = torch.randint(shape.vocab_size, (2, shape.batch_size, shape.context_length), device=device).unbind(0)
+    x, y = _random_batch(shape, device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
     def step():
@@ -102,41 +107,59 @@ def _train_step(model, device: torch.device, shape: Shape, compiled: bool):
     return step
 
 
-def _throughput_row(label, backend, compiled, model, device, shape, steps, flops_per_token) -> dict:
+def _ablate_step(shape: Shape, device: torch.device, compiled: bool, attention: str) -> tuple[GPT, callable]:
+    """The step ablate's trainer takes (harness.training.build), on random tokens of `shape`."""
+    parts = build_run(RunSpec(model={**shape.model(), "attention_backend": attention},
+                              train=dict(batch_size=shape.batch_size, device=str(device), compile=compiled),
+                              data={"dataset": {"name": "random", "vocab_size": shape.vocab_size},
+                                    "val_windows": shape.batch_size}))
+    x, y = _random_batch(shape, device)
+
+    def step():
+        parts.forward_backward(x, y)
+        parts.optimizer_step(parts.spec.train.lr)
+
+    return parts.model, step
+
+
+def _random_batch(shape: Shape, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randint(shape.vocab_size, (2, shape.batch_size, shape.context_length), device=device).unbind(0)
+
+
+def _throughput_row(label, backend, compiled, make_step, device, shape, steps, flops_per_token) -> dict:
     row = {"model": label, "attention": backend, "compiled": "yes" if compiled else "no"}
     if backend == "triton" and device.type == "cpu":
         return {**row, "tokens/s": float("nan"), "MFU": "", "note": "not timed: Triton runs on the CPU only interpreted"}
     try:
-        seconds = _seconds_per_call(_train_step(model, device, shape, compiled), device, warmup=3, iterations=steps)
+        model, step = make_step()
+        seconds = _seconds_per_call(step, device, warmup=3, iterations=steps)
     except Exception as err:  # a backend or compile failure is a row of the table, not the end of it
         return {**row, "tokens/s": float("nan"), "MFU": "", "note": f"failed: {str(err).splitlines()[0][:120]}"}
     tokens_per_s = shape.batch_size * shape.context_length / seconds
     utilisation = mfu(flops_per_token, tokens_per_s, device)
     note = ""
-    if isinstance(model, GPT):
+    if model is not None:
         report = model.attention_kernel.report()
         if report["attention_backend"] != backend:
             note = f"ran {report['attention_backend']}: {report['attention_backend_fallbacks']}"
+    del model, step
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the next row's model starts from an empty device
     return {**row, "tokens/s": tokens_per_s, "MFU": f"{utilisation:.1%}" if utilisation else "", "note": note}
 
 
 def throughput_table(device: torch.device, shape: Shape, steps: int, compile_modes: tuple[bool, ...]) -> pd.DataFrame:
+    flops = GPT(ModelConfig(**shape.model())).flops_per_token()
     rows = []
     for compiled in compile_modes:
-        torch.manual_seed(0)
-        reference = NanoGPT(**shape.model()).to(device)
-        flops = GPT(_model_config(shape, "sdpa")).flops_per_token()
-        rows.append(_throughput_row("nanoGPT-style", "sdpa", compiled, reference, device, shape, steps, flops))
-        del reference
+        rows.append(_throughput_row("nanoGPT-style", "sdpa", compiled,
+                                    lambda: (None, _nanogpt_step(shape, device, compiled)),
+                                    device, shape, steps, flops))
         for name in backend_names():
-            if name == "auto":
-                continue
-            torch.manual_seed(0)
-            model = GPT(_model_config(shape, name)).to(device)
-            rows.append(_throughput_row("ablate GPT", name, compiled, model, device, shape, steps, flops))
-            del model
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            if name != "auto":
+                rows.append(_throughput_row("ablate GPT", name, compiled,
+                                            lambda: _ablate_step(shape, device, compiled, name),
+                                            device, shape, steps, flops))
     table = pd.DataFrame(rows)
     anchor = table[table["model"] == "nanoGPT-style"].set_index("compiled")["tokens/s"]
     table.insert(4, "vs nanoGPT", (table["tokens/s"] / table["compiled"].map(anchor)).map(_ratio))
@@ -146,10 +169,6 @@ def throughput_table(device: torch.device, shape: Shape, steps: int, compile_mod
 
 def _ratio(value: float) -> str:
     return "" if value != value else f"{value:.3f}"
-
-
-def _model_config(shape: Shape, backend: str) -> ModelConfig:
-    return ModelConfig(**shape.model(), attention_backend=backend)
 
 
 def kernel_table(device: torch.device, shape: Shape, iterations: int, compiled: bool = True) -> pd.DataFrame:

@@ -18,8 +18,9 @@ from rich.console import Console
 
 from harness import __version__
 from harness.cli.bench import bench_app
-from harness.cli.common import (Launcher, PluginOption, ProfileOption, ReportsDirOption, RunsDirOption, SetOption,
-                                StorageOption, Stopped, StudyArgument, TrackingOption, interruptible, table)
+from harness.cli.common import (Launcher, PluginOption, ProfileOption, ProfilesOption, ReportsDirOption, RunsDirOption,
+                                SetOption, StorageOption, Stopped, StudyArgument, StudyFileArgument, TrackingOption,
+                                PLAN_COLUMNS, interruptible, table)
 
 # plain help: rich help shows every flag as "--dry-run <bool>" and reads "[...]" in help texts as markup
 app = typer.Typer(help="Ablation studies of GPT blocks, tracked in MLflow.", no_args_is_help=True,
@@ -119,14 +120,10 @@ def generate(
 
 # ---- studies -----------------------------------------------------------------------------------
 
-PLAN_COLUMNS = {"params_non_embedding": "params (non-emb.)", "flops_per_token": "FLOPs/token",
-                "tokens_per_run": "tokens/run", "seconds_per_run": "est. time/run (s)"}
-
-
 @app.command()
 @interruptible
 def run(
-    study_file: Annotated[Path, typer.Argument(metavar="STUDY_FILE", help="a study YAML file")],
+    study_file: StudyFileArgument,
     set_: SetOption = None,
     plugin: PluginOption = None,
     profile: ProfileOption = None,
@@ -148,8 +145,8 @@ def run(
         min=1, help="seconds before the time limit at which a SLURM worker checkpoints and stops")] = 120,
 ):
     """Train every arm x seed of a study, track it in MLflow, and write its report."""
-    from harness.study.executors import executor_for
-    from harness.study.slurm import SlurmSettings
+    from harness.study.executors import local_executor
+    from harness.study.slurm import SlurmArray, SlurmSettings
 
     study = _open(study_file, set_, plugin, profile, tracking_uri=tracking_uri, storage=storage, runs_dir=runs_dir,
                   reports_dir=reports_dir)
@@ -159,9 +156,8 @@ def run(
         Console().print(table(plan.rename(columns=PLAN_COLUMNS), title))
         typer.echo(study.estimate_summary(plan))
         return
-    slurm = SlurmSettings(slurm_partition, slurm_time, slurm_gpus_per_job, slurm_cpus_per_job, slurm_signal_delay) \
-        if launcher == Launcher.slurm else None
-    summary = study.run(executor=executor_for(jobs, slurm))
+    summary = study.run(executor=local_executor(jobs) if launcher == Launcher.local else SlurmArray(
+        jobs, SlurmSettings(slurm_partition, slurm_time, slurm_gpus_per_job, slurm_cpus_per_job, slurm_signal_delay)))
     if summary is not None:
         for row in summary[summary["arm"] != summary["baseline"]].itertuples():
             typer.echo(f"{row.arm} vs {row.baseline}: {row.verdict}")
@@ -206,9 +202,18 @@ def leaderboard(tracking_uri: TrackingOption = None, reports_dir: ReportsDirOpti
     """Rank the variants of every study in the tracking store against their study's baseline:
     reports/leaderboard.md, .csv and a forest plot of the differences with their intervals."""
     from harness.report.leaderboard import build_leaderboard
-    from harness.tracking.tracker import Tracker
 
-    typer.echo(f"leaderboard: {build_leaderboard(Tracker(tracking_uri), reports_dir)}")
+    typer.echo(f"leaderboard: {build_leaderboard(tracking_uri, reports_dir)}")
+
+
+@app.command()
+@interruptible
+def prepare(study_file: StudyFileArgument, profile: ProfilesOption = None, set_: SetOption = None,
+            plugin: PluginOption = None):
+    """Tokenize every corpus a study needs into the cache (for each --profile), before workers start."""
+    for name in profile or ["-"]:  # the study as written, then each profile asked
+        Console().print(table(_open(study_file, set_, plugin, None if name == "-" else name).prepare(),
+                              f"prepared for {study_file}" + f", profile {name}" * (name != "-")))
 
 
 @app.command()
@@ -227,10 +232,8 @@ def status(
     state = _open(study, set_, plugin, profile, tracking_uri=tracking_uri, storage=storage).status()
     console = Console()
     console.print(table(state.arms_in_some_state(), f"study '{state.name}'"))
-    running = state.running[["arm", "seed", "worker", "step", "steps", "heartbeat_age_s"]].astype(
-        {"step": "Int64", "steps": "Int64"})
-    if len(running):
-        console.print(table(running.rename(columns={"heartbeat_age_s": "last heartbeat (s ago)"}), "running"))
+    if len(state.running):
+        console.print(table(state.running, "running"))
     typer.echo(state.summary())
 
 
@@ -244,13 +247,7 @@ def clean(
 ):
     """Delete the checkpoints and locks of a study's settled runs (finished, diverged, pruned).
     Interrupted and failed runs keep theirs, to resume; so does a run with records not yet sent."""
-    result = _open(study, tracking_uri=tracking_uri, runs_dir=runs_dir).clean(dry_run)
-    verb = "would delete" if dry_run else "deleted"
-    for path in result.removed:
-        typer.echo(f"{verb} {path}")
-    for folder in result.kept_unsent:
-        typer.echo(f"kept {folder}: it holds tracking records MLflow has not taken yet (sent by the next `ablate run`)")
-    typer.echo(f"{verb} {len(result.removed)} files, {result.bytes / 2**20:.1f} MiB")
+    typer.echo("\n".join(_open(study, tracking_uri=tracking_uri, runs_dir=runs_dir).clean(dry_run).lines()))
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -44,6 +45,31 @@ def bench_speed(steps: Annotated[int, typer.Option(min=3, help="timed training s
     with tempfile.TemporaryDirectory() as run_dir:
         modes = (False,) if eager_only else (False, True)
         typer.echo(speed(run_dir, steps=steps, compile_modes=modes, device=device).text())
+
+
+@bench_app.command("data")
+def bench_data(sizes: Annotated[str, typer.Option(help="corpus sizes in MB, comma-separated")] = "50,200,1000",
+               folder: Annotated[Optional[Path], typer.Option(
+                   help="where to write the corpora and caches (default: a temporary folder; the largest "
+                        "size needs about 3.5x its size on disk)")] = None):
+    """Preparing text corpora of three sizes: MB/s against the tokenizer library's own batch
+    encode, peak RSS and its growth, warm-cache time to the first step; a batch against a step."""
+    import tempfile
+
+    from harness.bench.data import data_bench
+
+    try:
+        sizes_mb = [float(size) for size in sizes.split(",")]
+    except ValueError:
+        sizes_mb = []
+    if not sizes_mb or min(sizes_mb) <= 0:
+        raise AblateError(f"--sizes '{sizes}': expected sizes in MB above 0, separated by commas, e.g. 50,200,1000")
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        typer.echo(data_bench(folder, sizes_mb).text())
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        typer.echo(data_bench(Path(scratch), sizes_mb).text())
 
 
 @bench_app.command("overhead")

@@ -19,6 +19,8 @@ PluginOption = Annotated[Optional[list[str]], typer.Option(
 SetOption = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="PATH=VALUE", help="override a study field: path.to.field=value, read as YAML (repeatable)")]
 ProfileOption = Annotated[Optional[str], typer.Option(metavar="NAME", help="apply a named profile of the study (e.g. gpu)")]
+ProfilesOption = Annotated[Optional[list[str]], typer.Option(
+    "--profile", metavar="NAME", help="a named profile of the study (repeatable; '-' is the study as written)")]
 TrackingOption = Annotated[Optional[str], typer.Option(
     "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's default)")]
 StorageOption = Annotated[Optional[str], typer.Option(
@@ -36,6 +38,11 @@ class Launcher(str, enum.Enum):
 
 
 StudyArgument = Annotated[str, typer.Argument(metavar="STUDY", help="study name (the MLflow experiment) or study file")]
+# the columns of `ablate run --dry-run` (harness.study.plan.estimate), as printed
+PLAN_COLUMNS = {"params_non_embedding": "params (non-emb.)", "flops_per_token": "FLOPs/token",
+                "tokens_per_run": "tokens/run", "data_epochs": "epochs", "tokens_per_param": "tokens/param",
+                "seconds_per_run": "est. time/run (s)", "time_from": "time from"}
+StudyFileArgument = Annotated[Path, typer.Argument(metavar="STUDY_FILE", help="a study YAML file")]
 
 
 class Stopped(Exception):

@@ -1,4 +1,5 @@
-"""Where downloaded files, tokenizers and tokenized corpora are kept between runs."""
+"""Where data is found ($ABLATE_DATA_DIR) and where downloaded files, tokenizers and tokenized
+corpora are kept between runs ($ABLATE_CACHE_DIR)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,15 @@ def content_hash(*parts: str | bytes) -> str:
         digest.update(part.encode() if isinstance(part, str) else part)
         digest.update(b"\0")
     return digest.hexdigest()[:16]
+
+
+def data_root() -> Path:
+    """$ABLATE_DATA_DIR, else the current directory: what a dataset's relative path is under."""
+    return Path(os.environ.get("ABLATE_DATA_DIR") or Path.cwd())
+
+
+def data_path(path: str) -> str:
+    """A dataset's path or glob: `~` expanded, and a relative one taken under data_root(), so one
+    study file names a corpus alike on every machine and each machine says where its corpora are."""
+    path = os.path.expanduser(path)
+    return path if os.path.isabs(path) else str(data_root() / path)

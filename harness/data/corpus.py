@@ -1,44 +1,155 @@
-"""A tokenized text: memory-mapped token arrays and a deterministic split."""
+"""A text corpus tokenized once into token files in the cache, memory-mapped by every run.
+
+    cache/tokens/<key>/train.bin, val.bin   token ids (uint16, or uint32 past 65,536 ids), as
+                                            nanoGPT's prepare.py writes them
+    cache/tokens/<key>/meta.json            counts, bytes and type; written last: a folder
+                                            without it is unfinished and made again
+
+The key is the corpus's sha256, the tokenizer's fingerprint, where the split falls and how
+chunks are cut, so the first run of a corpus prepares it (`ablate prepare` does it ahead) and every later
+run, worker or `--dry-run` opens the files in milliseconds. Preparing reads the corpus in chunks
+(harness.data.text_stream) and tokenizes them on the usable cores, a few chunks in flight: its
+memory does not grow with the corpus. A byte-level BPE is trained on a bounded sample of the
+training split (BPE_SAMPLE_CHARS, chunks spread evenly over it).
+"""
 
 from __future__ import annotations
 
+import json
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from harness.config.data import DataConfig
 from harness.data.cache import content_hash
-from harness.data.tokenizers import Tokenizer
+from harness.data.preparing import preparing
+from harness.data import text_stream
+from harness.data.text_stream import TextScan, TextStream
+from harness.data.tokenizers import (GPT2_PATTERN, Tokenizer, bpe_tokenizer, char_tokenizer, tiktoken_tokenizer,
+                                     tokenizer_file)
 from harness.data.windows import TokenWindows
-from harness.files import write_atomically
+from harness.environment import usable_cores
+from harness.errors import AblateError
+from harness.files import write_atomically, write_text
+
+BPE_SAMPLE_CHARS = 1 << 25  # 32 M characters of the training split train a BPE, at most
+TOKENS_VERSION = "2"  # part of the key: how chunks are cut and files written
 
 
 class TokenizedCorpus(TokenWindows):
-    """Next-token prediction over windows of a text.
+    """Next-token prediction over windows of a text corpus's token files.
 
-    The first (1 - val_fraction) of the text trains, the rest validates: no window spans
-    both. Token arrays are cached as .npy files keyed by the text and tokenizer, and read
-    back memory-mapped.
-    """
+    The first (1 - val_fraction) of the corpus's characters train, the rest validate: no window
+    spans both."""
 
-    def __init__(self, text: str, tokenizer: Tokenizer, val_fraction: float, val_windows: int, cache: Path,
-                 metadata: dict):
+    def __init__(self, folder: Path, tokenizer: Tokenizer, val_windows: int, metadata: dict):
         self.tokenizer = tokenizer
         self.vocab_size = tokenizer.vocab_size
-        split_at = int(len(text) * (1 - val_fraction))
-        self.texts = {"train": text[:split_at], "val": text[split_at:]}
-        tokens = {split: self._tokenize(part, cache, tokenizer.fingerprint()) for split, part in self.texts.items()}
-        super().__init__([tokens["train"]], [tokens["val"]], val_windows)
-        self.metadata = {**metadata, "train_tokens": len(tokens["train"]), "val_tokens": len(tokens["val"])}
-
-    def _tokenize(self, text: str, cache: Path, tokenizer_key: str) -> np.ndarray:
-        path = cache / "tokens" / f"{content_hash(text, tokenizer_key)}.npy"
-        if not path.exists():
-            dtype = np.uint16 if self.vocab_size <= 2 ** 16 else np.uint32
-            tokens = np.asarray(self.tokenizer.encode(text), dtype=dtype)
-            write_atomically(path, lambda private: _save_npy(private, tokens))
-        return np.load(path, mmap_mode="r")
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        dtype = np.dtype(meta["dtype"])
+        tokens = {split: _memmap(folder / f"{split}.bin", dtype) for split in ("train", "val")}
+        super().__init__([tokens["train"]], [tokens["val"]], val_windows, references=folder / "references.json")
+        self.metadata = {**metadata, "train_tokens": meta["train_tokens"], "val_tokens": meta["val_tokens"],
+                         "val_bytes": meta["val_bytes"]}
 
 
-def _save_npy(path: Path, tokens: np.ndarray) -> None:
-    with open(path, "wb") as file:  # np.save given a name would add ".npy" to it
-        np.save(file, tokens, allow_pickle=False)
+def _memmap(path: Path, dtype: np.dtype) -> np.ndarray:
+    if path.stat().st_size == 0:  # numpy cannot map an empty file
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+def tokenized_corpus(stream: TextStream, cfg: DataConfig, tokenizer: Tokenizer | None, cache: Path,
+                     metadata: dict) -> TokenizedCorpus:
+    """The corpus of `stream` tokenized (by `tokenizer`, else the one `cfg` names), prepared into
+    the cache on first use. A corpus whose metadata names an `expected_sha256` is checked
+    against it. Raises AblateError for a corpus that cannot be read or tokenized or that is not
+    the one expected, FileFault when the cache cannot be written."""
+    with preparing(f"reading {stream.dataset}", stream.total_bytes()) as progress:
+        scan = stream.scan(cache, progress)
+    metadata = dict(metadata)
+    expected = metadata.pop("expected_sha256", None)
+    if expected and scan.sha256 != expected:
+        raise AblateError(f"dataset '{stream.dataset}': {', '.join(map(str, stream.paths)) or 'its text'} has sha256 "
+                          f"{scan.sha256}, expected {expected}; delete it to download again")
+    tokenizer = tokenizer or build_tokenizer(cfg, stream, scan, cache)
+    split_at = scan.split_at(cfg.val_fraction)
+    folder = cache / "tokens" / content_hash(TOKENS_VERSION, str(text_stream.CHUNK_CHARS), scan.sha256,
+                                             tokenizer.fingerprint(), str(split_at))
+    if not (folder / "meta.json").exists():
+        with preparing(f"tokenizing {stream.dataset}", stream.total_bytes()) as progress:
+            _write_token_files(folder, stream.chunks(split_at, progress), tokenizer)
+    return TokenizedCorpus(folder, tokenizer, cfg.val_windows, {**metadata, "sha256": scan.sha256})
+
+
+def build_tokenizer(cfg: DataConfig, stream: TextStream, scan: TextScan, cache: Path) -> Tokenizer:
+    """The tokenizer `cfg.tokenizer` names, for this corpus: its characters, a BPE trained on a
+    sample of its training split, a tiktoken encoding or a tokenizer.json."""
+    name = cfg.tokenizer.name
+    if name == "char":
+        return char_tokenizer(scan.charset)
+    if name == "hf":
+        return tokenizer_file(cfg.tokenizer.path)
+    if name != "bpe":
+        return tiktoken_tokenizer(cfg.tokenizer.encoding)
+    split_at = scan.split_at(cfg.val_fraction)
+    key = content_hash(TOKENS_VERSION, str(text_stream.CHUNK_CHARS), scan.sha256, str(split_at),
+                       str(cfg.tokenizer.vocab_size), GPT2_PATTERN, str(BPE_SAMPLE_CHARS))
+
+    def sample():
+        """The training split's chunks when it fits the sample, else chunks spread evenly over
+        it: a chunk is taken while the sample stays within its share of what was read."""
+        share, seen, taken = min(1.0, BPE_SAMPLE_CHARS / max(split_at, 1)), 0, 0
+        with preparing(f"training a BPE on {stream.dataset}", stream.total_bytes()) as progress:
+            for split, chunk in stream.chunks(split_at, progress):
+                if split != "train":
+                    return
+                seen += len(chunk)
+                if taken + len(chunk) <= share * seen:
+                    taken += len(chunk)
+                    yield chunk
+
+    return bpe_tokenizer(sample, cfg.tokenizer.vocab_size, cache, key=key)
+
+
+def _write_token_files(folder: Path, chunks, tokenizer: Tokenizer) -> None:
+    """Tokenize ("train" | "val", text) chunks on the usable cores, in order, into
+    folder/{train,val}.bin; meta.json last."""
+    dtype = tokenizer.token_dtype()
+    counts = {"train": 0, "val": 0}
+    sizes = {"train": 0, "val": 0}
+
+    def encode(text: str) -> tuple[np.ndarray, int]:
+        return tokenizer.encode_array(text).astype(dtype, copy=False), len(text.encode("utf-8", "surrogatepass"))
+
+    def write(train_path: Path, val_path: Path) -> None:
+        files = {"train": open(train_path, "wb"), "val": open(val_path, "wb")}
+        workers = usable_cores()
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                in_flight = deque()
+                for split, text in chunks:
+                    in_flight.append((split, pool.submit(encode, text)))
+                    while len(in_flight) > workers + 1:  # each worker busy, one chunk waiting: bounded memory
+                        _write_chunk(files, counts, sizes, *in_flight.popleft())
+                while in_flight:
+                    _write_chunk(files, counts, sizes, *in_flight.popleft())
+        finally:
+            for file in files.values():
+                file.close()
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomically(folder / "train.bin", lambda train: write_atomically(folder / "val.bin",
+                                                                          lambda val: write(train, val)))
+    write_text(folder / "meta.json", json.dumps({"dtype": dtype.str, "train_tokens": counts["train"],
+                                                 "val_tokens": counts["val"], "train_bytes": sizes["train"],
+                                                 "val_bytes": sizes["val"]}))
+
+
+def _write_chunk(files, counts, sizes, split: str, future) -> None:
+    tokens, size = future.result()
+    tokens.tofile(files[split])
+    counts[split] += len(tokens)
+    sizes[split] += size

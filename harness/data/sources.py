@@ -1,4 +1,5 @@
-"""Built-in corpora: the documentation every Python ships, local text files, downloads."""
+"""Built-in corpora: the documentation every Python ships, local text files of any size,
+downloads. Files are read in chunks by harness.data.text_stream, never whole."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from harness.data.cache import data_path, data_root
 from harness.errors import AblateError
 from harness.files import write_atomically
 from harness.redaction import redact
-from harness.registry import NoOptions, Options, TextSource, register
+from harness.registry import NoOptions, Options, TextFiles, TextSource, register
 
 
 @register("dataset", "pydoc", NoOptions)
@@ -30,20 +32,18 @@ def pydoc_topics(cfg, options, cache_dir: Path) -> TextSource:
 
 
 class TextFileOptions(Options):
-    path: str = Field(description="a file, or a glob such as 'corpus/*.txt' (files joined in name order)")
+    path: str = Field(description="a file, or a glob such as 'corpus/*.txt' (files joined in name order); relative "
+                                  "to $ABLATE_DATA_DIR when set")
 
 
 @register("dataset", "text", TextFileOptions)
-def text_files(cfg, options: TextFileOptions, cache_dir: Path) -> TextSource:
-    """Local text: one file or every file matching a glob."""
-    paths = sorted(glob.glob(options.path, recursive=True))
+def text_files(cfg, options: TextFileOptions, cache_dir: Path) -> TextFiles:
+    """Local UTF-8 text of any size: one file or every file matching a glob (folders left out)."""
+    paths = [Path(p) for p in sorted(glob.glob(data_path(options.path), recursive=True)) if not Path(p).is_dir()]
     if not paths:
-        raise AblateError(f"dataset 'text': no file matches '{options.path}' (relative to {Path.cwd()})")
-    text = "\n\n".join(_utf8_text(Path(p).read_bytes, p, "text") for p in paths)
-    if not text.strip():
-        raise AblateError(f"dataset 'text': '{options.path}' is empty")
-    return TextSource(text, {"source": options.path, "files": len(paths),
-                             "sha256": hashlib.sha256(text.encode()).hexdigest()})
+        raise AblateError(f"dataset 'text': no file matches '{options.path}' (relative to {data_root()}; set "
+                          "ABLATE_DATA_DIR to the folder that holds your corpora)")
+    return TextFiles(paths, {"source": options.path, "files": len(paths)})
 
 
 PRESETS = {
@@ -69,46 +69,24 @@ class URLOptions(Options):
 
 
 @register("dataset", "url", URLOptions)
-def downloaded_text(cfg, options: URLOptions, cache_dir: Path) -> TextSource:
-    """A text file downloaded once into the cache and checked against its sha256."""
+def downloaded_text(cfg, options: URLOptions, cache_dir: Path) -> TextFiles:
+    """A text file downloaded once into the cache (in blocks, never whole in memory) and
+    checked against its sha256 when it is read."""
     url, sha256 = PRESETS[options.preset] if options.preset else (options.url, options.sha256)
     name = options.preset or Path(url).name or "download"
     path = cache_dir / "downloads" / f"{name}-{hashlib.sha256(url.encode()).hexdigest()[:8]}.txt"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)  # where to put the file by hand, offline
         try:
             with urllib.request.urlopen(url, timeout=30) as response:
-                data = response.read()
+                write_atomically(path, lambda private: _copy(response, private))
         except OSError as err:
             raise AblateError(
                 f"dataset 'url': cannot download {redact(url)} ({err}); without network, put the file at {path}") from None
-        write_atomically(path, lambda private: private.write_bytes(data))
-    data = path.read_bytes()
-    actual = hashlib.sha256(data).hexdigest()
-    if sha256 and actual != sha256:
-        raise AblateError(f"dataset 'url': {path} has sha256 {actual}, expected {sha256}; delete it to download again")
-    return TextSource(_utf8_text(lambda: data, redact(url), "url"), {"source": url, "sha256": actual,
-                                                                      "cache_path": str(path)})
+    return TextFiles([path], {"source": url, "cache_path": str(path), "expected_sha256": sha256})
 
 
-# control bytes besides tab, newline, vertical tab, form feed and carriage return: text has
-# almost none, binary files (nanoGPT's uint16 train.bin, archives) are full of NUL
-CONTROL_BYTES = bytes([*range(0x09), *range(0x0E, 0x20), 0x7F])
-MAX_CONTROL_SHARE = 0.001
-
-
-def _utf8_text(read, name: str, dataset: str) -> str:
-    """The text of a file, or one message saying why there is none (not UTF-8, binary, unreadable)."""
-    try:
-        data = read()
-        control = len(data) - len(data.translate(None, CONTROL_BYTES))
-        if control > MAX_CONTROL_SHARE * len(data):
-            raise AblateError(f"dataset '{dataset}': {name} is binary, not text ({control / len(data):.1%} of its bytes "
-                              f"are control bytes such as NUL); for token ids use dataset 'nanogpt' (train.bin), "
-                              "'llmc' (shards) or 'npy'")
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise AblateError(f"dataset '{dataset}': {name} is not UTF-8 text (byte {err.start}: {err.reason}); "
-                          "give a text file") from None
-    except OSError as err:
-        raise AblateError(f"dataset '{dataset}': cannot read {name}: {err.strerror or err}") from None
+def _copy(response, path: Path) -> None:
+    with open(path, "wb") as file:
+        while block := response.read(1 << 22):
+            file.write(block)

@@ -13,7 +13,8 @@
   val shards, taken in name order.
 - `npy`: one-dimensional integer numpy arrays (np.save).
 
-Each ships its validation split, which is used as is (`val_fraction` does not apply). The
+A relative path or glob is taken under $ABLATE_DATA_DIR when it is set (else the current
+directory), so a study names its corpus alike on every machine. Each ships its validation split, which is used as is (`val_fraction` does not apply). The
 tokens carry no vocabulary, so the study declares the tokenizer they were made with
 (`tiktoken:gpt2`, `hf:tokenizer.json`, or nanoGPT's meta.pkl); it decodes samples and is
 saved in checkpoints, and a token id outside its vocabulary is refused.
@@ -36,7 +37,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from harness.data.cache import content_hash
+from harness.data.cache import content_hash, data_path, data_root
 from harness.data.tokenizers import Tokenizer, char_tokenizer, tiktoken_tokenizer, tokenizer_file
 from harness.data.windows import TokenWindows
 from harness.errors import AblateError
@@ -71,6 +72,7 @@ class TokenFiles(TokenWindows):
         self.metadata = {"source": dataset, "files": len(train) + len(val), "path": str(train[0].parent),
                          "sha256": fingerprint.hexdigest(), "train_tokens": len(self.tokens["train"]),
                          "val_tokens": len(self.tokens["val"])}
+        self.references = cache / "references" / f"{content_hash(fingerprint.hexdigest(), tokenizer.fingerprint())}.json"
 
 
 def _scan(path: Path, tokens: np.ndarray, cache: Path) -> dict:
@@ -133,9 +135,10 @@ def _meta_characters(path: Path) -> str:
 
 
 def _files(dataset: str, pattern: str, what: str) -> list[Path]:
-    paths = [Path(p) for p in sorted(glob.glob(pattern, recursive=True))]
+    paths = [Path(p) for p in sorted(glob.glob(data_path(pattern), recursive=True))]
     if not paths:
-        raise AblateError(f"dataset '{dataset}': no {what} file matches '{pattern}' (relative to {Path.cwd()})")
+        raise AblateError(f"dataset '{dataset}': no {what} file matches '{pattern}' (relative to {data_root()}; "
+                          "set ABLATE_DATA_DIR to the folder that holds your corpora)")
     for path in paths:
         _regular_file(dataset, path)
     return paths
@@ -166,7 +169,7 @@ class NanoGPTOptions(Options):
 @register("dataset", "nanogpt", NanoGPTOptions)
 def nanogpt_bins(cfg, options: NanoGPTOptions, cache_dir: Path) -> TokenFiles:
     """nanoGPT's train.bin and val.bin, memory-mapped."""
-    folder = Path(options.path)
+    folder = Path(data_path(options.path))
     train, val = folder / "train.bin", folder / "val.bin"
     if not folder.is_dir():
         raise AblateError(f"dataset 'nanogpt': {folder} is not a folder; `path` is the folder nanoGPT's prepare.py "

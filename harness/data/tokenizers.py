@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Callable, Iterable
 
+import numpy as np
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 
-from harness.config.data import TokenizerConfig
 from harness.data.cache import content_hash
 from harness.errors import AblateError
 from harness.files import write_text
@@ -25,15 +26,27 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+
 
 
 class Tokenizer:
-    def __init__(self, kind: str, encode, decode, vocab_size: int, state: dict):
+    def __init__(self, kind: str, encode, decode, vocab_size: int, state: dict,
+                 encode_array: Callable[[str], np.ndarray] | None = None):
         self.kind = kind
         self._encode = encode
+        self._encode_array = encode_array
         self._decode = decode
         self.vocab_size = vocab_size
         self._state = state
 
     def encode(self, text: str) -> list[int]:
         return self._encode(text)
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """The token ids of `text` as a 1-D array of the smallest unsigned type that holds this
+        vocabulary (uint16 up to 65,536 ids, else uint32): what token files store."""
+        if self._encode_array is not None:
+            return self._encode_array(text)
+        return np.asarray(self._encode(text), dtype=self.token_dtype())
+
+    def token_dtype(self) -> np.dtype:
+        return np.dtype(np.uint16 if self.vocab_size <= 2 ** 16 else np.uint32)
 
     def decode(self, tokens) -> str:
         return self._decode(list(tokens))
@@ -60,20 +73,26 @@ class Tokenizer:
 
 def char_tokenizer(chars: str) -> Tokenizer:
     """One token per distinct character of the corpus (nanoGPT's shakespeare_char)."""
-    index = {c: i for i, c in enumerate(chars)}
+    # ids by code point, -1 for characters outside the vocabulary: a text is encoded with numpy,
+    # not one Python int per character
+    table = np.full(max(map(ord, chars), default=0) + 2, -1, dtype=np.int32)
+    table[[ord(c) for c in chars]] = np.arange(len(chars))
+    dtype = np.uint16 if len(chars) <= 2 ** 16 else np.uint32
 
-    def encode(text: str) -> list[int]:
-        try:
-            return [index[c] for c in text]
-        except KeyError as err:
-            raise AblateError(
-                f"character {err.args[0]!r} is not in this character vocabulary; "
-                "use a bpe tokenizer to cover any text") from None
+    def encode_array(text: str) -> np.ndarray:
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        ids = table[np.minimum(codes, len(table) - 1)]
+        if len(ids) and ids.min() < 0:
+            unknown = text[int(np.argmax(ids < 0))]
+            raise AblateError(f"character {unknown!r} is not in this character vocabulary; "
+                              "use a bpe tokenizer to cover any text")
+        return ids.astype(dtype)
 
     def decode(tokens) -> str:
         return "".join(chars[t] for t in tokens)
 
-    return Tokenizer("char", encode, decode, len(chars), {"kind": "char", "chars": chars})
+    return Tokenizer("char", lambda text: encode_array(text).tolist(), decode, len(chars),
+                     {"kind": "char", "chars": chars}, encode_array)
 
 
 def tiktoken_tokenizer(encoding: str) -> Tokenizer:
@@ -108,19 +127,22 @@ def _bpe_tokenizer(ranks: dict[bytes, int], name: str) -> Tokenizer:
     return Tokenizer("bpe", enc.encode_ordinary, enc.decode, enc.n_vocab, state)
 
 
-def bpe_tokenizer(train_text: str, vocab_size: int, cache: Path) -> Tokenizer:
-    """A byte-level BPE trained on `train_text`, cached as a .tiktoken file keyed by content."""
-    key = content_hash(train_text, str(vocab_size), GPT2_PATTERN)
+def bpe_tokenizer(train_text: str | Callable[[], Iterable[str]], vocab_size: int, cache: Path,
+                  key: str | None = None) -> Tokenizer:
+    """A byte-level BPE trained on `train_text` (a text, or a function that yields its chunks;
+    then `key` names it), cached as a .tiktoken file under the key."""
+    key = key or content_hash(train_text, str(vocab_size), GPT2_PATTERN)
     path = cache / f"bpe-{vocab_size}-{key}.tiktoken"
     if not path.exists():
-        ranks = train_bpe(train_text, vocab_size)
+        ranks = train_bpe([train_text] if isinstance(train_text, str) else train_text(), vocab_size)
         write_text(path, "".join(f"{base64.b64encode(t).decode()} {r}\n"
                                  for t, r in sorted(ranks.items(), key=lambda x: x[1])))
     return _bpe_tokenizer(load_tiktoken_bpe(str(path)), f"bpe-{vocab_size}-{key}")
 
 
-def train_bpe(text: str, vocab_size: int) -> dict[bytes, int]:
-    """Merge ranks of a byte-level BPE, trained by the `tokenizers` library (fast, Rust).
+def train_bpe(texts: Iterable[str], vocab_size: int) -> dict[bytes, int]:
+    """Merge ranks of a byte-level BPE, trained by the `tokenizers` library (fast, Rust) on the
+    texts as they come (an iterator: only the counts of their words are kept).
 
     Ranks are token ids: the 256 bytes first, then merges in the order they were learned,
     which is the order tiktoken applies them.
@@ -132,7 +154,7 @@ def train_bpe(text: str, vocab_size: int) -> dict[bytes, int]:
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   special_tokens=[], show_progress=False)
-    hf.train_from_iterator([text], trainer=trainer)
+    hf.train_from_iterator(texts, trainer=trainer)
     byte_of = {char: byte for byte, char in _bytes_to_unicode().items()}
     return {bytes(byte_of[c] for c in token): rank for token, rank in hf.get_vocab().items()}
 
@@ -161,13 +183,3 @@ def tokenizer_file(path: str) -> Tokenizer:
     except Exception as err:  # the tokenizers library's own parse error
         raise AblateError(f"tokenizer hf:{path}: {file} is not a Hugging Face tokenizer.json "
                           f"({type(err).__name__}: {str(err)[:200]})") from None
-
-
-def build_tokenizer(cfg: TokenizerConfig, corpus_text: str, train_text: str, cache: Path) -> Tokenizer:
-    if cfg.name == "char":
-        return char_tokenizer("".join(sorted(set(corpus_text))))
-    if cfg.name == "bpe":
-        return bpe_tokenizer(train_text, cfg.vocab_size, cache)
-    if cfg.name == "hf":
-        return tokenizer_file(cfg.path)
-    return tiktoken_tokenizer(cfg.encoding)

@@ -7,10 +7,15 @@ so one shard draws exactly as one array would.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from harness.data.reference import reference_losses
+from harness.errors import FileFault
+from harness.files import write_text
 
 # reference losses are estimated on at most this many tokens of each split: bounded memory
 # (a few hundred MB of int64 counts) whatever the corpus's size
@@ -61,9 +66,11 @@ class TokenWindows:
 
     exact_match = False
 
-    def __init__(self, train: list[np.ndarray], val: list[np.ndarray], val_windows: int):
+    def __init__(self, train: list[np.ndarray], val: list[np.ndarray], val_windows: int,
+                 references: Path | None = None):
         self.tokens = {"train": TokenShards(train), "val": TokenShards(val)}
         self.val_windows = val_windows
+        self.references = references  # where the reference losses of these tokens are kept
 
     def check_context(self, context_length: int) -> None:
         for split, tokens in self.tokens.items():
@@ -87,6 +94,18 @@ class TokenWindows:
 
     def reference_losses(self) -> dict[str, float]:
         """Unigram and bigram losses of the validation split (harness.data.reference), from at
-        most REFERENCE_TOKENS tokens of each split."""
-        return reference_losses(self.tokens["train"].head(REFERENCE_TOKENS), self.tokens["val"].head(REFERENCE_TOKENS),
-                                self.vocab_size)
+        most REFERENCE_TOKENS tokens of each split; computed once per token files and kept
+        beside them (`references`) where they may be written."""
+        if self.references is not None and self.references.exists():
+            try:
+                return json.loads(self.references.read_text(encoding="utf-8"))
+            except (ValueError, OSError):
+                pass  # computed again
+        losses = reference_losses(self.tokens["train"].head(REFERENCE_TOKENS),
+                                  self.tokens["val"].head(REFERENCE_TOKENS), self.vocab_size)
+        if self.references is not None:
+            try:
+                write_text(self.references, json.dumps(losses))
+            except FileFault:
+                pass  # a read-only cache: computed again next time
+        return losses

@@ -20,21 +20,14 @@ from harness.registry.contracts import (
     LayerInfo,
     PositionEncoding,
     TaskDataset,
+    TextDocuments,
+    TextFiles,
     TextSource,
     mark_residual_output,
     writes_residual,
 )
-from harness.registry.core import (
-    BUILT_IN_PACKAGE,
-    MODEL_SLOTS,
-    SLOTS,
-    NoOptions,
-    Options,
-    Variant,
-    lookup,
-    register,
-    variants,
-)
+from harness.registry.catalog import lookup, variants
+from harness.registry.core import BUILT_IN_PACKAGE, MODEL_SLOTS, SLOTS, NoOptions, Options, Variant, register
 from harness.registry.loading import ENTRY_POINT_GROUP, load_installed, load_plugin
 
 __all__ = [
@@ -51,6 +44,8 @@ __all__ = [
     "Options",
     "PositionEncoding",
     "TaskDataset",
+    "TextDocuments",
+    "TextFiles",
     "TextSource",
     "Variant",
     "fused_op",

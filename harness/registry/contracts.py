@@ -14,7 +14,8 @@ placement   ``layer, attention, mlp, make_norm``        ``nn.Module``: (x, ctx) 
 position    (none)                                      :class:`PositionEncoding`
 init        (none)                                      :class:`Initializer`
 dropout     (none)                                      :class:`DropoutSchedule`
-dataset     ``cache_dir``                               :class:`TextSource` (a corpus, cut
+dataset     ``cache_dir``                               :class:`TextSource` or
+                                                        :class:`TextFiles` (a corpus, cut
                                                         into windows and tokenized by the
                                                         data config's tokenizer), or a
                                                         :class:`TaskDataset`
@@ -44,7 +45,7 @@ Linear layers that write into the residual stream are marked with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -143,9 +144,34 @@ class AttentionBackend:
 
 @dataclass(frozen=True)
 class TextSource:
-    """A corpus: its text, and where it came from (recorded on every run)."""
+    """A corpus given whole: its text, and where it came from (recorded on every run). For a
+    corpus larger than memory, give its files (:class:`TextFiles`)."""
 
     text: str
+    metadata: dict
+
+
+@dataclass(frozen=True)
+class TextFiles:
+    """A corpus of UTF-8 text files of any size, joined in this order by a blank line ("\\n\\n"),
+    and where it came from. The engine reads it in chunks (harness.data.text_stream): it is
+    never held in memory whole."""
+
+    paths: list
+    metadata: dict
+
+
+@dataclass(frozen=True)
+class TextDocuments:
+    """A corpus of documents (a Hugging Face dataset's text column), joined by a blank line:
+    `train()` and `val()` yield them in batches (lists of str); `val` is None where the corpus
+    ships no validation split (then the last val_fraction of train validates). `files` are what
+    the documents are read from: their paths, sizes and modification times decide whether a
+    cached scan still holds."""
+
+    train: Callable[[], Iterator[list[str]]]
+    val: Callable[[], Iterator[list[str]]] | None
+    files: list
     metadata: dict
 
 

@@ -165,36 +165,16 @@ def _qualname(factory) -> str:
 
 def check_slot(slot: str) -> None:
     if slot not in SLOTS:
-        raise AblateError(f"unknown slot '{slot}'{_suggestion(slot, SLOTS)}; slots: {', '.join(SLOTS)}")
+        raise AblateError(f"unknown slot '{slot}'{suggestion(slot, SLOTS)}; slots: {', '.join(SLOTS)}")
 
 
-def lookup(slot: str, name: str) -> Variant:
-    """The variant `name` of `slot`, or an error listing the known names and the closest one."""
-    from harness.registry.loading import load_installed
-
+def registered(slot: str) -> dict[str, Variant]:
+    """The variants registered so far in `slot`, by name (harness.registry.catalog loads the
+    installed plugins first)."""
     check_slot(slot)
-    load_installed()
-    known = _VARIANTS[slot]
-    if name not in known:
-        raise AblateError(
-            f"unknown {slot} variant '{name}'{_suggestion(name, known)}; "
-            f"known {slot} variants: {', '.join(sorted(known)) or '(none)'}. A plugin's variant is known once "
-            "its file or module is loaded: list it under the study's plugins: or pass --plugin FILE"
-        )
-    return known[name]
+    return _VARIANTS[slot]
 
 
-def variants(slot: str | None = None) -> list[Variant]:
-    """Every registered variant (of one slot, or of all), slot order then name order."""
-    from harness.registry.loading import load_installed
-
-    load_installed()
-    slots = [slot] if slot else list(SLOTS)
-    for s in slots:
-        check_slot(s)
-    return [_VARIANTS[s][n] for s in slots for n in sorted(_VARIANTS[s])]
-
-
-def _suggestion(name: str, known) -> str:
+def suggestion(name: str, known) -> str:
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -74,8 +74,10 @@ def _rows(study: str, plan: PlanRecord, summary: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def build_leaderboard(tracker: Tracker, reports_dir: Path) -> Path:
-    """Write leaderboard.md, .csv and .png under `reports_dir`; returns the markdown's path."""
+def build_leaderboard(tracker: Tracker | str | None, reports_dir: Path) -> Path:
+    """Write leaderboard.md, .csv and .png under `reports_dir` from a tracker (or its tracking
+    URI; None: MLflow's default); returns the markdown's path."""
+    tracker = tracker if isinstance(tracker, Tracker) else Tracker(tracker)
     board, left_out = collect_leaderboard(tracker)
     if board.empty:
         raise AblateError(f"no study in {redact(tracker.uri)} has a finished comparison to rank"

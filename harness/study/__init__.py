@@ -8,8 +8,8 @@
     lifecycle.py  one run, opened to ended, the same for a comparison run and a tuning trial
     worker.py     a worker: claims runs from the ledger and trains them
     launch.py     local worker processes
-    slurm.py      workers submitted to SLURM as a job array (submitit)
-    executors.py  how the planned runs execute: inline, local workers, SLURM, plan only
+    executors.py  how the planned runs execute: inline, local workers, plan only
+    slurm.py      or as a SLURM job array (submitit): its executor and the job each worker runs
     seed_policy.py how many seeds each arm trains: fixed, or added while a verdict is unsettled
     status.py     where a study stands: per arm finished, running, queued, failed; an ETA
     clean.py      checkpoints and locks of runs that are settled

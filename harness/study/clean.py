@@ -27,6 +27,14 @@ class CleanResult:
     bytes: int = 0
     dry_run: bool = False
 
+    def lines(self) -> list[str]:
+        """What was deleted (or would be) and what was kept, as `ablate clean` prints it."""
+        verb = "would delete" if self.dry_run else "deleted"
+        return ([f"{verb} {path}" for path in self.removed]
+                + [f"kept {folder}: it holds tracking records MLflow has not taken yet (sent by the next `ablate run`)"
+                   for folder in self.kept_unsent]
+                + [f"{verb} {len(self.removed)} files, {self.bytes / 2**20:.1f} MiB"])
+
 
 def clean_runs(name: str, tracker: Tracker, runs_dir: Path, dry_run: bool = False) -> CleanResult:
     """Delete (or with `dry_run`, list) the checkpoints and locks of the study's settled runs."""

@@ -1,5 +1,5 @@
-"""How a planned study's runs are trained: here, by local worker processes, by a SLURM job
-array, or elsewhere (the study is only planned). `Study.run` calls an executor's three
+"""How a planned study's runs are trained: here, by local worker processes, or elsewhere (the
+study is only planned; a SLURM job array is harness.study.slurm.SlurmArray). `Study.run` calls an executor's three
 methods in this order; a new launcher is one class with them, passed as `Study.run(executor=...)`.
 
     start(study)   before tuning: start or submit workers (they tune, then train what is queued)
@@ -17,7 +17,6 @@ from harness.study import launch
 from harness.study.worker import work
 
 if TYPE_CHECKING:
-    from harness.study.slurm import SlurmSettings
     from harness.study.study import Study
 
 
@@ -73,26 +72,6 @@ class LocalWorkers(Executor):
         launch.stop(self.workers)
 
 
-class SlurmArray(Executor):
-    """`jobs` workers submitted to SLURM as one job array (harness.study.slurm); the study is
-    planned here and reported by `ablate report` once they are done."""
-
-    trains_here = False
-    workers_tune = True
-
-    def __init__(self, jobs: int, settings: SlurmSettings):
-        settings.minutes()  # a malformed time fails before anything is planned
-        self.jobs, self.settings = jobs, settings
-
-    def start(self, study: Study) -> None:
-        from harness.study.slurm import submit_workers
-
-        array = submit_workers(study, self.jobs, self.settings)
-        study.console.print(f"submitted {self.jobs} workers to SLURM as job array {array[0].job_id.split('_')[0]} "
-                            f"(logs in {array[0].paths.folder.parent}); watch them with `squeue --me` and "
-                            f"`ablate status {study.file}`, then `ablate report {study.name}`", soft_wrap=True)
-
-
 class PlanOnly(Executor):
     """Plan the study and say how to start workers (`--jobs 0`): `ablate worker`s on any
     machine that reaches the stores train it."""
@@ -104,12 +83,8 @@ class PlanOnly(Executor):
         study.console.print(f"start workers with: {study.worker_command()}", soft_wrap=True)
 
 
-def executor_for(jobs: int, slurm: SlurmSettings | None = None) -> Executor:
-    """The executor `ablate run --jobs N [--launcher slurm]` asks for."""
-    if slurm:
-        if jobs < 1:
-            raise AblateError("--launcher slurm needs --jobs N (N >= 1): how many workers to submit")
-        return SlurmArray(jobs, slurm)
+def local_executor(jobs: int) -> Executor:
+    """The executor `ablate run --jobs N` asks for: inline (1), N local workers, or plan only (0)."""
     if jobs == 0:
         return PlanOnly()
     return Inline() if jobs == 1 else LocalWorkers(jobs)

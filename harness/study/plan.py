@@ -24,6 +24,7 @@ from harness.redaction import redact
 from harness.registry import lookup
 from harness.training.build import RunInputs, build_run, resolve_device
 from harness.training.faults import RunFailed, is_out_of_memory
+from harness.training.throughput import PEAK_BF16_FLOPS
 
 
 @dataclass(frozen=True)
@@ -203,24 +204,42 @@ def _step_seconds(spec: RunSpec, inputs: RunInputs) -> float:
                           "per step) or the model's size") from None
 
 
+# a run meant for a GPU this machine does not have is estimated from its FLOPs: an H100's bf16
+# peak (harness.training.throughput) at the utilisation a tuned GPT-2 small reaches (nanoGPT, llm.c)
+ASSUMED_GPU, ASSUMED_MFU = "H100", 0.4
+
+
 def estimate(specs: list[RunSpec], inputs: RunInputs, settled: set[str]) -> pd.DataFrame:
-    """One row per arm: its planned runs, how many of them are `settled` already, its size,
-    cost per token, tokens per run and measured time per run."""
+    """One row per arm: its planned runs, how many of them are `settled` already, its size, cost
+    per token, tokens per run, how often a run sees its training data (`data_epochs`) and tokens
+    per non-embedding parameter, and the seconds per run: measured on this machine, or, for a run
+    that asks for CUDA where there is none, from its FLOPs on an ASSUMED_GPU at ASSUMED_MFU
+    (`time_from` says which)."""
     first: dict[str, RunSpec] = {}
     for spec in specs:
         first.setdefault(spec.arm, spec)
     rows = []
     for spec in first.values():
-        vocab = inputs.dataset(spec).vocab_size
+        dataset = inputs.dataset(spec)
         with torch.device("meta"):
-            model = GPT(spec.model.for_vocabulary(vocab))
+            model = GPT(spec.model.for_vocabulary(dataset.vocab_size))
+        tokens = spec.train.steps * spec.train.batch_size * spec.train.grad_accum * spec.model.context_length
+        train_tokens = getattr(dataset, "metadata", {}).get("train_tokens")
+        elsewhere = spec.train.device.startswith("cuda") and not torch.cuda.is_available()
+        if elsewhere:
+            seconds = model.flops_per_token() * tokens / (PEAK_BF16_FLOPS[ASSUMED_GPU] * ASSUMED_MFU)
+        else:
+            seconds = _step_seconds(spec, inputs) * spec.train.steps
         rows.append({
             "arm": spec.arm, "runs": sum(s.arm == spec.arm for s in specs),
             "finished": sum(s.arm == spec.arm and s.key() in settled for s in specs),
             "params_non_embedding": model.num_parameters(non_embedding=True),
             "flops_per_token": model.flops_per_token(),
-            "tokens_per_run": spec.train.steps * spec.train.batch_size * spec.train.grad_accum
-                              * spec.model.context_length,
-            "seconds_per_run": _step_seconds(spec, inputs) * spec.train.steps,
+            "tokens_per_run": tokens,
+            "data_epochs": tokens / train_tokens if train_tokens else float("nan"),
+            "tokens_per_param": tokens / model.num_parameters(non_embedding=True),
+            "seconds_per_run": seconds,
+            "time_from": f"FLOPs: {ASSUMED_GPU} bf16 at {ASSUMED_MFU:.0%} MFU" if elsewhere
+                         else f"measured on {resolve_device(spec.train.device)}",
         })
     return pd.DataFrame(rows)

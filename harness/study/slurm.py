@@ -20,9 +20,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from harness.environment import environment, usable_cores
 from harness.errors import AblateError
 from harness.redaction import error_line
+from harness.study.executors import Executor
+
+if TYPE_CHECKING:
+    from harness.study.study import Study
 
 
 @dataclass
@@ -46,9 +52,30 @@ class SlurmSettings:
         return max(1, int(days or 0) * 1440 + int(hours) * 60 + int(minutes) + (int(seconds) > 0))
 
 
-def submit_workers(study, jobs: int, settings: SlurmSettings):
-    """Submit `jobs` workers of `study` (a harness.study.Study, planned or being planned) as a
-    SLURM job array; returns the submitit jobs."""
+class SlurmArray(Executor):
+    """`jobs` workers submitted to SLURM as one job array; the study is planned here and reported
+    by `ablate report` once they are done. Raises AblateError for fewer than one worker or a
+    malformed time limit, before anything is planned."""
+
+    trains_here = False
+    workers_tune = True
+
+    def __init__(self, jobs: int, settings: SlurmSettings):
+        if jobs < 1:
+            raise AblateError("--launcher slurm needs --jobs N (N >= 1): how many workers to submit")
+        settings.minutes()
+        self.jobs, self.settings = jobs, settings
+
+    def start(self, study: Study) -> None:
+        array = submit_workers(study, self.jobs, self.settings)
+        study.console.print(f"submitted {self.jobs} workers to SLURM as job array {array[0].job_id.split('_')[0]} "
+                            f"(logs in {array[0].paths.folder.parent}); watch them with `squeue --me` and "
+                            f"`ablate status {study.file}`, then `ablate report {study.name}`", soft_wrap=True)
+
+
+def submit_workers(study: Study, jobs: int, settings: SlurmSettings):
+    """Submit `jobs` workers of `study` (planned or being planned) as a SLURM job array; returns
+    the submitit jobs. Raises AblateError when sbatch is missing or refuses them."""
     import submitit
 
     folder = study.runs_dir.resolve() / study.name / "slurm"

@@ -44,7 +44,10 @@ class StudyStatus:
 
     @property
     def running(self) -> pd.DataFrame:
-        return self.runs[self.runs["state"] == RUNNING]
+        """The runs in flight: arm, seed, worker, step of steps, seconds since the last heartbeat."""
+        running = self.runs[self.runs["state"] == RUNNING]
+        return running[["arm", "seed", "worker", "step", "steps", "heartbeat_age_s"]].astype(
+            {"step": "Int64", "steps": "Int64"}).rename(columns={"heartbeat_age_s": "last heartbeat (s ago)"})
 
     def arms_in_some_state(self) -> pd.DataFrame:
         """The per-arm table without the states no run is in (which say nothing)."""

@@ -16,7 +16,6 @@ MLflow or the ledger is touched.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 from functools import cached_property
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from harness.study.clean import CleanResult, clean_runs
 from harness.study.ledger import DEFAULT_STORAGE, Ledger, plan_id
 from harness.study.lifecycle import RunOutcome, train_tracked
 from harness.study.plan import Tuned, complete, estimate, plan_record, resolve
-from harness.study.executors import Executor, executor_for
+from harness.study.executors import Executor, local_executor
 from harness.study.seed_policy import FixedSeeds, SequentialSeeds
 from harness.study.staging import StudyRuns
 from harness.study.status import StudyStatus, study_status
@@ -45,11 +44,8 @@ from harness.study.worker import WorkerOutcome, work
 from harness.tracking.tracker import RUN_KIND, Tracker, tracking_store_exists
 from harness.training.checkpoint import CHECKPOINT_NAME
 from harness.training.distributed import world_size
-from harness.training.build import RunInputs, resolve_device
+from harness.training.build import RunInputs, dataset_key, resolve_device
 from harness.training.trainer import Trainer
-
-if TYPE_CHECKING:
-    from harness.study.slurm import SlurmSettings
 
 
 class Study:
@@ -163,8 +159,9 @@ class Study:
         sequential study may grow."""
         left = plan["runs"] - plan["finished"]
         minutes = (plan["seconds_per_run"] * left).sum() / 60
-        text = (f"{len(self.runs)} runs, {plan['finished'].sum()} finished already; the other {left.sum()} "
-                f"estimated at {minutes:.1f} min of training on {self.device}")
+        cost = f"{minutes:.1f} min of training on {self.device}" if plan["time_from"].str.startswith("measured").all() \
+            else f"{minutes / 60:.1f} GPU hours ({plan['time_from'].iloc[0]}; no CUDA here to measure a step)"
+        text = f"{len(self.runs)} runs, {plan['finished'].sum()} finished already; the other {left.sum()} estimated at {cost}"
         if self.spec.sequential:
             text += (f"\nseeds are added one at a time while a verdict is unsettled: up to "
                      f"{self.spec.sequential.max} per arm, {len(self.possible_runs())} runs at most")
@@ -186,19 +183,38 @@ class Study:
         counts = {arm.name: self.spec.sequential.max for arm in self.spec.arm_list()}
         return resolve(self.spec, str(self.file), self._tuned, counts, self.locate, self.inputs)
 
+    def prepare(self) -> pd.DataFrame:
+        """Every corpus the study's runs may train on (a sequential study's up to its most seeds),
+        tokenized into the cache with its reference losses, so that workers (local or SLURM)
+        open prepared token files instead of each tokenizing the corpus. One row per corpus:
+        dataset, tokenizer, train and validation tokens, sha256. Raises AblateError as check()."""
+        rows = {}
+        for spec in self.possible_runs():
+            key = dataset_key(spec)
+            if key in rows:
+                continue
+            dataset = self.inputs.dataset(spec)
+            if hasattr(dataset, "reference_losses"):
+                dataset.reference_losses()
+            metadata = getattr(dataset, "metadata", {})
+            rows[key] = {"dataset": spec.data.dataset.name, "tokenizer": getattr(dataset, "tokenizer", None) and
+                         dataset.tokenizer.kind, "vocab_size": dataset.vocab_size,
+                         "train_tokens": metadata.get("train_tokens"), "val_tokens": metadata.get("val_tokens"),
+                         "sha256": str(metadata.get("sha256", ""))[:16]}
+        return pd.DataFrame(list(rows.values()))
+
     # ---- running it --------------------------------------------------------------------------
 
-    def run(self, jobs: int = 1, slurm: SlurmSettings | None = None, *,
-            executor: Executor | None = None) -> pd.DataFrame | None:
+    def run(self, jobs: int = 1, *, executor: Executor | None = None) -> pd.DataFrame | None:
         """Train every run that is not finished, track it in MLflow and write the report.
 
         `jobs` > 1 starts that many local worker processes; 0 only plans the study for
-        `ablate worker`s elsewhere (and returns None). With `slurm`, the `jobs` workers are
-        submitted to SLURM as a job array, and run returns None once the study is planned.
-        `executor` (harness.study.executors) replaces both. A study with `seeds: {min, max}`
+        `ablate worker`s elsewhere (and returns None). `executor` (an
+        harness.study.executors.Executor, such as harness.study.slurm.SlurmArray) replaces
+        `jobs`; run returns None when its workers train elsewhere. A study with `seeds: {min, max}`
         adds seeds while a verdict is unsettled. Returns the report's summary, one row per arm.
         """
-        executor = executor or executor_for(jobs, slurm)
+        executor = executor or local_executor(jobs)
         seeds = self.seed_policy()
         if seeds.adds_seeds and not executor.trains_here:
             raise AblateError(f"{self.file}: seeds {{min, max}} are added by `ablate run` as verdicts settle, so it "

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from harness import Study
 from harness.config.study import SeedRange
-from harness.study.executors import Executor, Inline, LocalWorkers, PlanOnly, executor_for
+from harness.study.executors import Executor, Inline, LocalWorkers, PlanOnly, local_executor
 from harness.study.seed_policy import FixedSeeds, SequentialSeeds
 
 STUDY = """
@@ -97,8 +97,8 @@ def test_opening_a_study_resolves_nothing(tmp_path):
 
 
 def test_the_command_line_executors():
-    assert isinstance(executor_for(1), Inline) and isinstance(executor_for(0), PlanOnly)
-    assert isinstance(executor_for(3), LocalWorkers) and executor_for(3).jobs == 3
+    assert isinstance(local_executor(1), Inline) and isinstance(local_executor(0), PlanOnly)
+    assert isinstance(local_executor(3), LocalWorkers) and local_executor(3).jobs == 3
 
 
 def test_sequential_seeds_add_one_to_each_unsettled_arm_and_the_baseline():

@@ -89,7 +89,8 @@ def test_init_from_a_checkpoint_fine_tunes_on_another_corpus(tmp_path):
     pretrained = Trainer(_spec(steps=120, batch_size=16, eval_interval=120), tmp_path / "pre")
     pretrained.run()
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text(pretrained.dataset.texts["val"][:20000])  # characters the vocabulary has
+    val = pretrained.dataset.tokens["val"]
+    corpus.write_text(pretrained.dataset.tokenizer.decode(val.head(20000)))  # characters the vocabulary has
     data = {"dataset": {"name": "text", "path": str(corpus)}}
     scratch = Trainer(_spec(steps=5, eval_interval=5, data=data, lr=1e-4), tmp_path / "scratch").run()
     tuned = Trainer(_spec(steps=5, eval_interval=5, data=data, lr=1e-4,

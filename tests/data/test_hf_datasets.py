@@ -1,0 +1,107 @@
+"""Hugging Face datasets as corpora: a save_to_disk folder, parquet and jsonl files, a folder of
+split files, the hub cache offline. Each gives the tokens of its documents joined by a blank
+line, validates on the split it ships, and refuses what it cannot read in one message."""
+
+import json
+import os
+import subprocess
+import sys
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from harness.config.data import DataConfig
+from harness.data import load_dataset
+from harness.errors import AblateError
+
+TRAIN = [f"Story {i}: the fox met {i % 7} owls by the river, and they talked until night." for i in range(400)]
+VAL = [f"Held out {i}: an owl counted {i} stars." for i in range(60)]
+
+
+def _load(path, **options):
+    return load_dataset(DataConfig(dataset={"name": "hf_dataset", "path": str(path), **options}, val_windows=2))
+
+
+def _text(data, split):
+    return data.tokenizer.decode(np.asarray(data.tokens[split].head(len(data.tokens[split]))))
+
+
+def _check(data, train=TRAIN, val=VAL):
+    assert _text(data, "train") == "\n\n".join(train)
+    assert _text(data, "val") == "\n\n" + "\n\n".join(val)  # the blank line between the splits' documents
+
+
+def test_a_save_to_disk_folder_with_its_validation_split(tmp_path):
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": TRAIN, "id": list(range(len(TRAIN)))}),
+                          "validation": datasets.Dataset.from_dict({"text": VAL})}).save_to_disk(tmp_path / "saved")
+    data = _load(tmp_path / "saved")
+    _check(data)
+    assert data.metadata["splits"] == "train,validation" and len(data.metadata["sha256"]) == 64
+
+
+def test_parquet_files_stream_and_the_last_val_fraction_validates(tmp_path):
+    for part in range(2):
+        pq.write_table(pa.table({"content": TRAIN[part * 200:(part + 1) * 200]}), tmp_path / f"part-{part}.parquet")
+    data = _load(tmp_path / "*.parquet", text_column="content")
+    whole = "\n\n".join(TRAIN)
+    assert _text(data, "train") + _text(data, "val") == whole
+    assert len(_text(data, "val")) == len(whole) - int(len(whole) * 0.9)
+
+
+def test_a_folder_of_split_files_and_jsonl(tmp_path):
+    folder = tmp_path / "hub-layout"
+    (folder / "data").mkdir(parents=True)
+    for split, rows in (("train", TRAIN), ("validation", VAL)):
+        (folder / "data" / f"{split}-00000-of-00001.jsonl").write_text("".join(json.dumps({"text": r}) + "\n"
+                                                                               for r in rows))
+    _check(_load(folder))
+
+
+def test_a_hub_id_is_read_from_the_hugging_face_cache(tmp_path):
+    """The layout huggingface_hub leaves (refs/main naming a snapshot), read in a process whose
+    HF_HUB_CACHE points there (the library reads it when imported)."""
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "datasets--ablate-tests--stories"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    snapshot = repo / "snapshots" / revision / "data"
+    snapshot.mkdir(parents=True)
+    for split, rows in (("train", TRAIN), ("validation", VAL)):
+        pq.write_table(pa.table({"text": rows}), snapshot / f"{split}-00000-of-00001.parquet")
+    code = ("from harness.config.data import DataConfig; from harness.data import load_dataset\n"
+            "data = load_dataset(DataConfig(dataset={'name': 'hf_dataset', 'path': 'ablate-tests/stories'}, "
+            "val_windows=2))\nprint(data.metadata['splits'], data.metadata['train_tokens'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["train,validation", str(len("\n\n".join(TRAIN)))]
+
+
+def test_a_hub_id_not_in_the_cache_is_refused_without_the_network():
+    with pytest.raises(AblateError, match=r"no dataset in the Hugging Face cache .*huggingface-cli download "
+                                          r"--repo-type dataset ablate-tests/never-downloaded"):
+        _load("ablate-tests/never-downloaded")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"text_column": "body"}, r"no column 'body'; its columns: text, id \(set text_column\)"),
+    ({"train_split": "training"}, r"no split 'training'; its splits: train, validation"),
+])
+def test_a_wrong_column_or_split_is_named_with_what_there_is(tmp_path, options, message):
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": TRAIN, "id": list(range(len(TRAIN)))}),
+                          "validation": datasets.Dataset.from_dict({"text": VAL, "id": list(range(len(VAL)))})}
+                         ).save_to_disk(tmp_path / "saved")
+    with pytest.raises(AblateError, match=message):
+        _load(tmp_path / "saved", **options)
+
+
+def test_files_of_mixed_kinds_and_unreadable_files_are_refused(tmp_path):
+    (tmp_path / "a.parquet").write_bytes(b"not parquet at all")
+    (tmp_path / "b.txt").write_text("text")
+    with pytest.raises(AblateError, match="must match files of one kind"):
+        _load(tmp_path / "*")
+    with pytest.raises(AblateError, match=r"dataset 'hf_dataset': cannot read"):
+        _load(tmp_path / "a.parquet")
