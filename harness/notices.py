@@ -12,6 +12,7 @@ import io
 import sys
 
 from rich.console import Console
+from rich.file_proxy import FileProxy
 
 
 class TolerantStream(io.TextIOBase):
@@ -27,6 +28,11 @@ class TolerantStream(io.TextIOBase):
         target = self._target or sys.stderr
         if target is None:  # stderr closed at start (`2>&-`): nothing can be said
             self.broken = True
+        # while a rich progress bar is live on a terminal, sys.stderr is rich's proxy, which
+        # prints through the console that writes here: write to the stream it stands for, or
+        # the console would write into itself for ever
+        while isinstance(target, FileProxy):
+            target = target.rich_proxied_file
         return target
 
     def write(self, text: str) -> int:

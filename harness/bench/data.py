@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from harness.environment import usable_cores
+from harness.errors import AblateError
 
 SIZES_MB = (50, 200, 1000)
 TOKENIZERS = {"char": "char", "bpe": {"name": "bpe", "vocab_size": 4096}}
@@ -141,8 +142,9 @@ def _measure(task: str, corpus: Path, tokenizer: str, cache: Path) -> dict:
     code = f"import json; from harness.bench.data import _child; print(json.dumps(_child({task!r}, {str(corpus)!r}, {tokenizer!r})))"
     env = {**os.environ, "ABLATE_CACHE_DIR": str(cache)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
-    if done.returncode:
-        raise RuntimeError(f"bench data {task} ({tokenizer}, {corpus.name}) failed: {done.stderr.strip()[-500:]}")
+    if done.returncode:  # its last line is the error (a full disk, say)
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise AblateError(f"bench data: measuring {task} ({tokenizer}, {corpus.name}) failed: {last}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -153,8 +155,9 @@ class DataReport:
 
     def text(self) -> str:
         lines = []
-        for title, table in self.tables.items():
-            lines += [title, table.to_markdown(index=False, floatfmt=".3g"), ""]
+        for title, table in self.tables.items():  # a ratio that does not apply (no library) is blank
+            table = table.astype(object).where(table.notna(), None)
+            lines += [title, table.to_markdown(index=False, floatfmt=".3g", missingval="-"), ""]
         return "\n".join(lines + [f"note: {note}" for note in self.notes])
 
 

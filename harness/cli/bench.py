@@ -62,8 +62,9 @@ def bench_data(sizes: Annotated[str, typer.Option(help="corpus sizes in MB, comm
         sizes_mb = [float(size) for size in sizes.split(",")]
     except ValueError:
         sizes_mb = []
-    if not sizes_mb or min(sizes_mb) <= 0:
-        raise AblateError(f"--sizes '{sizes}': expected sizes in MB above 0, separated by commas, e.g. 50,200,1000")
+    if not sizes_mb or not all(0.01 <= size <= 100_000 for size in sizes_mb):  # NaN fails both
+        raise AblateError(f"--sizes '{sizes}': expected sizes from 0.01 to 100000 MB, separated by commas, "
+                          "e.g. 50,200,1000")
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         typer.echo(data_bench(folder, sizes_mb).text())

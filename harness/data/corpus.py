@@ -3,7 +3,8 @@
     cache/tokens/<key>/train.bin, val.bin   token ids (uint16, or uint32 past 65,536 ids), as
                                             nanoGPT's prepare.py writes them
     cache/tokens/<key>/meta.json            counts, bytes and type; written last: a folder
-                                            without it is unfinished and made again
+                                            without it, or whose files do not hold what it
+                                            says, is unfinished or damaged and made again
 
 The key is the corpus's sha256, the tokenizer's fingerprint, where the split falls and how
 chunks are cut, so the first run of a corpus prepares it (`ablate prepare` does it ahead) and every later
@@ -30,7 +31,7 @@ from harness.data.text_stream import TextScan, TextStream
 from harness.data.tokenizers import (GPT2_PATTERN, Tokenizer, bpe_tokenizer, char_tokenizer, tiktoken_tokenizer,
                                      tokenizer_file)
 from harness.data.windows import TokenWindows
-from harness.environment import usable_cores
+from harness.environment import process_alive, usable_cores
 from harness.errors import AblateError
 from harness.files import write_atomically, write_text
 
@@ -39,20 +40,35 @@ TOKENS_VERSION = "2"  # part of the key: how chunks are cut and files written
 
 
 class TokenizedCorpus(TokenWindows):
-    """Next-token prediction over windows of a text corpus's token files.
+    """Next-token prediction over windows of a text corpus's token files (`meta` as
+    `prepared_meta` read it).
 
     The first (1 - val_fraction) of the corpus's characters train, the rest validate: no window
     spans both."""
 
-    def __init__(self, folder: Path, tokenizer: Tokenizer, val_windows: int, metadata: dict):
+    def __init__(self, folder: Path, meta: dict, tokenizer: Tokenizer, val_windows: int, metadata: dict):
         self.tokenizer = tokenizer
         self.vocab_size = tokenizer.vocab_size
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        dtype = np.dtype(meta["dtype"])
-        tokens = {split: _memmap(folder / f"{split}.bin", dtype) for split in ("train", "val")}
+        tokens = {split: _memmap(folder / f"{split}.bin", np.dtype(meta["dtype"])) for split in ("train", "val")}
         super().__init__([tokens["train"]], [tokens["val"]], val_windows, references=folder / "references.json")
         self.metadata = {**metadata, "train_tokens": meta["train_tokens"], "val_tokens": meta["val_tokens"],
                          "val_bytes": meta["val_bytes"]}
+
+
+def prepared_meta(folder: Path, dtype: np.dtype) -> dict | None:
+    """The meta.json of a finished preparation whose token files hold what it says (their type
+    and sizes); None for a folder unfinished, damaged or of another token type: prepared again."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        counts = [meta[f"{split}_{what}"] for split in ("train", "val") for what in ("tokens", "bytes")]
+        if meta["dtype"] != dtype.str or not all(type(count) is int and count >= 0 for count in counts):
+            return None
+        if any((folder / f"{split}.bin").stat().st_size != meta[f"{split}_tokens"] * dtype.itemsize
+               for split in ("train", "val")):
+            return None
+        return meta
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _memmap(path: Path, dtype: np.dtype) -> np.ndarray:
@@ -78,10 +94,12 @@ def tokenized_corpus(stream: TextStream, cfg: DataConfig, tokenizer: Tokenizer |
     split_at = scan.split_at(cfg.val_fraction)
     folder = cache / "tokens" / content_hash(TOKENS_VERSION, str(text_stream.CHUNK_CHARS), scan.sha256,
                                              tokenizer.fingerprint(), str(split_at))
-    if not (folder / "meta.json").exists():
+    meta = prepared_meta(folder, tokenizer.token_dtype())
+    if meta is None:
         with preparing(f"tokenizing {stream.dataset}", stream.total_bytes()) as progress:
             _write_token_files(folder, stream.chunks(split_at, progress), tokenizer)
-    return TokenizedCorpus(folder, tokenizer, cfg.val_windows, {**metadata, "sha256": scan.sha256})
+        meta = prepared_meta(folder, tokenizer.token_dtype())
+    return TokenizedCorpus(folder, meta, tokenizer, cfg.val_windows, {**metadata, "sha256": scan.sha256})
 
 
 def build_tokenizer(cfg: DataConfig, stream: TextStream, scan: TextScan, cache: Path) -> Tokenizer:
@@ -141,6 +159,11 @@ def _write_token_files(folder: Path, chunks, tokenizer: Tokenizer) -> None:
                 file.close()
 
     folder.mkdir(parents=True, exist_ok=True)
+    for private in folder.glob(".*.tmp"):  # left by a preparation killed before it could remove them
+        pid = private.name.split(".")[-2]
+        if not (pid.isdigit() and process_alive(int(pid))):
+            private.unlink(missing_ok=True)
+    (folder / "meta.json").unlink(missing_ok=True)  # a damaged one: written again last
     write_atomically(folder / "train.bin", lambda train: write_atomically(folder / "val.bin",
                                                                           lambda val: write(train, val)))
     write_text(folder / "meta.json", json.dumps({"dtype": dtype.str, "train_tokens": counts["train"],
@@ -150,6 +173,6 @@ def _write_token_files(folder: Path, chunks, tokenizer: Tokenizer) -> None:
 
 def _write_chunk(files, counts, sizes, split: str, future) -> None:
     tokens, size = future.result()
-    tokens.tofile(files[split])
+    files[split].write(memoryview(tokens))  # not ndarray.tofile: its full-disk error has no errno
     counts[split] += len(tokens)
     sizes[split] += size

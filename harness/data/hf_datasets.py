@@ -49,7 +49,7 @@ def hf_dataset(cfg, options: HFDatasetOptions, cache_dir: Path) -> TextDocuments
         import datasets
     except ImportError:
         raise AblateError("dataset 'hf_dataset' needs the datasets package: pip install 'ablate[hf]'") from None
-    datasets.logging.set_verbosity_error()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its failures reach the user as our one line
     datasets.disable_progress_bars()
     splits, files = _splits(datasets, options)
     if options.train_split not in splits:
@@ -113,9 +113,22 @@ def _hub_snapshot(dataset_id: str) -> str:
 
 
 def _documents(split, options: HFDatasetOptions) -> Iterator[list[str]]:
-    """The split's text column, BATCH_ROWS rows at a time; a row without text is an empty document."""
-    for batch in split.iter(batch_size=BATCH_ROWS):
+    """The split's text column, BATCH_ROWS rows at a time; a row whose text is missing (None) is
+    an empty document. Raises AblateError for rows that cannot be read or a column of non-text."""
+    rows = split.iter(batch_size=BATCH_ROWS)
+    while True:
+        try:
+            batch = next(rows)
+        except StopIteration:
+            return
+        except Exception as err:  # the library's own: a malformed file, an empty table
+            raise AblateError(f"dataset 'hf_dataset': cannot read the rows of {options.path} ({error_line(err)})") from None
         if options.text_column not in batch:
             raise AblateError(f"dataset 'hf_dataset': {options.path} has no column '{options.text_column}'; its "
                               f"columns: {', '.join(batch)} (set text_column)")
-        yield [text if isinstance(text, str) else "" for text in batch[options.text_column]]
+        texts = batch[options.text_column]
+        wrong = next((text for text in texts if text is not None and not isinstance(text, str)), None)
+        if wrong is not None:
+            raise AblateError(f"dataset 'hf_dataset': column '{options.text_column}' of {options.path} holds "
+                              f"{type(wrong).__name__} values, not text; name the column of text (text_column)")
+        yield [text or "" for text in texts]

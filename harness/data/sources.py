@@ -38,8 +38,19 @@ class TextFileOptions(Options):
 
 @register("dataset", "text", TextFileOptions)
 def text_files(cfg, options: TextFileOptions, cache_dir: Path) -> TextFiles:
-    """Local UTF-8 text of any size: one file or every file matching a glob (folders left out)."""
-    paths = [Path(p) for p in sorted(glob.glob(data_path(options.path), recursive=True)) if not Path(p).is_dir()]
+    """Local UTF-8 text of any size: one file or every file matching a glob, each once (folders
+    left out, a file reached through links read once). Raises AblateError for no match or a
+    match that is no regular file."""
+    paths, seen = [], set()
+    for match in sorted(glob.glob(data_path(options.path), recursive=True)):
+        path = Path(match)
+        if path.is_dir() or path.resolve() in seen:  # a file reached twice (a link, a loop under **) counts once
+            continue
+        if not path.is_file():
+            raise AblateError(f"dataset 'text': {path} is not a regular file (a pipe, a device or a broken link "
+                              "would be read for ever or not at all); leave it out of the path")
+        seen.add(path.resolve())
+        paths.append(path)
     if not paths:
         raise AblateError(f"dataset 'text': no file matches '{options.path}' (relative to {data_root()}; set "
                           "ABLATE_DATA_DIR to the folder that holds your corpora)")

@@ -59,6 +59,12 @@ class TextScan:
     charset: str  # every distinct character, sorted
     val_chars: int | None = None  # the characters of a validation split the corpus ships
 
+    def well_formed(self) -> bool:
+        """Whether a record read back holds values of the right kinds (a damaged one does not)."""
+        counts = [self.bytes, self.chars] + ([self.val_chars] if self.val_chars is not None else [])
+        return (isinstance(self.sha256, str) and isinstance(self.charset, str)
+                and all(type(count) is int and count >= 0 for count in counts))
+
     def split_at(self, val_fraction: float) -> int:
         """The first character of the validation split: the shipped one's, else the last
         `val_fraction` of the characters."""
@@ -171,7 +177,9 @@ class TextStream:
         record = self._scan_record(cache)
         if record and record.exists() and os.environ.get("ABLATE_VERIFY_DATA") != "1":
             try:
-                return TextScan(**json.loads(record.read_text(encoding="utf-8")))
+                scan = TextScan(**json.loads(record.read_text(encoding="utf-8")))
+                if scan.well_formed():
+                    return scan
             except (ValueError, TypeError, OSError):
                 pass  # a damaged record is scanned again
         digest, size, chars, charset = hashlib.sha256(), 0, [], set()

@@ -83,7 +83,12 @@ def _scan(path: Path, tokens: np.ndarray, cache: Path) -> dict:
     key = content_hash(str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns), tokens.dtype.str, str(len(tokens)))
     record = cache / "token-files" / f"{key}.json"
     if record.exists() and os.environ.get("ABLATE_VERIFY_DATA") != "1":
-        return json.loads(record.read_text())
+        try:
+            scan = json.loads(record.read_text(encoding="utf-8"))
+            if isinstance(scan["sha256"], str) and all(type(scan[k]) is int for k in ("tokens", "min", "max")):
+                return scan
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # damaged: scanned again
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while block := file.read(1 << 24):

@@ -10,14 +10,15 @@ vocabulary the model was trained with.
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 
-from harness.data.cache import content_hash
+from harness.data.cache import content_hash, data_path
 from harness.errors import AblateError
 from harness.files import write_text
 
@@ -154,9 +155,27 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> dict[bytes, int]:
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   special_tokens=[], show_progress=False)
-    hf.train_from_iterator(texts, trainer=trainer)
+    hf.train_from_iterator(_short_words(texts), trainer=trainer)
     byte_of = {char: byte for byte, char in _bytes_to_unicode().items()}
     return {bytes(byte_of[c] for c in token): rank for token, rank in hf.get_vocab().items()}
+
+
+# BPE training is quadratic in a word's length: a run of non-space characters longer than this
+# (a line of base64, a corpus without spaces) is cut into words of this length before training
+LONG_WORD = 256
+_LONG_RUN = re.compile(r"\S{%d,}" % LONG_WORD)
+
+
+def _short_words(texts: Iterable[str]) -> Iterator[str]:
+    """The texts, a long run of non-spaces in them cut into LONG_WORD pieces, each its own text
+    (a trainer never joins two texts); text without such runs passes unchanged."""
+    for text in texts:
+        start = 0
+        for run in _LONG_RUN.finditer(text):
+            yield text[start: run.start()]
+            yield from (run.group()[i: i + LONG_WORD] for i in range(0, len(run.group()), LONG_WORD))
+            start = run.end()
+        yield text[start:] if start else text
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -173,8 +192,10 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def tokenizer_file(path: str) -> Tokenizer:
-    """The tokenizer of a Hugging Face tokenizer.json, or of the model folder holding one."""
-    file = Path(path) / "tokenizer.json" if Path(path).is_dir() else Path(path)
+    """The tokenizer of a Hugging Face tokenizer.json, or of the model folder holding one; a
+    relative path is taken under $ABLATE_DATA_DIR like the data it tokenizes (harness.data.cache)."""
+    found = Path(data_path(path))
+    file = found / "tokenizer.json" if found.is_dir() else found
     try:
         text = file.read_text(encoding="utf-8")
         return hf_tokenizer(text)

@@ -98,9 +98,11 @@ class TokenWindows:
         beside them (`references`) where they may be written."""
         if self.references is not None and self.references.exists():
             try:
-                return json.loads(self.references.read_text(encoding="utf-8"))
-            except (ValueError, OSError):
-                pass  # computed again
+                kept = json.loads(self.references.read_text(encoding="utf-8"))
+                if set(kept) == {"unigram_loss", "bigram_loss"} and all(type(v) is float for v in kept.values()):
+                    return kept
+            except (ValueError, OSError, TypeError):
+                pass  # damaged: computed again
         losses = reference_losses(self.tokens["train"].head(REFERENCE_TOKENS),
                                   self.tokens["val"].head(REFERENCE_TOKENS), self.vocab_size)
         if self.references is not None:

@@ -162,6 +162,9 @@ class Study:
         cost = f"{minutes:.1f} min of training on {self.device}" if plan["time_from"].str.startswith("measured").all() \
             else f"{minutes / 60:.1f} GPU hours ({plan['time_from'].iloc[0]}; no CUDA here to measure a step)"
         text = f"{len(self.runs)} runs, {plan['finished'].sum()} finished already; the other {left.sum()} estimated at {cost}"
+        if (plan["data_epochs"] > 1).any():
+            text += (f"\na run sees its training data up to {plan['data_epochs'].max():,.1f} times (epochs): its verdict "
+                     "is about a model that has seen its corpus that often")
         if self.spec.sequential:
             text += (f"\nseeds are added one at a time while a verdict is unsettled: up to "
                      f"{self.spec.sequential.max} per arm, {len(self.possible_runs())} runs at most")
@@ -200,7 +203,7 @@ class Study:
             rows[key] = {"dataset": spec.data.dataset.name, "tokenizer": getattr(dataset, "tokenizer", None) and
                          dataset.tokenizer.kind, "vocab_size": dataset.vocab_size,
                          "train_tokens": metadata.get("train_tokens"), "val_tokens": metadata.get("val_tokens"),
-                         "sha256": str(metadata.get("sha256", ""))[:16]}
+                         "sha256": str(metadata.get("sha256", ""))[:12]}
         return pd.DataFrame(list(rows.values()))
 
     # ---- running it --------------------------------------------------------------------------

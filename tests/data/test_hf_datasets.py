@@ -105,3 +105,14 @@ def test_files_of_mixed_kinds_and_unreadable_files_are_refused(tmp_path):
         _load(tmp_path / "*")
     with pytest.raises(AblateError, match=r"dataset 'hf_dataset': cannot read"):
         _load(tmp_path / "a.parquet")
+
+
+def test_rows_that_cannot_be_read_or_hold_no_text_are_one_message(tmp_path):
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), tmp_path / "empty.parquet")
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": \n')
+    pq.write_table(pa.table({"text": list(range(100))}), tmp_path / "ints.parquet")
+    for path, message in ((tmp_path / "empty.parquet", "is empty|cannot read the rows"),
+                          (tmp_path / "bad.jsonl", "cannot read the rows of"),
+                          (tmp_path / "ints.parquet", "holds int values, not text")):
+        with pytest.raises(AblateError, match=message):
+            _load(path)

@@ -188,3 +188,64 @@ def test_a_corpus_larger_than_the_memory_allowed_prepares_and_trains(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     tokens, bigram = done.stdout.split()
     assert int(tokens) > 0.9 * 0.9 * 400_000_000 and 0 < float(bigram) < 3
+
+
+@pytest.mark.parametrize("damage", [
+    lambda folder: (folder / "meta.json").write_text('{"dtype": "<u2"'),  # truncated
+    lambda folder: (folder / "meta.json").write_text("{}"),
+    lambda folder: (folder / "meta.json").write_bytes(b"\xff\xfe"),
+    lambda folder: (folder / "meta.json").write_text((folder / "meta.json").read_text().replace("<u2", "|u1")),
+    lambda folder: os.truncate(folder / "train.bin", 1000),
+    lambda folder: os.truncate(folder / "train.bin", 1001),
+    lambda folder: os.truncate(folder / "val.bin", 0),
+    lambda folder: (folder / "references.json").write_text('{"unigram_loss": "x", "bigram_loss": 1.0}'),
+    lambda folder: (folder / "references.json").write_text("[1, 2]"),
+], ids=["meta-truncated", "meta-empty", "meta-not-utf8", "meta-other-type", "train-truncated", "train-odd-size",
+        "val-emptied", "references-wrong-type", "references-a-list"])
+def test_a_damaged_cache_is_prepared_again_not_trusted(tmp_path, damage):
+    _corpus(tmp_path)
+    cfg = DataConfig(dataset={"name": "text", "path": str(tmp_path / "*.txt")}, val_windows=2)
+    first = load_dataset(cfg)
+    expected = first.reference_losses()
+    train, val = _tokens(first, "train").copy(), _tokens(first, "val").copy()  # before its files are damaged
+    [folder] = {path.parent for path in cache_dir().glob("tokens/*/meta.json")
+                if np.array_equal(np.fromfile(path.parent / "train.bin", dtype="<u2"), train)}
+    del first  # its memory maps: a file truncated under a map faults on reading it
+    damage(folder)
+    again = load_dataset(cfg)
+    assert np.array_equal(_tokens(again, "train"), train) and np.array_equal(_tokens(again, "val"), val)
+    assert again.metadata["train_tokens"] == len(train) and again.reference_losses() == expected
+
+
+@pytest.mark.parametrize("record", ['{"sha256": 1, "bytes": 1, "chars": "87963", "charset": "ab"}',
+                                    '{"sha256": "ab", "bytes": 1, "chars": 5, "charset": null}', '{"sha'])
+def test_a_damaged_scan_record_is_scanned_again(tmp_path, record):
+    _corpus(tmp_path)
+    cfg = DataConfig(dataset={"name": "text", "path": str(tmp_path / "*.txt")}, val_windows=2)
+    first = load_dataset(cfg)
+    for path in cache_dir().glob("text-scans/*.json"):
+        path.write_text(record)
+    assert load_dataset(cfg).metadata == first.metadata
+
+
+def test_a_file_reached_twice_counts_once_and_a_pipe_is_refused(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("some text of the corpus\n" * 200)
+    (tmp_path / "d" / "loop").symlink_to("..")  # ** follows it: d/loop/d/a.txt, d/loop/d/loop/d/a.txt, ...
+    (tmp_path / "d" / "same.txt").symlink_to(tmp_path / "d" / "a.txt")
+    data = load_dataset(DataConfig(dataset={"name": "text", "path": str(tmp_path / "d" / "**" / "*.txt")},
+                                   val_windows=2))
+    assert data.metadata["files"] == 1
+    assert data.metadata["train_tokens"] + data.metadata["val_tokens"] == len("some text of the corpus\n" * 200)
+    os.mkfifo(tmp_path / "d" / "b.fifo")
+    with pytest.raises(AblateError, match=r"b\.fifo is not a regular file"):
+        load_dataset(DataConfig(dataset={"name": "text", "path": str(tmp_path / "d" / "*")}, val_windows=2))
+
+
+def test_a_bpe_on_text_without_spaces_is_trained_in_bounded_words(tmp_path):
+    """One 2M-character word: the trainer sees it in LONG_WORD pieces (whole, it would take
+    minutes and gigabytes)."""
+    (tmp_path / "a.txt").write_text("abcdefgh" * 250_000)
+    data = load_dataset(DataConfig(dataset={"name": "text", "path": str(tmp_path / "a.txt")},
+                                   tokenizer={"name": "bpe", "vocab_size": 300}, val_windows=2))
+    assert 256 < data.vocab_size <= 300 and data.metadata["train_tokens"] < 2_000_000 / 4

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tests.faults import FAULTS
+from tests import warm
 from tests.reliability.conftest import ablate, arm_runs
 
 STUDY = """
@@ -158,3 +159,23 @@ def test_a_file_size_limit_while_a_checkpoint_is_written(tmp_path):
     _one_line(result, "File too large", "checkpoint.pt")
     _no_partial_checkpoint(tmp_path)
     FAULTS["disk and permission faults"] += 1
+
+
+def test_a_disk_that_fills_while_a_corpus_is_tokenized(tmp_path, disk):
+    """The token files of a 6 MB corpus (12 MB of character ids) on a 5 MB cache: one line naming
+    the disk; nothing half-written is left to trust, and with space the same command prepares it."""
+    cache = disk(tmp_path / "cache", size="5M")
+    (tmp_path / "corpus.txt").write_text("a line of text for the token files to hold.\n" * 140_000)
+    (tmp_path / "study.yaml").write_text(
+        "name: fullcache\nbase:\n  model: {n_layer: 1, d_model: 32, n_head: 2, context_length: 32}\n"
+        "  train: {steps: 2, batch_size: 4, eval_interval: 2}\ngrid:\n  model.norm: [layernorm, rmsnorm]\nseeds: 1\n"
+        "data: {dataset: {name: text, path: corpus.txt}, val_windows: 4}\n")
+    full = subprocess.run([*warm.command(), "prepare", "study.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "ABLATE_CACHE_DIR": str(cache)})
+    _one_line(full, "No space left on device", "free some space")
+    assert not list(cache.glob("tokens/*/*.bin")) and not list(cache.glob("tokens/*/meta.json"))
+    remount(cache, "size=64M")
+    again = subprocess.run([*warm.command(), "prepare", "study.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300, env={**os.environ, "ABLATE_CACHE_DIR": str(cache)})
+    assert again.returncode == 0, again.stderr
+    assert len(list(cache.glob("tokens/*/meta.json"))) == 1 and not list(cache.glob("tokens/*/.*.tmp"))
