@@ -8,7 +8,7 @@ and each tokenizer (characters, a byte-level BPE of 4,096 ids), in a fresh proce
   on the same cores (tiktoken's `encode_ordinary_batch`, alternately, best of two each; the
   character tokenizer has no library);
 - time to the first training step with a warm cache (open the corpus, build the run, one step),
-  against the smallest size.
+  the fastest of three fresh processes, against the smallest size.
 Then, at the main study's shape, the time to draw one batch against one training step.
 
 Each measurement runs in its own process so that its peak RSS is its own.
@@ -161,8 +161,10 @@ class DataReport:
         return "\n".join(lines + [f"note: {note}" for note in self.notes])
 
 
-def data_bench(folder: Path, sizes_mb=SIZES_MB) -> DataReport:
-    """The tables of the module docstring, for corpora of `sizes_mb` written under `folder`."""
+def data_bench(folder: Path, sizes_mb=SIZES_MB, repeats: int = 3) -> DataReport:
+    """The tables of the module docstring, for corpora of `sizes_mb` written under `folder`; the
+    warm first step is the fastest of `repeats` fresh processes (the first may meet a cold page
+    cache)."""
     folder = Path(folder)
     rows = []
     for megabytes in sizes_mb:
@@ -173,7 +175,8 @@ def data_bench(folder: Path, sizes_mb=SIZES_MB) -> DataReport:
             prepared = _measure("prepare", corpus, name, cache)
             tokenize = _measure("tokenize", corpus, name, cache) if name == "bpe" else \
                 {"ours_s": prepared["tokenize_s"], "library_s": float("nan")}
-            warm = _measure("first_step", corpus, name, cache)
+            warm = min((_measure("first_step", corpus, name, cache) for _ in range(repeats)),
+                       key=lambda measured: measured["seconds"])
             rows.append({"size MB": f"{megabytes:g}", "tokenizer": name, "prepare s": prepared["seconds"],
                          "prepare MB/s": megabytes / prepared["seconds"], "peak RSS MB": prepared["peak_rss_mb"],
                          "tokenize MB/s": megabytes / tokenize["ours_s"],

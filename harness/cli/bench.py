@@ -51,7 +51,9 @@ def bench_speed(steps: Annotated[int, typer.Option(min=3, help="timed training s
 def bench_data(sizes: Annotated[str, typer.Option(help="corpus sizes in MB, comma-separated")] = "50,200,1000",
                folder: Annotated[Optional[Path], typer.Option(
                    help="where to write the corpora and caches (default: a temporary folder; the largest "
-                        "size needs about 3.5x its size on disk)")] = None):
+                        "size needs about 3.5x its size on disk)")] = None,
+               repeats: Annotated[int, typer.Option(min=1, help="fresh processes timing the warm first step; "
+                                                             "the fastest is reported")] = 3):
     """Preparing text corpora of three sizes: MB/s against the tokenizer library's own batch
     encode, peak RSS and its growth, warm-cache time to the first step; a batch against a step."""
     import tempfile
@@ -67,10 +69,10 @@ def bench_data(sizes: Annotated[str, typer.Option(help="corpus sizes in MB, comm
                           "e.g. 50,200,1000")
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        typer.echo(data_bench(folder, sizes_mb).text())
+        typer.echo(data_bench(folder, sizes_mb, repeats).text())
         return
     with tempfile.TemporaryDirectory() as scratch:
-        typer.echo(data_bench(Path(scratch), sizes_mb).text())
+        typer.echo(data_bench(Path(scratch), sizes_mb, repeats).text())
 
 
 @bench_app.command("overhead")

@@ -120,7 +120,7 @@ def build_tokenizer(cfg: DataConfig, stream: TextStream, scan: TextScan, cache: 
         """The training split's chunks when it fits the sample, else chunks spread evenly over
         it: a chunk is taken while the sample stays within its share of what was read."""
         share, seen, taken = min(1.0, BPE_SAMPLE_CHARS / max(split_at, 1)), 0, 0
-        with preparing(f"training a BPE on {stream.dataset}", stream.total_bytes()) as progress:
+        with preparing(f"sampling {stream.dataset} for a BPE", stream.total_bytes()) as progress:
             for split, chunk in stream.chunks(split_at, progress):
                 if split != "train":
                     return

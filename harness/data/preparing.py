@@ -27,7 +27,9 @@ def preparing(description: str, total_bytes: int) -> Iterator[Callable[[int], No
         done, start = [0], time.perf_counter()
         yield lambda count: done.__setitem__(0, done[0] + count)
         seconds = time.perf_counter() - start
-        say(f"{description}: {done[0] / 1e6:,.0f} MB in {seconds:.1f} s ({done[0] / 1e6 / max(seconds, 1e-9):,.1f} MB/s)")
+        if done[0]:  # nothing read: the work was in the cache
+            say(f"{description}: {done[0] / 1e6:,.0f} MB in {seconds:.1f} s "
+                f"({done[0] / 1e6 / max(seconds, 1e-9):,.1f} MB/s)")
         return
     try:
         bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
