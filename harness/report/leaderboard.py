@@ -43,14 +43,14 @@ def collect_leaderboard(tracker: Tracker) -> tuple[pd.DataFrame, list[str]]:
         except AblateError as err:
             left_out.append(f"{study}: {err}")
             continue
-        rows += _rows(study, judged.collected.plan, judged.summary)
+        rows += _rows(study, judged.collected.plan, judged.summary, judged.collected.results)
     board = pd.DataFrame(rows)
     if len(board):
         board = board.sort_values(["improvement", "study"], ascending=[False, True], na_position="last")
     return board.reset_index(drop=True), left_out
 
 
-def _rows(study: str, plan: PlanRecord, summary: pd.DataFrame) -> list[dict]:
+def _rows(study: str, plan: PlanRecord, summary: pd.DataFrame, results: pd.DataFrame) -> list[dict]:
     configs = {arm.name: arm.config for arm in plan.arms}
     sign = -1 if plan.goal == "minimize" else 1
     tuned = "per arm: " + ", ".join(plan.tuned) if plan.tuned else "no"
@@ -61,12 +61,14 @@ def _rows(study: str, plan: PlanRecord, summary: pd.DataFrame) -> list[dict]:
         base = baseline_rows.loc[row["baseline"]]
         train, model, data = config["train"], config["model"], config["data"]
         tokens = train["steps"] * train["batch_size"] * train.get("grad_accum", 1) * model["context_length"]
+        compared = results[results["arm"].isin([row["arm"], row["baseline"]])]
+        epochs = compared["data_epochs"].max() if "data_epochs" in compared else math.nan
         rows.append({
             "study": study, "variant": row.get("variant", row["arm"]),
             "baseline": base.get("variant", row["baseline"]) if "variant" in summary else row["baseline"],
             "scale": row.get("scale", ""), "metric": plan.metric,
             "params (non-emb.)": base["params_non_embedding"], "tokens per run": tokens,
-            "data": f"{data['dataset']['name']}, {data['tokenizer']['name']} tokens",
+            "data": f"{data['dataset']['name']}, {data['tokenizer']['name']} tokens", "data epochs": epochs,
             "seeds": f"{row['seeds']}/{row['planned']}", "delta": row["diff"], "ci_low": row["diff_ci_low"],
             "ci_high": row["diff_ci_high"], "p": row["p"], "p_holm": row["p_adjusted"], "outcome": row["outcome"],
             "verdict": row["verdict"], "flag": row["flag"], "tuned": tuned,
@@ -108,7 +110,9 @@ def render_leaderboard(board: pd.DataFrame, left_out: list[str]) -> str:
         "variant": board["variant"] + [f" @ {s}" if s else "" for s in board["scale"]],
         "vs": board["baseline"], "study": board["study"],
         "setting": [f"{_millions(p)} params, {_millions(t)} tokens, {d}"
-                    for p, t, d in zip(board["params (non-emb.)"], board["tokens per run"], board["data"])],
+                    + (f"; repeats its data: {e:,.0f} epochs" if e > 1 else "")  # NaN (older runs) is not > 1
+                    for p, t, d, e in zip(board["params (non-emb.)"], board["tokens per run"], board["data"],
+                                          board["data epochs"])],
         "seeds": board["seeds"],
         "Δ": [_signed(d) for d in board["delta"]],
         "Δ 95% CI": [f"[{_signed(lo)}, {_signed(hi)}]" for lo, hi in zip(board["ci_low"], board["ci_high"])],

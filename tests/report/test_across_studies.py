@@ -157,3 +157,9 @@ def test_the_leaderboard_ranks_every_study_in_the_store(store):
     markdown = (board_dir / "leaderboard.md").read_text()
     assert "2 studies, 3 variants" in markdown and "**Scale.**" in markdown and "1.54k tokens per run" in markdown
     assert (board_dir / "leaderboard.png").stat().st_size > 10_000
+    # pydoc's 420k training tokens are seen a fraction of once; a study that repeats its data says so
+    assert (board["data epochs"].astype(float) < 1).all() and "repeats its data" not in markdown
+    from harness.report.leaderboard import render_leaderboard
+
+    repeated = board.assign(**{"data epochs": [350.0] + [0.01] * (len(board) - 1)})
+    assert render_leaderboard(repeated, []).count("repeats its data: 350 epochs") == 1
