@@ -1,5 +1,6 @@
 import os
 import socket
+import time
 import uuid
 
 import pytest
@@ -76,7 +77,22 @@ def databases():
     yield tuple(f"{base}/{name}" for name in names)
     with psycopg.connect(admin_url, autocommit=True) as connection:
         for name in names:
+            _drop_database(connection, name)
+
+
+def _drop_database(connection, name: str, tries: int = 10) -> None:
+    """Drop `name`, ending its sessions; an autovacuum worker on it may be ended only with
+    pg_signal_backend (.ci/run grants it), so without that role the drop waits for the worker."""
+    import psycopg
+
+    for attempt in range(tries):
+        try:
             connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            if attempt == tries - 1:
+                raise
+            time.sleep(1.0)
 
 
 def free_port() -> int:
