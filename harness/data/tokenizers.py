@@ -28,13 +28,16 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+
 
 class Tokenizer:
     def __init__(self, kind: str, encode, decode, vocab_size: int, state: dict,
-                 encode_array: Callable[[str], np.ndarray] | None = None):
+                 encode_array: Callable[[str], np.ndarray] | None = None,
+                 byte_lengths: Callable[[], np.ndarray] | None = None):
         self.kind = kind
         self._encode = encode
         self._encode_array = encode_array
         self._decode = decode
         self.vocab_size = vocab_size
         self._state = state
+        self._byte_lengths = byte_lengths
+        self._token_bytes: np.ndarray | None = None
 
     def encode(self, text: str) -> list[int]:
         return self._encode(text)
@@ -45,6 +48,14 @@ class Tokenizer:
         if self._encode_array is not None:
             return self._encode_array(text)
         return np.asarray(self._encode(text), dtype=self.token_dtype())
+
+    def token_bytes(self) -> np.ndarray:
+        """(vocab_size,) int64: how many UTF-8 bytes of text each token id stands for, 0 for ids
+        that stand for none (special tokens, unused ids). What bits per byte divides by
+        (harness.training.evaluation)."""
+        if self._token_bytes is None:
+            self._token_bytes = self._byte_lengths()
+        return self._token_bytes
 
     def token_dtype(self) -> np.dtype:
         return np.dtype(np.uint16 if self.vocab_size <= 2 ** 16 else np.uint32)
@@ -92,8 +103,11 @@ def char_tokenizer(chars: str) -> Tokenizer:
     def decode(tokens) -> str:
         return "".join(chars[t] for t in tokens)
 
+    def byte_lengths() -> np.ndarray:
+        return np.array([len(c.encode("utf-8", "surrogatepass")) for c in chars], dtype=np.int64)
+
     return Tokenizer("char", lambda text: encode_array(text).tolist(), decode, len(chars),
-                     {"kind": "char", "chars": chars}, encode_array)
+                     {"kind": "char", "chars": chars}, encode_array, byte_lengths)
 
 
 def tiktoken_tokenizer(encoding: str) -> Tokenizer:
@@ -107,7 +121,7 @@ def tiktoken_tokenizer(encoding: str) -> Tokenizer:
             "run once with network access, or set TIKTOKEN_CACHE_DIR to a folder holding its file, "
             "or use tokenizer 'bpe' to train one locally") from None
     return Tokenizer("tiktoken", enc.encode_ordinary, enc.decode, enc.n_vocab,
-                     {"kind": "tiktoken", "encoding": encoding})
+                     {"kind": "tiktoken", "encoding": encoding}, byte_lengths=lambda: _encoding_byte_lengths(enc))
 
 
 def hf_tokenizer(json_text: str) -> Tokenizer:
@@ -118,14 +132,57 @@ def hf_tokenizer(json_text: str) -> Tokenizer:
     tokenizer = HFTokenizer.from_str(json_text)
     return Tokenizer("hf", lambda text: tokenizer.encode(text, add_special_tokens=False).ids,
                      lambda tokens: tokenizer.decode(tokens, skip_special_tokens=False),
-                     tokenizer.get_vocab_size(), {"kind": "hf", "json": json_text})
+                     tokenizer.get_vocab_size(), {"kind": "hf", "json": json_text},
+                     byte_lengths=lambda: _hf_byte_lengths(tokenizer, json_text))
+
+
+BYTE_FALLBACK = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+def _hf_byte_lengths(tokenizer, json_text: str) -> np.ndarray:
+    """The bytes of each id of a Hugging Face tokenizer, read from its vocabulary: a byte-level
+    vocabulary (GPT-2, Llama 3) spells each byte as one character (`_bytes_to_unicode`); a
+    SentencePiece one (Llama 2, T5) spells a space as "▁" and a byte it has no piece for as
+    "<0xNN>"; a WordPiece one marks a word's continuation with "##". Special tokens are 0."""
+    import json
+
+    decoder = json.dumps(json.loads(json_text).get("decoder"))
+    byte_level = '"ByteLevel"' in decoder
+    stand_ins = set(_bytes_to_unicode().values())
+    lengths = np.zeros(tokenizer.get_vocab_size(), dtype=np.int64)
+    special = {index for index, token in tokenizer.get_added_tokens_decoder().items() if token.special}
+    for piece, index in tokenizer.get_vocab(with_added_tokens=True).items():
+        if index in special or index >= len(lengths):
+            continue
+        if byte_level and all(c in stand_ins for c in piece):
+            lengths[index] = len(piece)
+        elif BYTE_FALLBACK.fullmatch(piece):
+            lengths[index] = 1
+        else:
+            lengths[index] = len(piece.removeprefix("##").replace("\u2581", " ").encode("utf-8"))
+    return lengths
 
 
 def _bpe_tokenizer(ranks: dict[bytes, int], name: str) -> Tokenizer:
     enc = tiktoken.Encoding(name=name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
     state = {"kind": "bpe", "name": name,
              "ranks": [(base64.b64encode(token).decode(), rank) for token, rank in ranks.items()]}
-    return Tokenizer("bpe", enc.encode_ordinary, enc.decode, enc.n_vocab, state)
+    return Tokenizer("bpe", enc.encode_ordinary, enc.decode, enc.n_vocab, state,
+                     byte_lengths=lambda: _encoding_byte_lengths(enc))
+
+
+def _encoding_byte_lengths(enc: tiktoken.Encoding) -> np.ndarray:
+    """The bytes of each id of a tiktoken encoding; 0 for its special tokens and the ids it
+    leaves unused (o200k has gaps)."""
+    lengths = np.zeros(enc.n_vocab, dtype=np.int64)
+    special = {enc.encode_single_token(token) for token in enc.special_tokens_set}
+    for token in range(enc.n_vocab):
+        if token not in special:
+            try:
+                lengths[token] = len(enc.decode_single_token_bytes(token))
+            except KeyError:
+                pass
+    return lengths
 
 
 def bpe_tokenizer(train_text: str | Callable[[], Iterable[str]], vocab_size: int, cache: Path,

@@ -65,6 +65,7 @@ class TokenWindows:
     length and one seed: every arm and seed is judged on the same tokens, whatever its batch size."""
 
     exact_match = False
+    decodes_text = True  # its tokenizer decodes the tokens to the text they came from: bits per byte apply
 
     def __init__(self, train: list[np.ndarray], val: list[np.ndarray], val_windows: int,
                  references: Path | None = None):

@@ -1,9 +1,10 @@
-"""Reports rebuilt from MLflow alone: report.md, results.csv, summary.csv, curves.png,
-final_loss.png (and tuning.csv, tuning.png for tuned studies, scaling.png for one with
-scales) under reports/<study>/, also logged on the study's parent run.
+"""Reports rebuilt from MLflow alone: report.md, results.csv, summary.csv, secondary.csv,
+signal_noise.csv, curves.png, final_loss.png (and tuning.csv, tuning.png for tuned studies,
+scaling.png for one with scales) under reports/<study>/, also logged on the study's parent run.
 
     collect.py      one execution read back: its plan, a row per planned run, curves, trials
     stats.py        per-arm statistics and verdicts against the baseline
+    metrics.py      the other metrics the runs log (secondary), and which metric can decide
     sequential.py   the alpha-spending rule of a study that adds seeds as verdicts settle
     scales.py       a verdict per scale, and how a difference moves with scale
     arm_runs.py     each arm's mean curve, band and verdict as an MLflow run
@@ -29,6 +30,7 @@ from harness.redaction import error_line
 from harness.report.arm_runs import log_arm_runs
 from harness.report.collect import Collected, collect_curves, collect_runs, collect_tuning
 from harness.report.markdown import render
+from harness.report.metrics import secondary_summaries, signal_and_noise
 from harness.report.plots import plot_curves, plot_final, plot_scaling, plot_tuning
 from harness.report.scales import summarize_plan
 from harness.report.sequential import SequentialRule
@@ -83,8 +85,19 @@ def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str |
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(results, folder / "results.csv")
     write_csv(summary, folder / "summary.csv")
+    secondary, decisive = {}, pd.DataFrame()
+
+    def metrics_tables():
+        nonlocal secondary, decisive
+        secondary = secondary_summaries(results, plan)
+        decisive = signal_and_noise(results, {metric: summary, **secondary}, plan)
+        write_csv(pd.concat([frame.assign(metric=name) for name, frame in secondary.items()], ignore_index=True)
+                  if secondary else pd.DataFrame(columns=["metric"]), folder / "secondary.csv")
+        write_csv(decisive, folder / "signal_noise.csv")
+
+    files_of_metrics = ["secondary.csv", "signal_noise.csv"] if _reported("the secondary metrics", metrics_tables) else []
     curves = collect_curves(tracker, results, metric)
-    files = ["report.md", "results.csv", "summary.csv"]
+    files = ["report.md", "results.csv", "summary.csv", *files_of_metrics]
     files += _drawn(folder / "curves.png", lambda path: plot_curves(curves, metric, references, path))
     finished_curves = curves.merge(finished[["arm", "seed"]])  # a diverged seed has no place in a mean
     _reported("the arms' runs in MLflow", lambda: log_arm_runs(
@@ -100,7 +113,7 @@ def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str |
         files += ["tuning.csv", *_drawn(folder / "tuning.png",
                                         lambda path: plot_tuning(tuning, metric, goal == "minimize", path))]
     write_text(folder / "report.md", render(study, collected, summary, references, _shared_settings(plan), data,
-                                            tuning, rule))
+                                            tuning, rule, secondary, decisive))
     tracker.attach_files(collected.parent_run_id, [folder / name for name in files], "report")
     return Report(folder, results, summary)
 

@@ -11,6 +11,7 @@ from harness.config.records import PlanRecord
 from harness.report.collect import NOT_RUN
 from harness.report.escape import code_span, markdown_lines, markdown_table
 from harness.report.escape import markdown_text as md
+from harness.report.metrics import goal_of
 from harness.report.scales import across_scales
 from harness.report.stats import RULES
 
@@ -30,7 +31,8 @@ def _count(value) -> str:
 
 
 def render(study: str, collected, summary: pd.DataFrame, references: dict[str, float], shared: dict[str, str],
-           data: dict[str, str], tuning: pd.DataFrame | None = None, rule=None) -> str:
+           data: dict[str, str], tuning: pd.DataFrame | None = None, rule=None,
+           secondary: dict[str, pd.DataFrame] | None = None, decisive: pd.DataFrame | None = None) -> str:
     plan, results = collected.plan, collected.results
     metric, goal, baseline = plan.metric, plan.goal, plan.baseline
     lines = [f"# {md(study)}", ""]
@@ -103,6 +105,11 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
         lines += [f"For scale, reference losses of the validation split from the training split's token "
                   f"counts (nats/token): {scale}.", ""]
 
+    if decisive is not None and len(decisive):
+        lines += _decisive_section(decisive, metric)
+    if secondary:
+        lines += _secondary_section(secondary, metric, scales)
+
     lines += ["## Figures", "", "![curves](curves.png)", "", "![final values](final_loss.png)", ""]
 
     if tuning is not None and len(tuning):
@@ -135,6 +142,43 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
     for row in failures.itertuples():
         lines.append(f"- {md(row.arm)} seed {row.seed} {row.state}: {md(row.failure_reason)}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _decisive_section(decisive: pd.DataFrame, metric: str) -> list[str]:
+    table = decisive.copy()
+    for column in ("spread", "seed_std", "detectable_difference"):
+        table[column] = table[column].map(lambda v: fmt(v, 4))
+    table["snr"] = table["snr"].map(lambda v: fmt(v, 2))
+    table = table.rename(columns={"seed_std": "seed std", "snr": "SNR", "can_decide": "can it decide?",
+                                  "detectable_difference": "detectable at 80% power"})
+    return ["## Which metric can decide", "",
+            f"The verdict is on {code_span(metric)}; every metric the runs log is shown with its signal-to-noise "
+            "ratio: the spread of the arms' means (largest minus smallest) over the seed-to-seed standard deviation "
+            "(Heineman et al. 2025, \"Signal and Noise\"), and the smallest difference from the baseline these seeds "
+            "detect with 80% power (paired t-test, alpha 0.05 over the arms compared). A metric whose arms spread less "
+            "than that is too noisy to separate them at this scale.", "",
+            markdown_table(table, tuple(c for c in ("metric", "scale", "role", "can it decide?") if c in table)), ""]
+
+
+def _secondary_section(secondary: dict[str, pd.DataFrame], metric: str, scales) -> list[str]:
+    lines = ["## Secondary metrics", "",
+             f"Not the verdict (which is on {code_span(metric)}): each metric's differences against the baseline, "
+             "paired by seed, with p-values Holm-adjusted within the metric"
+             + (" and scale" if scales else "") + ".", ""]
+    for name, summary in secondary.items():
+        table = pd.DataFrame({
+            "arm": summary["arm"],
+            "seeds": [f"{s}/{p}" for s, p in zip(summary["seeds"], summary["planned"])],
+            "mean": [fmt(m) for m in summary["mean"]],
+            "95% CI": [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(summary["ci_low"], summary["ci_high"])],
+            "Δ vs baseline": [fmt(d) for d in summary["diff"]],
+            "Δ 95% CI": [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(summary["diff_ci_low"], summary["diff_ci_high"])],
+            "p (adjusted)": [fmt(p) for p in summary["p_adjusted"]],
+            "secondary verdict": summary["verdict"],
+        })
+        goal = "lower" if goal_of(name) == "minimize" else "higher"
+        lines += [f"### {code_span(name)} ({goal} is better)", "", markdown_table(table, ("arm", "secondary verdict")), ""]
+    return lines
 
 
 def _arm_count(plan: PlanRecord) -> str:

@@ -50,9 +50,9 @@ class RunOutcome:
     reason: str = ""
 
     def headline(self) -> str:
-        """Its final losses, exact match and throughput, as `name=value, ...`."""
+        """Its final losses, bits per byte, exact match and throughput, as `name=value, ...`."""
         return ", ".join(f"{name}={self.metrics[name]:.4g}" for name in
-                         ("train_loss", "val_loss", "val_exact_match", "avg_tokens_per_s") if name in self.metrics)
+                         ("train_loss", "val_loss", "val_bpb", "val_exact_match", "avg_tokens_per_s") if name in self.metrics)
 
     def check(self) -> None:
         """Raise AblateError for a run that diverged (saying what to change) or failed."""

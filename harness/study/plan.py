@@ -23,6 +23,7 @@ from harness.model.gpt import GPT
 from harness.redaction import redact
 from harness.registry import lookup
 from harness.training.build import RunInputs, build_run, resolve_device
+from harness.training.evaluation import PER_TOKEN_METRICS, metric_names
 from harness.training.faults import RunFailed, is_out_of_memory
 from harness.training.throughput import PEAK_BF16_FLOPS
 
@@ -107,8 +108,12 @@ def plan_record(study: StudySpec, runs: list[RunSpec], study_file: str, tuned: T
 def resolve(study: StudySpec, where: str = "study", tuned: Tuned | None = None,
             counts: dict[str, int] | None = None, locate: Callable[[RunSpec], RunSpec] | None = None,
             inputs: RunInputs | None = None) -> list[RunSpec]:
-    """The runs of `expand`, complete (see `complete`)."""
-    return complete(expand(study, where, tuned, counts), locate, inputs)
+    """The runs of `expand`, complete (see `complete`), with the study's metric checked
+    against what they log (`check_metric`)."""
+    inputs = inputs if inputs is not None else RunInputs()
+    specs = complete(expand(study, where, tuned, counts), locate, inputs)
+    check_metric(study.report.metric, specs, inputs)
+    return specs
 
 
 def complete(specs: list[RunSpec], locate: Callable[[RunSpec], RunSpec] | None = None,
@@ -169,6 +174,25 @@ def check_data(specs: list[RunSpec], inputs: RunInputs) -> None:
             spec.model.for_vocabulary(dataset.vocab_size)
         except ValueError as err:
             raise AblateError(f"arm '{spec.arm}': {err}") from None
+
+
+def check_metric(metric: str, specs: list[RunSpec], inputs: RunInputs) -> None:
+    """Refuse a report metric that some run does not log (harness.training.evaluation), and a
+    per-token metric (val_loss) where arms tokenize differently: a token of one arm is not a
+    token of another, so their losses per token do not compare; bits per byte do."""
+    for spec in specs:
+        logged = metric_names(inputs.dataset(spec))
+        if metric not in logged:
+            raise AblateError(f"report.metric: arm '{spec.arm}' does not log '{metric}'; its runs log "
+                              f"{', '.join(logged)}")
+    tokenizers = {}
+    for spec in specs:
+        tokenizers.setdefault(inputs.dataset(spec).tokenizer.fingerprint(), spec)
+    if metric in PER_TOKEN_METRICS and len(tokenizers) > 1:
+        first, other = list(tokenizers.values())[:2]
+        raise AblateError(f"report.metric: {metric} is per token, and arms '{first.arm}' and '{other.arm}' use "
+                          "different tokenizers, so their tokens differ and so do their losses per token; compare "
+                          "them on val_bpb (bits per byte of the same text): `report: {metric: val_bpb}`")
 
 
 def measure_step_seconds(spec: RunSpec, inputs: RunInputs, steps: int = 3, warmup: int = 2) -> float:

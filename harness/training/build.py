@@ -22,6 +22,7 @@ from harness.errors import AblateError
 from harness.model.gpt import GPT
 from harness.registry import global_state
 from harness.training.distributed import DataParallel
+from harness.training.evaluation import Evaluation
 from harness.training.faults import out_of_memory_fails_the_run
 from harness.training.interrupt import deferred_interrupt, honour
 from harness.training.lora import trainable_parameters, with_lora
@@ -79,7 +80,7 @@ class RunParts:
     adapters: object  # LoRA adapters until they are merged, else None
     trainable: int  # parameters the optimizer updates, counted before adapters are merged
     optimizer: torch.optim.Optimizer
-    eval_batches: list[tuple[torch.Tensor, torch.Tensor]]
+    evaluation: Evaluation
     autocast_dtype: torch.dtype | None
     compiled: bool
     step_model: torch.nn.Module
@@ -88,6 +89,10 @@ class RunParts:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def evaluate(self) -> dict[str, float]:
+        """The validation metrics of the model as it is now (harness.training.evaluation)."""
+        return self.evaluation(self)
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
@@ -166,12 +171,12 @@ def build_run(spec: RunSpec, inputs: RunInputs | None = None, parallel: DataPara
             adapters = with_lora(model, cfg.lora) if cfg.lora else None
             trainable = trainable_parameters(model)
             optimizer = make_optimizer(model, cfg, device)
-            eval_batches = dataset.eval_batches(cfg.batch_size, model_cfg.context_length)
+            evaluation = Evaluation(dataset, dataset.eval_batches(cfg.batch_size, model_cfg.context_length), device)
         wanted = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
         compiled = cfg.compile if cfg.compile is not None else device.type == "cuda"
         step_model = parallel.wrap(torch.compile(model) if compiled else model)
     honour()
-    return RunParts(spec, device, parallel, start, dataset, model, adapters, trainable, optimizer, eval_batches,
+    return RunParts(spec, device, parallel, start, dataset, model, adapters, trainable, optimizer, evaluation,
                     torch.bfloat16 if wanted == "bfloat16" else None, compiled, step_model)
 
 

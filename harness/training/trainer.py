@@ -62,7 +62,8 @@ class Trainer:
         self.parts = build_run(spec, inputs)
         self.parallel, self.device, self.start = self.parts.parallel, self.parts.device, self.parts.start
         self.dataset, self.model, self.adapters = self.parts.dataset, self.parts.model, self.parts.adapters
-        self.trainable, self.optimizer, self.eval_batches = self.parts.trainable, self.parts.optimizer, self.parts.eval_batches
+        self.trainable, self.optimizer = self.parts.trainable, self.parts.optimizer
+        self.eval_batches = self.parts.evaluation.batches
         self.autocast_dtype, self.compiled, self.step_model = (self.parts.autocast_dtype, self.parts.compiled,
                                                                self.parts.step_model)
         # only rank 0 reports and saves; the others train their share in lockstep
@@ -145,25 +146,8 @@ class Trainer:
 
     # ---- the loop --------------------------------------------------------------------------
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        self.model.eval()
-        total_loss, total_rows, exact = 0.0, 0, 0
-        for x, y in self.eval_batches:
-            x, y = self.to_device(x), self.to_device(y)
-            with self.parts.autocast():
-                logits, loss = self.step_model(x, y)
-            total_loss += loss.item() * x.size(0)
-            total_rows += x.size(0)
-            if self.dataset.exact_match:
-                supervised = y != -1
-                correct = (logits.argmax(-1) == y) | ~supervised
-                exact += int(correct.all(dim=1).sum())
-        self.model.train()
-        metrics = {"val_loss": total_loss / total_rows}
-        if self.dataset.exact_match:
-            metrics["val_exact_match"] = exact / total_rows
-        return metrics
+        return self.parts.evaluate()
 
     def run(self, resume: bool = True) -> TrainResult:
         with out_of_memory_fails_the_run("while training"):
