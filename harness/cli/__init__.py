@@ -18,6 +18,7 @@ from rich.console import Console
 
 from harness import __version__
 from harness.cli.bench import bench_app
+from harness.cli.evaluate import evaluate
 from harness.cli.common import (Launcher, PluginOption, ProfileOption, ProfilesOption, ReportsDirOption, RunsDirOption,
                                 SetOption, StorageOption, Stopped, StudyArgument, StudyFileArgument, TrackingOption,
                                 PLAN_COLUMNS, interruptible, table)
@@ -26,6 +27,7 @@ from harness.cli.common import (Launcher, PluginOption, ProfileOption, ProfilesO
 app = typer.Typer(help="Ablation studies of GPT blocks, tracked in MLflow.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
 app.add_typer(bench_app, name="bench")
+app.command(name="eval")(evaluate)
 
 
 def _open(study: str | Path, set_=None, plugin=None, profile=None, **stores):

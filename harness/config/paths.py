@@ -15,7 +15,8 @@ from harness.errors import AblateError
 from harness.registry import MODEL_SLOTS
 
 RUN_SECTIONS = {("model",), ("train",), ("data",)}
-STUDY_CONTAINERS = {("base",), ("base", "model"), ("base", "train"), ("data",), ("report",), ("grid",), ("tune",)}
+STUDY_CONTAINERS = {("base",), ("base", "model"), ("base", "train"), ("data",), ("eval",), ("report",), ("grid",),
+                    ("tune",)}
 
 
 def assign(tree: dict, parts: list[str], value: Any, containers: set[tuple[str, ...]], where: str) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import pydantic
 
 from harness.config.data import DataConfig
+from harness.config.eval import EvalConfig
 from harness.config.model import ModelConfig
 from harness.config.train import TrainConfig
 from harness.redaction import redact
@@ -34,9 +35,17 @@ class RunSpec(Settings):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
+    eval: EvalConfig | None = None  # downstream tasks (lm-evaluation-harness); None: validation metrics only
     # what decides the numbers beyond the configuration: the data's content, the tokenizer,
     # the code of plugin variants (filled in by the plan, harness.study.plan.with_sources)
     sources: dict[str, str] = pydantic.Field(default_factory=dict)
+
+    @pydantic.model_validator(mode="after")
+    def _tasks_at_evaluations(self):
+        if self.eval and self.eval.every and self.eval.every % self.train.eval_interval:
+            raise ValueError(f"eval.every ({self.eval.every}) must be a multiple of train.eval_interval "
+                             f"({self.train.eval_interval}): tasks are scored at validation steps")
+        return self
 
     @pydantic.model_validator(mode="after")
     def _micro_batch_fits_a_device(self):
@@ -58,6 +67,8 @@ class RunSpec(Settings):
         model = self.model.model_dump(mode="json", exclude=MODEL_EXECUTION_FIELDS)
         identity = {"model": model, "train": train, "data": self.data.model_dump(mode="json"), "seed": self.seed,
                     "sources": self.sources}
+        if self.eval is not None:  # a run with tasks logs more; one without keeps the key it always had
+            identity["eval"] = self.eval.model_dump(mode="json")
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -31,6 +31,7 @@ import yaml
 from pydantic import Field
 
 from harness.config.data import DataConfig
+from harness.config.eval import EvalConfig
 from harness.config.model import ModelConfig, VariantChoice
 from harness.config.paths import parse_override, set_run_field, set_study_field
 from harness.config.run import MAX_SEED, RunSpec, Seed
@@ -175,6 +176,7 @@ class StudySpec(Settings):
     description: ShowableText = ""
     base: BaseSettings = BaseSettings()
     data: DataConfig = DataConfig()
+    eval: EvalConfig | None = Field(None, description="downstream tasks scored on every run (lm-evaluation-harness)")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="path -> values; arms are their product")
     arms: list[Arm] = Field(default_factory=list)
     seeds: list[Seed] | SeedRange = Field(
@@ -408,7 +410,8 @@ def arm_spec(study: StudySpec, arm: Arm, where: str = "study", extra: dict[str, 
              scale: dict[str, Any] | None = None) -> RunSpec:
     """The run of `arm` (seed 0) at `scale` (run path -> value, under the arm's own settings),
     with `extra` path -> value settings on top (tuned values)."""
-    tree = {**study.base.run_tree(), "data": study.data.model_dump(mode="json")}
+    tree = {**study.base.run_tree(), "data": study.data.model_dump(mode="json"),
+            "eval": study.eval.model_dump(mode="json") if study.eval else None}
     for path, value in {**(scale or {}), **arm.set, **(extra or {})}.items():
         set_run_field(tree, path, copy.deepcopy(value), f"{where}: arm '{arm.name}'")
     try:

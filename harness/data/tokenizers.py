@@ -38,6 +38,8 @@ class Tokenizer:
         self._state = state
         self._byte_lengths = byte_lengths
         self._token_bytes: np.ndarray | None = None
+        # the id that ends a document (GPT-2's <|endoftext|>), where the vocabulary has one
+        self.end_of_text: int | None = None
 
     def encode(self, text: str) -> list[int]:
         return self._encode(text)
@@ -120,8 +122,10 @@ def tiktoken_tokenizer(encoding: str) -> Tokenizer:
             f"tiktoken encoding '{encoding}' is not available offline ({type(err).__name__}); "
             "run once with network access, or set TIKTOKEN_CACHE_DIR to a folder holding its file, "
             "or use tokenizer 'bpe' to train one locally") from None
-    return Tokenizer("tiktoken", enc.encode_ordinary, enc.decode, enc.n_vocab,
-                     {"kind": "tiktoken", "encoding": encoding}, byte_lengths=lambda: _encoding_byte_lengths(enc))
+    tokenizer = Tokenizer("tiktoken", enc.encode_ordinary, enc.decode, enc.n_vocab,
+                          {"kind": "tiktoken", "encoding": encoding}, byte_lengths=lambda: _encoding_byte_lengths(enc))
+    tokenizer.end_of_text = enc.encode_single_token("<|endoftext|>") if "<|endoftext|>" in enc.special_tokens_set else None
+    return tokenizer
 
 
 def hf_tokenizer(json_text: str) -> Tokenizer:
@@ -130,10 +134,17 @@ def hf_tokenizer(json_text: str) -> Tokenizer:
     from tokenizers import Tokenizer as HFTokenizer
 
     tokenizer = HFTokenizer.from_str(json_text)
-    return Tokenizer("hf", lambda text: tokenizer.encode(text, add_special_tokens=False).ids,
+    made = Tokenizer("hf", lambda text: tokenizer.encode(text, add_special_tokens=False).ids,
                      lambda tokens: tokenizer.decode(tokens, skip_special_tokens=False),
                      tokenizer.get_vocab_size(), {"kind": "hf", "json": json_text},
                      byte_lengths=lambda: _hf_byte_lengths(tokenizer, json_text))
+    special = {token.content: index for index, token in tokenizer.get_added_tokens_decoder().items() if token.special}
+    made.end_of_text = next((special[name] for name in END_OF_TEXT if name in special), None)
+    return made
+
+
+# what Hugging Face tokenizers call the token that ends a document (GPT-2, Llama 2, Gemma, Llama 3)
+END_OF_TEXT = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>")
 
 
 BYTE_FALLBACK = re.compile(r"<0x[0-9A-Fa-f]{2}>")

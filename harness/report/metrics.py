@@ -102,6 +102,8 @@ def _decisiveness(results: pd.DataFrame, summary: pd.DataFrame, metric: str) -> 
     significant = (summary["p_adjusted"] < ALPHA).any()
     if significant:
         decides = "separates these arms"
+    elif spread == 0:
+        decides = "cannot separate these arms: every arm has the same value"
     elif math.isnan(detectable):
         decides = "unknown: too few seeds to measure the noise"
     elif spread < detectable:

@@ -17,7 +17,7 @@ import torch
 
 from harness.config.records import PlanRecord
 from harness.config.run import RunSpec
-from harness.config.study import StudySpec, arm_spec
+from harness.config.study import ReportSettings, StudySpec, arm_spec
 from harness.errors import AblateError
 from harness.model.gpt import GPT
 from harness.redaction import redact
@@ -112,7 +112,7 @@ def resolve(study: StudySpec, where: str = "study", tuned: Tuned | None = None,
     against what they log (`check_metric`)."""
     inputs = inputs if inputs is not None else RunInputs()
     specs = complete(expand(study, where, tuned, counts), locate, inputs)
-    check_metric(study.report.metric, specs, inputs)
+    check_metric(study.report, specs, inputs)
     return specs
 
 
@@ -176,15 +176,28 @@ def check_data(specs: list[RunSpec], inputs: RunInputs) -> None:
             raise AblateError(f"arm '{spec.arm}': {err}") from None
 
 
-def check_metric(metric: str, specs: list[RunSpec], inputs: RunInputs) -> None:
-    """Refuse a report metric that some run does not log (harness.training.evaluation), and a
-    per-token metric (val_loss) where arms tokenize differently: a token of one arm is not a
-    token of another, so their losses per token do not compare; bits per byte do."""
+def check_metric(report: ReportSettings, specs: list[RunSpec], inputs: RunInputs) -> None:
+    """Refuse a report metric that some run does not log (harness.training.evaluation: its
+    validation metrics and its downstream tasks', whose data are checked here, before any
+    training), a task metric whose goal is the wrong way round, and a per-token metric
+    (val_loss) where arms tokenize differently: a token of one arm is not a token of another,
+    so their losses per token do not compare; bits per byte do."""
+    metric = report.metric
+    task_metrics: dict[str, dict[str, bool]] = {}  # per eval config (as JSON): metric -> higher is better
     for spec in specs:
-        logged = metric_names(inputs.dataset(spec))
+        tasks = spec.eval.model_dump_json() if spec.eval is not None else ""
+        if tasks and tasks not in task_metrics:
+            from harness.downstream.tasks import check_tasks
+
+            task_metrics[tasks] = check_tasks(spec.eval)
+        scored = task_metrics.get(tasks, {})
+        logged = metric_names(inputs.dataset(spec), scored)
         if metric not in logged:
             raise AblateError(f"report.metric: arm '{spec.arm}' does not log '{metric}'; its runs log "
                               f"{', '.join(logged)}")
+        if metric in scored and scored[metric] != (report.goal == "maximize"):
+            raise AblateError(f"report.goal: {metric} is better {'higher' if scored[metric] else 'lower'}; set "
+                              f"`report: {{metric: {metric}, goal: {'maximize' if scored[metric] else 'minimize'}}}`")
     tokenizers = {}
     for spec in specs:
         tokenizers.setdefault(inputs.dataset(spec).tokenizer.fingerprint(), spec)

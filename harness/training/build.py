@@ -90,9 +90,10 @@ class RunParts:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def evaluate(self) -> dict[str, float]:
-        """The validation metrics of the model as it is now (harness.training.evaluation)."""
-        return self.evaluation(self)
+    def evaluate(self, with_tasks: bool = False) -> dict[str, float]:
+        """The validation metrics of the model as it is now, with its downstream tasks' when
+        `with_tasks` (harness.training.evaluation)."""
+        return self.evaluation(self, with_tasks)
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
@@ -171,7 +172,8 @@ def build_run(spec: RunSpec, inputs: RunInputs | None = None, parallel: DataPara
             adapters = with_lora(model, cfg.lora) if cfg.lora else None
             trainable = trainable_parameters(model)
             optimizer = make_optimizer(model, cfg, device)
-            evaluation = Evaluation(dataset, dataset.eval_batches(cfg.batch_size, model_cfg.context_length), device)
+            evaluation = Evaluation(dataset, dataset.eval_batches(cfg.batch_size, model_cfg.context_length), device,
+                                    spec.eval)
         wanted = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
         compiled = cfg.compile if cfg.compile is not None else device.type == "cuda"
         step_model = parallel.wrap(torch.compile(model) if compiled else model)

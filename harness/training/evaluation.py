@@ -10,15 +10,20 @@ arm and seed):
   into tokens, so it compares arms whose tokenizers differ, where ``val_loss`` cannot.
 - ``val_exact_match``: for tasks (``exact_match`` datasets), the share of validation rows
   whose every supervised token is predicted (greedy) exactly.
+- downstream tasks (the run's `eval:`, scored by lm-evaluation-harness through
+  harness.downstream): ``task/metric`` and ``task/metric_stderr``, every `eval.every` steps
+  and at the end, on the main process of a data-parallel run.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 import torch.nn.functional as F
+
+from harness.config.eval import EvalConfig
 
 if TYPE_CHECKING:
     from harness.training.build import RunParts
@@ -34,30 +39,36 @@ def decodes_text(dataset) -> bool:
     return bool(getattr(dataset, "decodes_text", False))
 
 
-def metric_names(dataset) -> list[str]:
-    """The metrics a run on `dataset` logs, any of which a study may take as its `report.metric`."""
+def metric_names(dataset, task_metrics: Iterable[str] = ()) -> list[str]:
+    """The metrics a run on `dataset` logs (with `task_metrics`, those of its downstream tasks),
+    any of which a study may take as its `report.metric`."""
     names = ["val_loss", "train_loss"]
     if decodes_text(dataset):
         names.append("val_bpb")
     if dataset.exact_match:
         names.append("val_exact_match")
-    return names
+    return names + list(task_metrics)
 
 
 class Evaluation:
     """The validation metrics of one run's model, on `batches` of (inputs, targets), each (B, T)
     int64 with -1 for targets that carry no loss."""
 
-    def __init__(self, dataset, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device):
-        self.dataset, self.batches = dataset, batches
+    def __init__(self, dataset, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
+                 tasks: EvalConfig | None = None):
+        self.dataset, self.batches, self.tasks = dataset, batches, tasks
         # bytes of text per token id: (vocab_size,) on the device, gathered by target
         self.token_bytes = (torch.from_numpy(dataset.tokenizer.token_bytes()).to(device)
                             if decodes_text(dataset) else None)
 
+    def tasks_due(self, step: int, last: bool) -> bool:
+        """Whether the downstream tasks are scored at `step` (every `eval.every` steps and at the end)."""
+        return self.tasks is not None and (last or bool(self.tasks.every) and step % self.tasks.every == 0)
+
     @torch.no_grad()
-    def __call__(self, parts: RunParts) -> dict[str, float]:
+    def __call__(self, parts: RunParts, with_tasks: bool = False) -> dict[str, float]:
         """The metrics of the run's model as it trains (its step model, under its autocast), in
-        eval mode; it is left in train mode."""
+        eval mode, with the downstream tasks' when `with_tasks`; it is left in train mode."""
         parts.model.eval()
         total_loss, total_rows, exact = 0.0, 0, 0
         nats = torch.zeros((), dtype=torch.float64)
@@ -84,4 +95,18 @@ class Evaluation:
             metrics["val_bpb"] = float(nats) / int(text_bytes) / math.log(2)
         if self.dataset.exact_match:
             metrics["val_exact_match"] = exact / total_rows
+        if with_tasks and self.tasks is not None and parts.parallel.is_main:
+            metrics.update(self._downstream(parts))
         return metrics
+
+    def _downstream(self, parts: RunParts) -> dict[str, float]:
+        from harness.downstream.lm import AblateLM
+        from harness.downstream.tasks import run_tasks
+
+        parts.model.eval()
+        try:
+            lm = AblateLM(parts.model, self.dataset.tokenizer, self.tasks.batch_size, parts.autocast)
+            return run_tasks(lm, self.tasks)
+        finally:
+            parts.model.train()
+

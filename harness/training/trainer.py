@@ -146,8 +146,8 @@ class Trainer:
 
     # ---- the loop --------------------------------------------------------------------------
 
-    def evaluate(self) -> dict[str, float]:
-        return self.parts.evaluate()
+    def evaluate(self, with_tasks: bool = False) -> dict[str, float]:
+        return self.parts.evaluate(with_tasks)
 
     def run(self, resume: bool = True) -> TrainResult:
         with out_of_memory_fails_the_run("while training"):
@@ -218,7 +218,8 @@ class Trainer:
                         break
                     timer_start, timer_steps = time.perf_counter(), 0
                 if step % cfg.eval_interval == 0 or last:
-                    metrics = {"tokens": step * self.tokens_per_step, **self.evaluate()}
+                    metrics = {"tokens": step * self.tokens_per_step,
+                               **self.evaluate(self.parts.evaluation.tasks_due(step, last))}
                     history.append({"step": step, **metrics})
                     self.observer.on_metrics(step, metrics)
                     timer_start, timer_steps = time.perf_counter(), 0
