@@ -14,7 +14,8 @@ def evaluate(
                                                             "Face cache), a task YAML, or python_cloze; repeat for "
                                                             "several")],
     limit: Annotated[Optional[int], typer.Option(min=1, help="examples per task; default all")] = None,
-    num_fewshot: Annotated[int, typer.Option(min=0, help="examples shown before each question")] = 0,
+    num_fewshot: Annotated[Optional[int], typer.Option(min=0, help="examples shown before each question; default "
+                                                                   "each task's own")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="sequences per forward pass")] = 16,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps")] = "auto",
 ):

@@ -23,7 +23,8 @@ class EvalConfig(Settings):
     limit: int | None = Field(None, gt=0, description="examples per task (the first ones); default every example")
     every: int | None = Field(None, gt=0, description="steps between evaluations, a multiple of train.eval_interval; "
                                                       "default only at the end of training")
-    num_fewshot: int = Field(0, ge=0, description="examples shown before each question")
+    num_fewshot: int | None = Field(None, ge=0, description="examples shown before each question; default "
+                                                            "each task's own (0 for most)")
     batch_size: int = Field(16, gt=0, description="sequences per forward pass")
 
     @pydantic.field_validator("tasks")

@@ -69,13 +69,28 @@ def check_tasks(cfg: EvalConfig) -> dict[str, bool]:
     """Build every task of `cfg`, its data read: the metrics they log (`task/metric`), each with
     whether higher is better. Raises AblateError naming the first task that cannot be built and
     where its data were looked for."""
+    return {f"{name}/{metric}": bool(higher)
+            for name, task in _built(cfg) for metric, higher in task.higher_is_better().items()}
+
+
+# the tasks built in this process, per eval config: a run scores them at every evaluation, and
+# building one reads its data
+_BUILT: dict[str, list] = {}
+
+
+def _built(cfg: EvalConfig) -> list:
+    """(name, lm-eval Task) of every task of `cfg` (a group's tasks each on its own), built once
+    per process."""
+    key = cfg.model_dump_json(include={"tasks"})
+    if key in _BUILT:
+        return _BUILT[key]
     try:
         from lm_eval.tasks import get_task_dict
     except ImportError:
         raise AblateError("eval: tasks are scored by lm-evaluation-harness, which is not installed here: "
                           "pip install 'ablate[eval]'") from None
     manager = _task_manager(cfg)
-    metrics: dict[str, bool] = {}
+    built = []
     for task, spec in zip(cfg.tasks, task_specs(cfg)):
         if _is_file_task(task) and not Path(task).is_file():
             raise AblateError(f"eval task {task}: no such task file")
@@ -83,13 +98,12 @@ def check_tasks(cfg: EvalConfig) -> dict[str, bool]:
             raise AblateError(f"eval task '{task}' is not an lm-eval task, a task YAML (.yaml) or {PYTHON_CLOZE}")
         try:
             with _quiet():
-                built = get_task_dict([spec], manager)
+                built += list(_tasks_in(get_task_dict([spec], manager)))
         except Exception as err:
             raise AblateError(f"eval task '{task}': its data are not available ({type(err).__name__}: "
                               f"{error_line(err, 200)}); looked in {_where(task)}") from None
-        for name, scored in _tasks_in(built):
-            metrics.update({f"{name}/{metric}": bool(higher) for metric, higher in scored.higher_is_better().items()})
-    return metrics
+    _BUILT[key] = built
+    return built
 
 
 def _tasks_in(built: dict):
@@ -108,7 +122,7 @@ def run_tasks(lm, cfg: EvalConfig) -> dict[str, float]:
     with _quiet():
         # no global seeds: scoring must not move the training's random streams; few-shot
         # examples are drawn by each task's own seeded sampler
-        evaluated = simple_evaluate(model=lm, tasks=task_specs(cfg), num_fewshot=cfg.num_fewshot or None,
+        evaluated = simple_evaluate(model=lm, tasks=[task for _, task in _built(cfg)], num_fewshot=cfg.num_fewshot,
                                     limit=cfg.limit, log_samples=False, bootstrap_iters=BOOTSTRAP_ITERS,
                                     task_manager=_task_manager(cfg), random_seed=None, numpy_random_seed=None,
                                     torch_random_seed=None, fewshot_random_seed=0)
@@ -117,16 +131,20 @@ def run_tasks(lm, cfg: EvalConfig) -> dict[str, float]:
 
 def task_metrics(results: dict[str, dict]) -> dict[str, float]:
     """lm-eval's results (task -> {"acc,none": 0.5, "acc_stderr,none": 0.1, "alias": ...}) as
-    flat metric names: {"task/acc": 0.5, "task/acc_stderr": 0.1}. Values that are no number
-    (lm-eval's "N/A" standard errors) are left out."""
+    flat metric names: {"task/acc": 0.5, "task/acc_stderr": 0.1}; a filter other than "none"
+    is added to the name ("task/exact_match_strict-match"). Values that are no number (lm-eval's
+    "N/A" standard errors) are left out."""
     metrics = {}
     for task, values in results.items():
         for key, value in values.items():
             name, _, filter_name = key.partition(",")
             if not filter_name or isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
                 continue
-            suffix = "" if filter_name == "none" else f"_{filter_name}"
-            metrics[f"{task}/{name}{suffix}"] = float(value)
+            suffix = "" if filter_name == "none" else f"_{filter_name}"  # gsm8k's exact_match,strict-match
+            if name.endswith("_stderr"):  # its standard error follows it: task/metric[_filter]_stderr
+                metrics[f"{task}/{name.removesuffix('_stderr')}{suffix}_stderr"] = float(value)
+            else:
+                metrics[f"{task}/{name}{suffix}"] = float(value)
     return metrics
 
 
