@@ -91,7 +91,8 @@ class Arm(Settings):
 class ReportSettings(Settings):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    metric: str = "val_loss"
+    metric: str = Field("val_loss", description="val_loss, val_bpb, train_loss, val_exact_match, or a task's "
+                                                "metric (hellaswag/acc_norm)")
     baseline: str | None = Field(None, description="arm the others are compared with; default the first")
 
     @pydantic.field_validator("metric")
@@ -101,7 +102,24 @@ class ReportSettings(Settings):
             raise ValueError(f"'{metric}' measures the machine as much as the variant (a busy machine, a resumed "
                              "run), so it is never a verdict; compare speed with `ablate bench`")
         return metric
-    goal: Literal["minimize", "maximize"] = "minimize"
+    goal: Literal["minimize", "maximize"] | None = Field(
+        None, description="default: minimize a loss, bits per byte or perplexity, maximize a score (accuracy)")
+
+    @pydantic.model_validator(mode="after")
+    def _goal_of_the_metric(self):
+        if self.goal is None:
+            self.goal = goal_of(self.metric)
+        return self
+
+
+# metrics of the run's own tokens: they compare arms only where every arm has one tokenizer
+PER_TOKEN_METRICS = ("val_loss", "train_loss")
+
+
+def goal_of(metric: str) -> str:
+    """Whether lower or higher is better for a metric, from its name: losses, bits per byte and
+    perplexities are minimised, scores (accuracy, exact match) maximised."""
+    return "minimize" if metric.split("/")[-1].endswith(("loss", "bpb", "perplexity", "ppl")) else "maximize"
 
 
 class SearchDimension(Settings):

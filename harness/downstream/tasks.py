@@ -62,7 +62,8 @@ def _where(task: str) -> str:
         return f"the task file {task} and the data files it names"
     import datasets
 
-    return f"the Hugging Face datasets cache {datasets.config.HF_DATASETS_CACHE} (offline)"
+    offline = " (offline)" if datasets.config.HF_HUB_OFFLINE else ""
+    return f"the Hugging Face datasets cache {datasets.config.HF_DATASETS_CACHE}{offline}"
 
 
 def check_tasks(cfg: EvalConfig) -> dict[str, bool]:
@@ -98,12 +99,44 @@ def _built(cfg: EvalConfig) -> list:
             raise AblateError(f"eval task '{task}' is not an lm-eval task, a task YAML (.yaml) or {PYTHON_CLOZE}")
         try:
             with _quiet():
-                built += list(_tasks_in(get_task_dict([spec], manager)))
+                found = list(_tasks_in(get_task_dict([spec], manager)))
         except Exception as err:
             raise AblateError(f"eval task '{task}': its data are not available ({type(err).__name__}: "
                               f"{error_line(err, 200)}); looked in {_where(task)}") from None
+        for name, _ in found:
+            if not METRIC_NAME.fullmatch(name) or ".." in name:
+                raise AblateError(f"eval task {task}: its name {name!r} cannot name MLflow metrics ({name}/acc); "
+                                  "use letters, digits, _ - . and spaces")
+            if name in {other for other, _ in built}:
+                raise AblateError(f"eval task {task}: another task of eval.tasks is named '{name}' too, so their "
+                                  "metrics would be one; rename one (its `task:`)")
+        built += found
     _BUILT[key] = built
     return built
+
+
+# what MLflow takes in a metric name (its validation rules), a slash between task and metric aside
+METRIC_NAME = re.compile(r"[\w\-. ]+")
+
+
+def check_readable(cfg: EvalConfig, tokenizer) -> None:
+    """Refuse tasks whose text a character tokenizer cannot encode (the only kind that cannot
+    read any text), before any training: the characters of every request the tasks make, up to
+    `eval.limit` examples each, must be in its vocabulary."""
+    if tokenizer.kind != "char":
+        return
+    known = set(tokenizer.state()["chars"])
+    for name, task in _built(cfg):
+        if task.get_config("num_fewshot") is None:  # as lm-eval's simple_evaluate leaves it
+            task.set_config(key="num_fewshot", value=cfg.num_fewshot or 0)
+        with _quiet():
+            task.build_all_requests(limit=cfg.limit, rank=0, world_size=1)
+        text = "".join(part for request in task.instances for part in request.args if isinstance(part, str))
+        unknown = sorted(set(text) - known)
+        if unknown:
+            raise AblateError(f"eval task {name}: its text has characters the runs' character vocabulary lacks "
+                              f"({''.join(unknown[:10])!r}); score tasks written in its characters, or train "
+                              "with a bpe or tiktoken tokenizer")
 
 
 def _tasks_in(built: dict):

@@ -103,8 +103,7 @@ def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str |
     _reported("the arms' runs in MLflow", lambda: log_arm_runs(
         tracker, tracker.experiment_id(study, create=False), collected.parent_run_id, summary, finished_curves, metric))
     files += _drawn(folder / "final_loss.png", lambda path: plot_final(results, summary, metric, path))
-    first_params = tracker.params(finished["run_id"].iloc[0])
-    data = {label: first_params[key] for key, label in DATA_PARAMS.items() if key in first_params}
+    data = _data_settings(tracker, finished)
     tuning = collect_tuning(tracker, study, metric)
     if plan.scales:
         files += _drawn(folder / "scaling.png", lambda path: plot_scaling(summary, metric, path))
@@ -133,6 +132,18 @@ def _reported(what: str, report) -> bool:
 def _drawn(path: Path, draw) -> list[str]:
     """[the figure's file name] once draw(path) has drawn it; [] (and a warning) when it failed."""
     return [path.name] if _reported(str(path), lambda: draw(path)) else []
+
+
+def _data_settings(tracker: Tracker, finished: pd.DataFrame) -> dict[str, str]:
+    """The data every arm trained on (dataset, sha256, tokenizer, vocabulary), from one finished
+    run per arm; a setting that differs between arms says so."""
+    per_arm = [tracker.params(run_id) for run_id in finished.drop_duplicates("arm")["run_id"]]
+    data = {}
+    for key, label in DATA_PARAMS.items():
+        values = {params[key] for params in per_arm if key in params}
+        if values:
+            data[label] = values.pop() if len(values) == 1 else "differs by arm"
+    return data
 
 
 def _shared_settings(plan: PlanRecord) -> dict[str, str]:

@@ -11,7 +11,8 @@ from harness.config.records import PlanRecord
 from harness.report.collect import NOT_RUN
 from harness.report.escape import code_span, markdown_lines, markdown_table
 from harness.report.escape import markdown_text as md
-from harness.report.metrics import goal_of
+from harness.config.study import goal_of
+from harness.report.metrics import tokenizers_differ
 from harness.report.scales import across_scales
 from harness.report.stats import RULES
 
@@ -106,7 +107,7 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
                   f"counts (nats/token): {scale}.", ""]
 
     if decisive is not None and len(decisive):
-        lines += _decisive_section(decisive, metric)
+        lines += _decisive_section(decisive, metric, tokenizers_differ(plan))
     if secondary:
         lines += _secondary_section(secondary, metric, scales)
 
@@ -144,7 +145,7 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _decisive_section(decisive: pd.DataFrame, metric: str) -> list[str]:
+def _decisive_section(decisive: pd.DataFrame, metric: str, incomparable: bool) -> list[str]:
     table = decisive.copy()
     for column in ("spread", "seed_std", "detectable_difference"):
         table[column] = table[column].map(lambda v: fmt(v, 4))
@@ -156,7 +157,9 @@ def _decisive_section(decisive: pd.DataFrame, metric: str) -> list[str]:
             "ratio: the spread of the arms' means (largest minus smallest) over the seed-to-seed standard deviation "
             "(Heineman et al. 2025, \"Signal and Noise\"), and the smallest difference from the baseline these seeds "
             "detect with 80% power (paired t-test, alpha 0.05 over the arms compared). A metric whose arms spread less "
-            "than that is too noisy to separate them at this scale.", "",
+            "than that is too noisy to separate them at this scale."
+            + (" val_loss and train_loss are left out: the arms tokenize differently, so their losses per token are "
+               "in different units." if incomparable else ""), "",
             markdown_table(table, tuple(c for c in ("metric", "scale", "role", "can it decide?") if c in table)), ""]
 
 

@@ -31,6 +31,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from harness.config.records import PlanRecord
+from harness.config.study import PER_TOKEN_METRICS, goal_of
 from harness.config.run_state import RunState
 from harness.report.scales import summarize_plan
 
@@ -38,12 +39,6 @@ POWER = 0.8
 ALPHA = 0.05
 # logged metrics that describe the machine or the schedule, not the model's quality
 NOT_QUALITY = ("lr", "grad_norm", "tokens", "steps_trained", "tokens_per_s", "wall_time_s", "mfu", "step_time_s")
-
-
-def goal_of(metric: str) -> str:
-    """Whether lower or higher is better for a metric, from its name: losses, bits per byte and
-    perplexities are minimised, scores (accuracy, exact match) maximised."""
-    return "minimize" if metric.split("/")[-1].endswith(("loss", "bpb", "perplexity", "ppl")) else "maximize"
 
 
 def quality_metrics(results: pd.DataFrame) -> list[str]:
@@ -59,12 +54,19 @@ def quality_metrics(results: pd.DataFrame) -> list[str]:
     return names
 
 
+def tokenizers_differ(plan: PlanRecord) -> bool:
+    """Whether the plan's arms tokenize their text differently (their tokenizers' fingerprints)."""
+    return len({arm.config.get("sources", {}).get("tokenizer") for arm in plan.arms}) > 1
+
+
 def secondary_summaries(results: pd.DataFrame, plan: PlanRecord) -> dict[str, pd.DataFrame]:
-    """Per secondary metric (every quality metric but the study's), its summary (one row per
+    """Per secondary metric (every quality metric but the study's, and no per-token metric where
+    arms tokenize differently: their tokens are not the same units), its summary (one row per
     arm, as harness.report.stats.summarize) with the direction its name implies."""
     summaries = {}
+    incomparable = PER_TOKEN_METRICS if tokenizers_differ(plan) else ()
     for metric in quality_metrics(results):
-        if metric != plan.metric:
+        if metric != plan.metric and metric not in incomparable:
             other = plan.model_copy(update={"metric": metric, "goal": goal_of(metric)})
             summaries[metric] = summarize_plan(results, other, {})
     return summaries
@@ -97,13 +99,16 @@ def _decisiveness(results: pd.DataFrame, summary: pd.DataFrame, metric: str) -> 
         paired_noise = noise * math.sqrt(2)
     seeds = int(summary["seeds"].median()) if len(summary) else 0
     compared = max(1, len(summary) - 1)
-    detectable = detectable_difference(paired_noise, seeds, ALPHA / compared)
+    # differences the same on every seed are not tested (harness.report.stats): no power either
+    detectable = detectable_difference(paired_noise, seeds, ALPHA / compared) if paired_noise > 0 else math.nan
     snr = spread / noise if noise > 0 else math.nan
     significant = (summary["p_adjusted"] < ALPHA).any()
     if significant:
         decides = "separates these arms"
     elif spread == 0:
         decides = "cannot separate these arms: every arm has the same value"
+    elif paired_noise == 0:
+        decides = "its differences are the same on every seed: see the verdict"
     elif math.isnan(detectable):
         decides = "unknown: too few seeds to measure the noise"
     elif spread < detectable:

@@ -17,13 +17,13 @@ import torch
 
 from harness.config.records import PlanRecord
 from harness.config.run import RunSpec
-from harness.config.study import ReportSettings, StudySpec, arm_spec
+from harness.config.study import PER_TOKEN_METRICS, ReportSettings, StudySpec, arm_spec
 from harness.errors import AblateError
 from harness.model.gpt import GPT
 from harness.redaction import redact
 from harness.registry import lookup
 from harness.training.build import RunInputs, build_run, resolve_device
-from harness.training.evaluation import PER_TOKEN_METRICS, metric_names
+from harness.training.evaluation import metric_names
 from harness.training.faults import RunFailed, is_out_of_memory
 from harness.training.throughput import PEAK_BF16_FLOPS
 
@@ -178,12 +178,13 @@ def check_data(specs: list[RunSpec], inputs: RunInputs) -> None:
 
 def check_metric(report: ReportSettings, specs: list[RunSpec], inputs: RunInputs) -> None:
     """Refuse a report metric that some run does not log (harness.training.evaluation: its
-    validation metrics and its downstream tasks', whose data are checked here, before any
-    training), a task metric whose goal is the wrong way round, and a per-token metric
+    validation metrics and its downstream tasks', whose data, names and text are checked here,
+    before any training), a task metric whose goal is the wrong way round, and a per-token metric
     (val_loss) where arms tokenize differently: a token of one arm is not a token of another,
     so their losses per token do not compare; bits per byte do."""
     metric = report.metric
     task_metrics: dict[str, dict[str, bool]] = {}  # per eval config (as JSON): metric -> higher is better
+    readable: set[tuple[str, str]] = set()  # (eval config, tokenizer) whose task text the tokenizer encodes
     for spec in specs:
         tasks = spec.eval.model_dump_json() if spec.eval is not None else ""
         if tasks and tasks not in task_metrics:
@@ -191,13 +192,19 @@ def check_metric(report: ReportSettings, specs: list[RunSpec], inputs: RunInputs
 
             task_metrics[tasks] = check_tasks(spec.eval)
         scored = task_metrics.get(tasks, {})
+        if tasks and (tasks, inputs.dataset(spec).tokenizer.fingerprint()) not in readable:
+            from harness.downstream.tasks import check_readable
+
+            check_readable(spec.eval, inputs.dataset(spec).tokenizer)
+            readable.add((tasks, inputs.dataset(spec).tokenizer.fingerprint()))
         logged = metric_names(inputs.dataset(spec), scored)
         if metric not in logged:
             raise AblateError(f"report.metric: arm '{spec.arm}' does not log '{metric}'; its runs log "
                               f"{', '.join(logged)}")
         if metric in scored and scored[metric] != (report.goal == "maximize"):
-            raise AblateError(f"report.goal: {metric} is better {'higher' if scored[metric] else 'lower'}; set "
-                              f"`report: {{metric: {metric}, goal: {'maximize' if scored[metric] else 'minimize'}}}`")
+            raise AblateError(f"report.goal: for {metric}, {'higher' if scored[metric] else 'lower'} is better; set "
+                              f"`report: {{metric: {metric}, goal: {'maximize' if scored[metric] else 'minimize'}}}` "
+                              "or leave the goal out")
     tokenizers = {}
     for spec in specs:
         tokenizers.setdefault(inputs.dataset(spec).tokenizer.fingerprint(), spec)

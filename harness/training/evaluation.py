@@ -28,10 +28,6 @@ from harness.config.eval import EvalConfig
 if TYPE_CHECKING:
     from harness.training.build import RunParts
 
-# metrics of the model's own tokens: they compare arms only where every arm has one tokenizer
-PER_TOKEN_METRICS = ("val_loss", "train_loss")
-
-
 def decodes_text(dataset) -> bool:
     """Whether the dataset's tokens are text its tokenizer decodes (text corpora, token files
     with their declared tokenizer), so that bits per byte mean something; a plugin dataset says

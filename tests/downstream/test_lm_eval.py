@@ -155,11 +155,11 @@ def test_a_study_scores_a_task_as_a_secondary_metric_or_its_verdict_without_chan
              for c, r in ((client, run), (other, plain_run))]
     assert curve[0] == curve[1]
 
-    # the task's score as the verdict: the wrong goal is refused, the right one judges the same runs
-    wrong = _ablate(tmp_path, "run", "study.yaml", "--set", "report.metric=python_cloze/acc_norm")
-    assert wrong.returncode == 2 and "report.goal: python_cloze/acc_norm is better higher" in wrong.stderr
-    judged = _ablate(tmp_path, "run", "study.yaml", "--set", "report.metric=python_cloze/acc_norm",
-                     "--set", "report.goal=maximize")
+    # the task's score as the verdict: the wrong goal is refused, none (higher is better) judges the same runs
+    wrong = _ablate(tmp_path, "run", "study.yaml", "--set", "report.metric=python_cloze/acc_norm",
+                    "--set", "report.goal=minimize")
+    assert wrong.returncode == 2 and "report.goal: for python_cloze/acc_norm, higher is better" in wrong.stderr
+    judged = _ablate(tmp_path, "run", "study.yaml", "--set", "report.metric=python_cloze/acc_norm")
     assert judged.returncode == 0, judged.stderr
     assert "0 runs trained" in judged.stderr or "4 finished" in judged.stderr, judged.stderr
     assert "Metric: final `python_cloze/acc_norm` (higher is better)" in (
@@ -182,3 +182,28 @@ def test_ablate_eval_scores_a_hugging_face_model_and_names_a_missing_task(gpt2, 
     assert "python_cloze/acc" in scored.stdout and "python_cloze/acc_norm" in scored.stdout
     missing = _ablate(tmp_path, "eval", f"hf:{gpt2}", "--tasks", "no_such_task")
     assert missing.returncode == 2 and "'no_such_task' is not an lm-eval task" in missing.stderr
+
+
+@pytest.mark.parametrize("case", ["name", "twice", "unreadable"])
+def test_tasks_that_would_lose_metrics_or_a_run_are_refused_before_training(tmp_path, local_task, case):
+    """A task name MLflow cannot take as a metric name would drop the run's last records; two tasks
+    of one name would log one set of metrics; a task a character vocabulary cannot read would
+    fail only once a run had trained."""
+    study = STUDY
+    if case == "name":
+        (tmp_path / "bad.yaml").write_text(local_task.read_text().replace("task: colours", 'task: "colours(v2)"'))
+        study = study.replace("[python_cloze]", f"[{tmp_path / 'bad.yaml'}]")
+        expected = "its name 'colours(v2)' cannot name MLflow metrics"
+    elif case == "twice":
+        (tmp_path / "again.yaml").write_text(local_task.read_text())
+        study = study.replace("[python_cloze]", f"[{local_task}, {tmp_path / 'again.yaml'}]")
+        expected = "another task of eval.tasks is named 'colours' too"
+    else:
+        (tmp_path / "ab.txt").write_text("ab ba aab bba " * 2000)
+        study = study.replace("data: {val_windows: 4}", f"data: {{dataset: {{name: text, path: {tmp_path / 'ab.txt'}}}, "
+                                                        "val_windows: 4}")
+        expected = "eval task python_cloze: its text has characters the runs' character vocabulary lacks"
+    (tmp_path / "study.yaml").write_text(study)
+    refused = _ablate(tmp_path, "run", "study.yaml")
+    assert refused.returncode == 2 and expected in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()

@@ -11,7 +11,8 @@ import pytest
 from scipy import stats
 
 from harness.config.records import PlanRecord
-from harness.report.metrics import detectable_difference, goal_of, quality_metrics, secondary_summaries, signal_and_noise
+from harness.config.study import goal_of
+from harness.report.metrics import detectable_difference, quality_metrics, secondary_summaries, signal_and_noise
 from harness.report.scales import summarize_plan
 from tests import warm
 

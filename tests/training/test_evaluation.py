@@ -128,3 +128,7 @@ def test_a_study_of_tokenizers_is_refused_on_val_loss_and_judged_on_val_bpb(tmp_
     assert judged.returncode == 0, judged.stderr
     report = (tmp_path / "reports" / "tokenizers" / "report.md").read_text()
     assert "Metric: final `val_bpb`" in report and "**bpe vs char**" in report
+    # losses per token are in different units here: never a secondary metric, never in the SNR table
+    assert "val_loss and train_loss are left out: the arms tokenize differently" in report
+    assert "### `val_loss`" not in report and "| val_loss " not in report.split("## Which metric can decide")[1]
+    assert "tokenizer `differs by arm`" in report
