@@ -17,6 +17,7 @@ waiting trial to one worker); the default sqlite file suits one machine.
 
 from __future__ import annotations
 
+import datetime
 import fcntl
 import functools
 import hashlib
@@ -122,6 +123,30 @@ def release_dead_local_claims(study) -> int:
         if worker_host == host and pid.isdigit() and not process_alive(int(pid)):
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             released += 1
+    return released
+
+
+def release_abandoned_claims(study) -> int:
+    """Fail, and queue again, the running trials that no worker ever took up: claimed (Optuna set
+    them RUNNING) by a worker killed before it named itself and before its first heartbeat, so
+    that neither its pid (release_dead_local_claims) nor a stale heartbeat (Optuna's
+    fail_stale_trials) can show it is gone. A worker names itself a moment after it claims, so
+    a trial still unnamed after the heartbeat grace period has none. Returns how many."""
+    from optuna.trial import TrialState
+
+    released = 0
+    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace_seconds())
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if "worker" in trial.user_attrs or trial.datetime_start is None or trial.datetime_start > cutoff:
+            continue
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (RuntimeError, ValueError):  # another worker released it first
+            continue
+        attrs = {key: trial.user_attrs[key] for key in ("run_key", "arm", "seed") if key in trial.user_attrs}
+        if "run_key" in attrs:
+            study.enqueue_trial({"arm": attrs["arm"], "seed": attrs["seed"]}, user_attrs=attrs)
+        released += 1
     return released
 
 
@@ -240,6 +265,7 @@ class Ledger:
 
         study = self._load()
         optuna.storages.fail_stale_trials(study)
+        release_abandoned_claims(study)
         states = {t.state for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))}
         return bool(states), TrialState.WAITING in states
 
