@@ -179,7 +179,9 @@ class TaskDataset(Protocol):
     """A synthetic task with its own vocabulary, batches and loss mask.
 
     Targets of -1 carry no loss. With ``exact_match`` True, evaluation also reports the
-    share of validation rows whose every supervised token is predicted (greedy) exactly.
+    share of validation rows whose every supervised token is predicted (greedy) exactly; with
+    an optional ``decodes_text`` True (its tokens are text its tokenizer decodes), bits per byte
+    (harness.training.evaluation).
     """
 
     vocab_size: int

@@ -28,6 +28,7 @@ from harness.config.eval import EvalConfig
 if TYPE_CHECKING:
     from harness.training.build import RunParts
 
+
 def decodes_text(dataset) -> bool:
     """Whether the dataset's tokens are text its tokenizer decodes (text corpora, token files
     with their declared tokenizer), so that bits per byte mean something; a plugin dataset says
