@@ -18,7 +18,9 @@ task and where its data were looked for. Scores are logged as `task/metric` (lm-
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import logging
 import math
 import os
@@ -82,7 +84,9 @@ _BUILT: dict[str, list] = {}
 def _built(cfg: EvalConfig) -> list:
     """(name, lm-eval Task) of every task of `cfg` (a group's tasks each on its own), built once
     per process."""
-    key = cfg.model_dump_json(include={"tasks"})
+    # a task file edited since it was built is built again
+    files = [(task, os.stat(task).st_mtime_ns) for task in cfg.tasks if _is_file_task(task) and Path(task).is_file()]
+    key = json.dumps([cfg.tasks, files])
     if key in _BUILT:
         return _BUILT[key]
     try:
@@ -113,6 +117,26 @@ def _built(cfg: EvalConfig) -> list:
         built += found
     _BUILT[key] = built
     return built
+
+
+def task_fingerprint(cfg: EvalConfig) -> str:
+    """What the tasks of `cfg` score on, as a hash: each task's name, its configuration and every
+    example it holds. It enters the key of every run that scores them (harness.study.plan), so
+    a task file or data file edited, or a cache holding another version of a dataset, makes
+    new runs instead of reporting scores of other questions as these."""
+    digest = hashlib.sha256()
+    for name, task in _built(cfg):
+        config = json.dumps(task.config.to_dict(), sort_keys=True, default=_stable)
+        digest.update(f"{name}\0{config}\0".encode())
+        for doc in task.eval_docs:
+            digest.update(json.dumps(doc, sort_keys=True, default=_stable).encode())
+    return digest.hexdigest()[:16]
+
+
+def _stable(value) -> str:
+    """A value JSON cannot hold, named the same in every process (a `!function` by its name,
+    never by a repr with its address)."""
+    return getattr(value, "__qualname__", type(value).__name__)
 
 
 # what MLflow takes in a metric name (its validation rules), a slash between task and metric aside

@@ -145,7 +145,8 @@ def with_start_model(spec: RunSpec, inputs: RunInputs) -> RunSpec:
 
 def with_sources(specs: list[RunSpec], inputs: RunInputs) -> list[RunSpec]:
     """The runs with what decides their numbers beyond their configuration made part of their
-    identity: the data's content hash, the tokenizer's, the starting weights', and the code of
+    identity: the data's content hash, the tokenizer's, the starting weights', the downstream
+    tasks' examples, and the code of
     every plugin variant they use, beside the plugins their study loads (ablate's own code is
     covered by the version recorded on every run)."""
     resolved = []
@@ -155,6 +156,10 @@ def with_sources(specs: list[RunSpec], inputs: RunInputs) -> list[RunSpec]:
                    "tokenizer": dataset.tokenizer.fingerprint()}
         if spec.train.init_from:
             sources["init_from"] = inputs.start(spec).identity
+        if spec.eval is not None:  # the questions the tasks ask, by content
+            from harness.downstream.tasks import task_fingerprint
+
+            sources["eval"] = task_fingerprint(spec.eval)
         for slot, name in spec.variants():
             code = lookup(slot, name).code
             if code:

@@ -207,3 +207,25 @@ def test_tasks_that_would_lose_metrics_or_a_run_are_refused_before_training(tmp_
     refused = _ablate(tmp_path, "run", "study.yaml")
     assert refused.returncode == 2 and expected in refused.stderr, refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_a_task_whose_questions_changed_is_scored_again_not_reported_from_old_runs(tmp_path, local_task):
+    """The run key holds the tasks' examples: answers edited in a task's data file make new runs,
+    whose scores the report shows, instead of the old runs' scores of other questions."""
+    (tmp_path / "task").mkdir()
+    items = tmp_path / "task" / "items.jsonl"
+    items.write_text((local_task.parent / "items.jsonl").read_text())
+    (tmp_path / "task" / "colours.yaml").write_text(local_task.read_text().replace(
+        str(local_task.parent / "items.jsonl"), str(items)))
+    study = (STUDY.replace("[python_cloze], limit: 40, every: 10", f"[{tmp_path / 'task' / 'colours.yaml'}]")
+             .replace("seeds: 2", "seeds: 1"))
+    (tmp_path / "study.yaml").write_text(study)
+    first = _ablate(tmp_path, "run", "study.yaml")
+    assert first.returncode == 0 and "2 runs trained" in first.stderr, first.stderr
+    again = _ablate(tmp_path, "run", "study.yaml")
+    assert "0 runs trained" in again.stderr, "nothing changed: nothing is trained"
+
+    edited = [json.loads(line) for line in items.read_text().splitlines()]
+    items.write_text("".join(json.dumps({**item, "answer": (item["answer"] + 1) % 4}) + "\n" for item in edited))
+    rescored = _ablate(tmp_path, "run", "study.yaml")
+    assert rescored.returncode == 0 and "2 runs trained" in rescored.stderr, rescored.stderr
