@@ -21,7 +21,7 @@ from harness.cli.bench import bench_app
 from harness.cli.evaluate import evaluate
 from harness.cli.common import (Launcher, PluginOption, ProfileOption, ProfilesOption, ReportsDirOption, RunsDirOption,
                                 SetOption, StorageOption, Stopped, StudyArgument, StudyFileArgument, TrackingOption,
-                                PLAN_COLUMNS, interruptible, table)
+                                PLAN_COLUMNS, interruptible, open_study, table)
 
 # plain help: rich help shows every flag as "--dry-run <bool>" and reads "[...]" in help texts as markup
 app = typer.Typer(help="Ablation studies of GPT blocks, tracked in MLflow.", no_args_is_help=True,
@@ -29,13 +29,6 @@ app = typer.Typer(help="Ablation studies of GPT blocks, tracked in MLflow.", no_
 app.add_typer(bench_app, name="bench")
 app.command(name="eval")(evaluate)
 
-
-def _open(study: str | Path, set_=None, plugin=None, profile=None, **stores):
-    """The study handle (harness.Study) by file or name, printing to stderr."""
-    from harness import Study
-    from harness.notices import make_console
-
-    return Study.open(study, set_, profile, plugin, console=make_console(), **stores)
 
 # ---- variants and schema ---------------------------------------------------------------------
 
@@ -87,7 +80,7 @@ def train(
     """Train a single run, tracked in MLflow like a one-arm study, and save its checkpoint."""
     from harness.config.run_state import RunState
 
-    study = _open(run_file, set_, plugin, tracking_uri=tracking_uri, runs_dir=out)
+    study = open_study(run_file, set_, plugin, tracking_uri=tracking_uri, runs_dir=out)
     outcome, checkpoint = study.train_one(seed, fresh)
     metrics = outcome.headline()
     if not outcome.trained:
@@ -150,7 +143,7 @@ def run(
     from harness.study.executors import local_executor
     from harness.study.slurm import SlurmArray, SlurmSettings
 
-    study = _open(study_file, set_, plugin, profile, tracking_uri=tracking_uri, storage=storage, runs_dir=runs_dir,
+    study = open_study(study_file, set_, plugin, profile, tracking_uri=tracking_uri, storage=storage, runs_dir=runs_dir,
                   reports_dir=reports_dir)
     if dry_run:
         plan = study.estimate()
@@ -180,7 +173,7 @@ def worker(
     from harness.study.launch import follow_parent
 
     follow_parent()
-    outcome = _open(study_file, set_, plugin, profile, tracking_uri=tracking_uri, storage=storage,
+    outcome = open_study(study_file, set_, plugin, profile, tracking_uri=tracking_uri, storage=storage,
                     runs_dir=runs_dir).work()
     typer.echo(f"worker done: {outcome.trained} runs trained, {outcome.done_already} found finished in MLflow")
 
@@ -195,7 +188,7 @@ def report(
     reports_dir: ReportsDirOption = Path("reports"),
 ):
     """Rebuild a study's report from what MLflow holds: the runs of one execution's plan."""
-    _open(study, tracking_uri=tracking_uri, reports_dir=reports_dir).report(plan)
+    open_study(study, tracking_uri=tracking_uri, reports_dir=reports_dir).report(plan)
 
 
 @app.command()
@@ -214,7 +207,7 @@ def prepare(study_file: StudyFileArgument, profile: ProfilesOption = None, set_:
             plugin: PluginOption = None):
     """Tokenize every corpus a study needs into the cache (for each --profile), before workers start."""
     for name in profile or ["-"]:  # the study as written, then each profile asked
-        Console().print(table(_open(study_file, set_, plugin, None if name == "-" else name).prepare(),
+        Console().print(table(open_study(study_file, set_, plugin, None if name == "-" else name).prepare(),
                               f"prepared for {study_file}" + f", profile {name}" * (name != "-")))
 
 
@@ -231,7 +224,7 @@ def status(
     """Where a study stands: per arm finished, running, queued, failed and diverged runs, the
     runs in flight (worker, step, last heartbeat), and an ETA from the finished runs' wall times.
     Given the study file (with the same --set/--profile as `ablate run`), runs not yet planned count too."""
-    state = _open(study, set_, plugin, profile, tracking_uri=tracking_uri, storage=storage).status()
+    state = open_study(study, set_, plugin, profile, tracking_uri=tracking_uri, storage=storage).status()
     console = Console()
     console.print(table(state.arms_in_some_state(), f"study '{state.name}'"))
     if len(state.running):
@@ -249,7 +242,7 @@ def clean(
 ):
     """Delete the checkpoints and locks of a study's settled runs (finished, diverged, pruned).
     Interrupted and failed runs keep theirs, to resume; so does a run with records not yet sent."""
-    typer.echo("\n".join(_open(study, tracking_uri=tracking_uri, runs_dir=runs_dir).clean(dry_run).lines()))
+    typer.echo("\n".join(open_study(study, tracking_uri=tracking_uri, runs_dir=runs_dir).clean(dry_run).lines()))
 
 
 @app.command()

@@ -54,6 +54,14 @@ class Stopped(Exception):
         self.signum = signum
 
 
+def open_study(study: str | Path, set_=None, plugin=None, profile=None, **stores):
+    """The study handle (harness.Study) by file or name, printing to stderr."""
+    from harness import Study
+    from harness.notices import make_console
+
+    return Study.open(study, set_, profile, plugin, console=make_console(), **stores)
+
+
 def interruptible(command):
     """A command that a stop request leaves as Stopped (exit 128 + the signal), not as a traceback."""
     @functools.wraps(command)

@@ -10,7 +10,7 @@ from typing import Literal
 
 import pydantic
 
-from harness.config.study import SeedRange
+from harness.config.study import ForecastSettings, SeedRange
 
 
 class PlannedArm(pydantic.BaseModel):
@@ -58,6 +58,7 @@ class PlanRecord(pydantic.BaseModel):
     sequential: SeedRange | None = None  # seeds added while a verdict is unsettled
     arms: list[PlannedArm]
     scales: list[PlannedScale] = []
+    forecast: ForecastSettings | None = None  # with scales: where verdicts are forecast
     runs: list[PlannedRun]
 
     def arm_configs(self) -> list[dict]:

@@ -88,6 +88,33 @@ class Arm(Settings):
                                                                      "default the study's")
 
 
+class ForecastSettings(Settings):
+    """Where a study with `scales:` forecasts its verdicts (harness.report.forecast): each arm's
+    final metric fitted against `axis`, and each difference forecast `at` a scale setting
+    (the paths of `scales:`) or at a `compute` budget."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    axis: Literal["compute", "params", "tokens"] = Field(
+        "compute", description="what the metric is fitted against: training FLOPs, non-embedding parameters or "
+                               "training tokens")
+    at: dict[str, Any] | None = Field(None, description="the target as scale settings, e.g. {base.model.d_model: 768}")
+    compute: float | None = Field(None, gt=0, description="the target as training FLOPs per run (axis: compute)")
+
+    @pydantic.model_validator(mode="after")
+    def _one_target(self):
+        if self.at is not None and self.compute is not None:
+            raise ValueError("report.forecast: give the target as `at` or as `compute`, not both")
+        if self.compute is not None and self.axis != "compute":
+            raise ValueError("report.forecast.compute is a budget of training FLOPs; it needs axis: compute")
+        return self
+
+    def target_label(self) -> str:
+        if self.at:
+            return ",".join(f"{_short(path)}={_label(value)}" for path, value in self.at.items())
+        return f"{self.compute:.3g} FLOPs" if self.compute else ""
+
+
 class ReportSettings(Settings):
     model_config = pydantic.ConfigDict(extra="forbid")
 
@@ -105,6 +132,9 @@ class ReportSettings(Settings):
     goal: Literal["minimize", "maximize"] | None = Field(
         None, description="default: minimize a loss, bits per byte or perplexity, maximize a score (accuracy)")
 
+    forecast: ForecastSettings | None = Field(
+        None, description="with scales: forecast each verdict beyond the ladder (axis, and a target `at` or `compute`)")
+
     @pydantic.model_validator(mode="after")
     def _goal_of_the_metric(self):
         if self.goal is None:
@@ -114,6 +144,16 @@ class ReportSettings(Settings):
 
 # metrics of the run's own tokens: they compare arms only where every arm has one tokenizer
 PER_TOKEN_METRICS = ("val_loss", "train_loss")
+
+
+def _leaf_paths(settings: dict, prefix: str = "") -> list[str]:
+    """The dotted paths an arm's `set` reaches, written dotted or nested: {model: {norm: x}} and
+    {model.norm: x} both set model.norm."""
+    paths = []
+    for key, value in settings.items():
+        path = f"{prefix}{key}"
+        paths += _leaf_paths(value, path + ".") if isinstance(value, dict) and value else [path]
+    return paths
 
 
 def goal_of(metric: str) -> str:
@@ -268,6 +308,8 @@ class StudySpec(Settings):
 
     def _check_scales(self) -> None:
         if not self.scales:
+            if self.report.forecast:
+                raise ValueError("report.forecast needs scales: (a ladder of at least 3 scales to fit)")
             return
         lengths = {len(values) for values in self.scales.values()}
         if len(lengths) > 1 or min(lengths) < 2:
@@ -277,10 +319,15 @@ class StudySpec(Settings):
                 raise ValueError(f"scales.{path} must start with base.model., base.train. or data.")
             run_path = path.removeprefix("base.")
             for arm in self.arm_list():
-                if any(run_path == p or run_path.startswith(p + ".") or p.startswith(run_path + ".") for p in arm.set):
+                if any(run_path == p or run_path.startswith(p + ".") or p.startswith(run_path + ".")
+                       for p in _leaf_paths(arm.set)):
                     raise ValueError(f"scales.{path} is also set by arm '{arm.name}'; a scale applies to every arm")
         if self.tune or self.sequential:
             raise ValueError("scales cannot be combined with tune or with seeds {min, max}; run one study per scale")
+        target = self.report.forecast.at if self.report.forecast else None
+        if target and set(target) != set(self.scales):
+            raise ValueError(f"report.forecast.at sets {', '.join(target)}; it needs the paths of scales: "
+                             f"{', '.join(self.scales)}")
         labels = [label for label, _ in self.scale_list()]
         if len(set(labels)) != len(labels):
             raise ValueError("scales must not repeat")

@@ -20,7 +20,7 @@ from harness.redaction import redact
 from harness.tracking.tracker import TUNE_KIND, Tracker
 
 NUMERIC_PARAMS = ["params", "params_non_embedding", "flops_per_token", "tokens_per_step", "unigram_loss", "bigram_loss",
-                  "data_epochs", "tokens_per_param"]
+                  "data_epochs", "tokens_per_param", "vocab_size"]
 # a planned run MLflow does not hold yet
 NOT_RUN = "not run"
 

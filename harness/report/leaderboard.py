@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.config.records import PlanRecord  # noqa: E402
+from harness.config.study import ForecastSettings  # noqa: E402
 from harness.errors import AblateError  # noqa: E402
 from harness.files import save_figure, write_csv, write_text  # noqa: E402
 from harness.redaction import redact  # noqa: E402
@@ -27,6 +28,8 @@ from harness.report.escape import (  # noqa: E402
     markdown_table,
     markdown_text,
 )
+from harness.report.forecast import multiplier_text  # noqa: E402
+from harness.report.settling import settled_text  # noqa: E402
 from harness.tracking.tracker import Tracker  # noqa: E402
 
 COLORS = {"better": "tab:green", "worse": "tab:red", "": "tab:grey"}
@@ -43,15 +46,18 @@ def collect_leaderboard(tracker: Tracker) -> tuple[pd.DataFrame, list[str]]:
         except AblateError as err:
             left_out.append(f"{study}: {err}")
             continue
-        rows += _rows(study, judged.collected.plan, judged.summary, judged.collected.results)
+        rows += _rows(study, judged.collected.plan, judged.summary, judged.collected.results, judged.forecasts)
     board = pd.DataFrame(rows)
     if len(board):
         board = board.sort_values(["improvement", "study"], ascending=[False, True], na_position="last")
     return board.reset_index(drop=True), left_out
 
 
-def _rows(study: str, plan: PlanRecord, summary: pd.DataFrame, results: pd.DataFrame) -> list[dict]:
+def _rows(study: str, plan: PlanRecord, summary: pd.DataFrame, results: pd.DataFrame,
+          forecasts: pd.DataFrame) -> list[dict]:
     configs = {arm.name: arm.config for arm in plan.arms}
+    beyond = {row.variant: _beyond(row, plan) for row in forecasts.itertuples()}
+    largest = plan.scales[-1].label if plan.scales else ""
     sign = -1 if plan.goal == "minimize" else 1
     tuned = "per arm: " + ", ".join(plan.tuned) if plan.tuned else "no"
     baseline_rows = summary.set_index("arm")
@@ -72,8 +78,23 @@ def _rows(study: str, plan: PlanRecord, summary: pd.DataFrame, results: pd.DataF
             "seeds": f"{row['seeds']}/{row['planned']}", "delta": row["diff"], "ci_low": row["diff_ci_low"],
             "ci_high": row["diff_ci_high"], "p": row["p"], "p_holm": row["p_adjusted"], "outcome": row["outcome"],
             "verdict": row["verdict"], "flag": row["flag"], "tuned": tuned,
+            "settled": settled_text(row).removeprefix("settled at "),
+            "beyond the ladder": beyond.get(row.get("variant"), "") if row.get("scale", "") == largest else "",
             "improvement": sign * row["diff"] if not math.isnan(row["diff"]) else math.nan})
     return rows
+
+
+def _beyond(forecast, plan: PlanRecord) -> str:
+    """A variant's forecast and multiplier in one cell: "at d_model=768: -0.012 [-0.030, +0.006],
+    P(better) 91%; 1.15x compute [1.02, 1.31]"."""
+    settings = plan.forecast or ForecastSettings()
+    parts = []
+    if not math.isnan(forecast.difference):
+        parts.append(f"at {settings.target_label()}: {forecast.difference:+.4f} [{forecast.low:+.4f}, "
+                     f"{forecast.high:+.4f}], P(better) {forecast.p_better:.0%}")
+    if not math.isnan(forecast.multiplier):
+        parts.append(multiplier_text(forecast, settings.axis))
+    return "; ".join(parts + ([forecast.note] if forecast.note else []))
 
 
 def build_leaderboard(tracker: Tracker | str | None, reports_dir: Path) -> Path:
@@ -118,9 +139,12 @@ def render_leaderboard(board: pd.DataFrame, left_out: list[str]) -> str:
         "Δ 95% CI": [f"[{_signed(lo)}, {_signed(hi)}]" for lo, hi in zip(board["ci_low"], board["ci_high"])],
         "p (Holm)": ["–" if math.isnan(p) else f"{p:.2g}" if p < 0.001 else f"{p:.4f}" for p in board["p_holm"]],
         "verdict": [_conclusion(v) + (f" ({f})" if f else "") for v, f in zip(board["verdict"], board["flag"])],
+        "settled": board["settled"],
+        "beyond the ladder": board["beyond the ladder"],
         "tuned": board["tuned"],
     })
-    lines += [markdown_table(table, ("variant", "vs", "study", "setting", "verdict", "tuned")), "",
+    lines += [markdown_table(table, ("variant", "vs", "study", "setting", "verdict", "settled", "beyond the ladder",
+                                     "tuned")), "",
               "![forest plot of Δ](leaderboard.png)", ""]
     if left_out:
         lines += ["Left out (nothing to rank yet):", "", *[f"- {markdown_text(line)}" for line in left_out], ""]

@@ -11,9 +11,11 @@ from harness.config.records import PlanRecord
 from harness.report.collect import NOT_RUN
 from harness.report.escape import code_span, markdown_lines, markdown_table
 from harness.report.escape import markdown_text as md
-from harness.config.study import goal_of
+from harness.config.study import ForecastSettings, goal_of
+from harness.report.forecast import forecast_rule, multiplier_text
 from harness.report.metrics import tokenizers_differ
 from harness.report.scales import across_scales
+from harness.report.settling import SETTLING_RULE, settled_text
 from harness.report.stats import RULES
 
 DIGITS = 4
@@ -33,7 +35,8 @@ def _count(value) -> str:
 
 def render(study: str, collected, summary: pd.DataFrame, references: dict[str, float], shared: dict[str, str],
            data: dict[str, str], tuning: pd.DataFrame | None = None, rule=None,
-           secondary: dict[str, pd.DataFrame] | None = None, decisive: pd.DataFrame | None = None) -> str:
+           secondary: dict[str, pd.DataFrame] | None = None, decisive: pd.DataFrame | None = None,
+           forecasts: pd.DataFrame | None = None) -> str:
     plan, results = collected.plan, collected.results
     metric, goal, baseline = plan.metric, plan.goal, plan.baseline
     lines = [f"# {md(study)}", ""]
@@ -68,7 +71,8 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
             arm, base = (row.arm, row.baseline) if scale is None else (row.variant, baseline)
             flag = f" — **{row.flag}**" if row.flag else ""
             if row.arm != row.baseline:
-                lines.append(f"- **{md(arm)} vs {md(base)}**: {row.verdict}{flag}")
+                settled = settled_text(row._asdict())
+                lines.append(f"- **{md(arm)} vs {md(base)}**: {row.verdict}{flag}" + (f" ({settled})" if settled else ""))
             elif flag:
                 lines.append(f"- **{md(base)}** (baseline){flag}")
         lines.append("")
@@ -77,9 +81,9 @@ def render(study: str, collected, summary: pd.DataFrame, references: dict[str, f
     family = "within each scale " if scales else ""
     adjustment = (rule.describe(len(summary) - 1) if rule else
                   f"p-values are Holm-adjusted {family}over the arms compared with the baseline.")
-    lines += [f"{RULES} {adjustment}", ""]
+    lines += [f"{RULES} {adjustment} {SETTLING_RULE}", ""]
     if scales:
-        lines += _scaling_section(summary)
+        lines += _scaling_section(summary, forecasts, plan)
 
     lines += ["## Arms", ""]
     table = pd.DataFrame({
@@ -189,11 +193,30 @@ def _arm_count(plan: PlanRecord) -> str:
     return f"{len(plan.arms) + untuned} arms" + (f" ({untuned} without a tuned setting)" if untuned else "")
 
 
-def _scaling_section(summary: pd.DataFrame) -> list[str]:
-    return ["## Across scales", "",
-            "Difference against the baseline at each scale (95% interval, and the verdict where there is one), "
-            "and how it moves from the smallest scale to the largest:", "",
-            markdown_table(across_scales(summary), ("variant",)), "", "![scaling](scaling.png)", ""]
+def _scaling_section(summary: pd.DataFrame, forecasts: pd.DataFrame | None, plan: PlanRecord) -> list[str]:
+    lines = ["## Across scales", "",
+             "Difference against the baseline at each scale (95% interval, and the verdict where there is one), "
+             "and how it moves from the smallest scale to the largest:", "",
+             markdown_table(across_scales(summary), ("variant",)), "", "![scaling](scaling.png)", ""]
+    if forecasts is None or not len(forecasts):
+        return lines
+    settings = plan.forecast or ForecastSettings()
+    target = settings.target_label()
+    table = pd.DataFrame({
+        "variant": forecasts["variant"],
+        **({f"forecast at {target}": [_forecast(row) for row in forecasts.itertuples()],
+            "P(better)": ["–" if math.isnan(p) else f"{p:.0%}" for p in forecasts["p_better"]]} if target else {}),
+        f"{settings.axis} multiplier at {plan.scales[-1].label}": [
+            multiplier_text(row, settings.axis) for row in forecasts.itertuples()],
+        "caveat": [note or "" for note in forecasts["note"]],
+    })
+    lines += [f"### Forecast{' at ' + target if target else ''}", "",
+              markdown_table(table, ("variant", "caveat")), "", forecast_rule(settings.axis), ""]
+    return lines
+
+
+def _forecast(row) -> str:
+    return "–" if math.isnan(row.difference) else f"{row.difference:+.4f} [{row.low:+.4f}, {row.high:+.4f}]"
 
 
 def _tuning_section(tuning: pd.DataFrame, metric: str, goal: str) -> list[str]:

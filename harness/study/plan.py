@@ -17,7 +17,7 @@ import torch
 
 from harness.config.records import PlanRecord
 from harness.config.run import RunSpec
-from harness.config.study import PER_TOKEN_METRICS, ReportSettings, StudySpec, arm_spec
+from harness.config.study import PER_TOKEN_METRICS, ForecastSettings, ReportSettings, StudySpec, arm_spec
 from harness.errors import AblateError
 from harness.model.gpt import GPT
 from harness.redaction import redact
@@ -101,6 +101,7 @@ def plan_record(study: StudySpec, runs: list[RunSpec], study_file: str, tuned: T
             "sequential": study.seeds.model_dump() if study.sequential else None,
             "arms": [{"name": name, "config": config, **scales.get(name, {})} for name, config in arms.items()],
             "scales": [{"label": label, "settings": settings} for label, settings in study.scale_list() if label],
+            "forecast": (study.report.forecast or ForecastSettings()).model_dump() if study.scales else None,
             "runs": [{"arm": spec.arm, "seed": spec.seed, "run_key": spec.key()} for spec in runs]}
     return PlanRecord.model_validate_json(redact(json.dumps(plan)))  # a data URL's password is not part of it
 

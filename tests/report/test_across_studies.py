@@ -30,12 +30,13 @@ seeds: 3
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """Two studies in one tracking store, one of them at two widths."""
+    """Two studies in one tracking store, one of them at four widths."""
     folder = tmp_path_factory.mktemp("across")
     stores = {"tracking_uri": f"sqlite:///{folder}/mlflow.db", "storage": f"sqlite:///{folder}/optuna.db",
               "runs_dir": folder / "runs", "reports_dir": folder / "reports"}
     (folder / "plain.yaml").write_text("name: plain\n" + BASE)
-    (folder / "scaled.yaml").write_text("name: scaled\n" + BASE + "scales: {base.model.d_model: [16, 32]}\n")
+    (folder / "scaled.yaml").write_text("name: scaled\n" + BASE + "scales: {base.model.d_model: [16, 24, 32, 48]}\n"
+                                        "report: {forecast: {at: {base.model.d_model: 96}}}\n")
     summaries = {name: Study.load(folder / f"{name}.yaml", **stores).run() for name in ("plain", "scaled")}
     return folder, summaries
 
@@ -84,11 +85,11 @@ def test_each_arm_is_a_run_with_its_mean_curve_band_and_verdict(store):
 def test_a_study_with_scales_judges_every_scale_on_its_own(store):
     folder, summaries = store
     summary = summaries["scaled"]
-    assert list(summary["arm"]) == ["layernorm@d_model=16", "rmsnorm@d_model=16",
-                                    "layernorm@d_model=32", "rmsnorm@d_model=32"]
-    assert list(summary["baseline"]) == ["layernorm@d_model=16"] * 2 + ["layernorm@d_model=32"] * 2
-    assert list(summary["variant"]) == ["layernorm", "rmsnorm"] * 2
-    small, large = summary.iloc[1], summary.iloc[3]
+    widths = (16, 24, 32, 48)
+    assert list(summary["arm"]) == [f"{norm}@d_model={w}" for w in widths for norm in ("layernorm", "rmsnorm")]
+    assert list(summary["baseline"]) == [f"layernorm@d_model={w}" for w in widths for _ in range(2)]
+    assert list(summary["variant"]) == ["layernorm", "rmsnorm"] * 4
+    small, large = summary.iloc[1], summary.iloc[7]
     assert small["training_flops"] < large["training_flops"]
     # each scale a family of its own: one comparison, so Holm leaves its p as it is
     assert small["p_adjusted"] == small["p"] and large["p_adjusted"] == large["p"]
@@ -96,14 +97,49 @@ def test_a_study_with_scales_judges_every_scale_on_its_own(store):
     client = _client(folder)
     runs = client.search_runs([client.get_experiment_by_name("scaled").experiment_id],
                               "tags.`ablate.kind` = 'arm_run'")
-    widths = {(r.data.tags["arm"], r.data.params["model.d_model"]) for r in runs}
-    assert widths == {("layernorm@d_model=16", "16"), ("rmsnorm@d_model=16", "16"),
-                      ("layernorm@d_model=32", "32"), ("rmsnorm@d_model=32", "32")}
+    trained = {(r.data.tags["arm"], r.data.params["model.d_model"]) for r in runs}
+    assert trained == {(f"{norm}@d_model={w}", str(w)) for w in widths for norm in ("layernorm", "rmsnorm")}
     report = (folder / "reports" / "scaled" / "report.md").read_text()
     assert "At `model.d_model` = 16:" in report and "At `model.d_model` = 32:" in report
     assert "## Across scales" in report and "![scaling](scaling.png)" in report
     assert (folder / "reports" / "scaled" / "scaling.png").stat().st_size > 10_000
     assert trend(summary[summary["variant"] == "rmsnorm"]) in report
+
+
+def test_a_ladder_forecasts_its_verdicts_and_the_bench_checks_them_on_a_held_out_rung(store):
+    """The report forecasts rmsnorm at d_model=96 from the four widths, with the compute
+    multiplier and where each verdict settled; `ablate bench forecast` holds out the largest
+    width, forecasts it from the three below and scores the forecast against what it measured."""
+    folder, summaries = store
+    reports = folder / "reports" / "scaled"
+    forecast = pd.read_csv(reports / "forecast.csv").iloc[0]
+    assert forecast["variant"] == "rmsnorm" and forecast["target"] == "d_model=96"
+    assert forecast["low"] < forecast["difference"] < forecast["high"] and 0 <= forecast["p_better"] <= 1
+    assert forecast["multiplier_low"] <= forecast["multiplier"] <= forecast["multiplier_high"]
+    report = (reports / "report.md").read_text()
+    assert "### Forecast at d_model=96" in report and "Kaplan et al. 2020" in report
+    assert f"{forecast['difference']:+.4f} [{forecast['low']:+.4f}, {forecast['high']:+.4f}]" in report
+    summary = summaries["scaled"]
+    compared = summary[summary["arm"] != summary["baseline"]]
+    assert compared["settled_step"].between(4, 12).all() and (compared["steps"] == 12).all()
+    assert report.count("settled at step") == len(compared)
+
+    checked = subprocess.run([*warm.command(), "bench", "forecast", "scaled", "--tracking-uri",
+                              f"sqlite:///{folder}/mlflow.db", "--reports-dir", str(folder / "reports")],
+                             capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 0, checked.stderr
+    cases = pd.read_csv(reports / "forecast_cases.csv")
+    assert list(zip(cases["variant"], cases["reference"], cases["held_out"])) == [("rmsnorm", "layernorm",
+                                                                                    "d_model=48")]
+    values = summary[summary["arm"].str.endswith("@d_model=48")].set_index("variant")["mean"]
+    assert cases["measured"].iloc[0] == pytest.approx(values["rmsnorm"] - values["layernorm"], rel=1e-9)
+    assert "coverage of the 95% intervals" in checked.stdout and "Brier score" in checked.stdout
+    assert (reports / "forecast_check.md").read_text().strip() == checked.stdout.strip()
+
+    too_few = subprocess.run([*warm.command(), "bench", "forecast", "plain", "--tracking-uri",
+                              f"sqlite:///{folder}/mlflow.db", "--reports-dir", str(folder / "reports")],
+                             capture_output=True, text=True, timeout=300)
+    assert too_few.returncode == 2 and "has 0 scales" in too_few.stderr and "Traceback" not in too_few.stderr
 
 
 def test_how_a_difference_moves_with_scale():
@@ -127,10 +163,26 @@ def test_how_a_difference_moves_with_scale():
     ({"model.d_model": [16, 32]}, {}, "must start with base.model."),
     ({"base.model.norm": ["layernorm", "rmsnorm"]}, {}, "also set by arm"),
     ({"base.train.steps": [10, 20]}, {"seeds": {"min": 2, "max": 4}}, "cannot be combined"),
+    ({"base.model.d_model": [16, 32]}, {"arms": [{"name": "a", "set": {"model": {"d_model": 64}}}]}, "also set by arm"),
+    ({"base.model.d_model": [16, 32, 48]}, {"report": {"forecast": {"at": {"base.model.n_layer": 12}}}},
+     "needs the paths of scales"),
+    ({"base.model.d_model": [16, 32, 48]}, {"report": {"forecast": {"at": {"base.model.d_model": 96},
+                                                                    "compute": 1e15}}}, "not both"),
+    ({"base.model.d_model": [16, 32, 48]}, {"report": {"forecast": {"axis": "params", "compute": 1e15}}},
+     "needs axis: compute"),
+    ({}, {"report": {"forecast": {"at": {"base.model.d_model": 96}}}}, "needs scales"),
 ])
 def test_scales_that_cannot_work_are_refused(scales, extra, message):
+    arms = {} if "arms" in extra else {"grid": {"model.norm": ["layernorm", "rmsnorm"]}}
     with pytest.raises((ValueError, AblateError), match=message):
-        StudySpec(name="s", grid={"model.norm": ["layernorm", "rmsnorm"]}, scales=scales, **extra)
+        StudySpec(name="s", scales=scales, **arms, **extra)
+
+
+def test_an_arm_that_sets_other_model_fields_nested_is_scaled():
+    study = StudySpec(name="s", scales={"base.model.d_model": [16, 32]},
+                      arms=[{"name": "a", "set": {"model": {"norm": "layernorm"}}},
+                            {"name": "b", "set": {"model": {"norm": "rmsnorm"}}}])
+    assert [label for label, _ in study.scale_list()] == ["d_model=16", "d_model=32"]
 
 
 def test_the_leaderboard_ranks_every_study_in_the_store(store):
@@ -142,7 +194,7 @@ def test_the_leaderboard_ranks_every_study_in_the_store(store):
     assert made.returncode == 0, made.stderr
     board = pd.read_csv(board_dir / "leaderboard.csv", keep_default_na=False)
     assert sorted(zip(board["study"], board["variant"], board["scale"])) == [
-        ("plain", "rmsnorm", ""), ("scaled", "rmsnorm", "d_model=16"), ("scaled", "rmsnorm", "d_model=32")]
+        ("plain", "rmsnorm", ""), *(("scaled", "rmsnorm", f"d_model={w}") for w in (16, 24, 32, 48))]
     for row in board.itertuples():
         summary = summaries[row.study]
         expected = summary[(summary["arm"] != summary["baseline"]) & (summary.get("scale", "") == row.scale)].iloc[0]
@@ -155,7 +207,7 @@ def test_the_leaderboard_ranks_every_study_in_the_store(store):
     improvement = -board["delta"].astype(float)
     assert list(improvement) == sorted(improvement, reverse=True), "best improvement first"
     markdown = (board_dir / "leaderboard.md").read_text()
-    assert "2 studies, 3 variants" in markdown and "**Scale.**" in markdown and "1.54k tokens per run" in markdown
+    assert "2 studies, 5 variants" in markdown and "**Scale.**" in markdown and "1.54k tokens per run" in markdown
     assert (board_dir / "leaderboard.png").stat().st_size > 10_000
     # pydoc's 420k training tokens are seen a fraction of once; a study that repeats its data says so
     assert (board["data epochs"].astype(float) < 1).all() and "repeats its data" not in markdown

@@ -1,0 +1,101 @@
+"""Forecasts across scale (harness.report.forecast), checked on simulated ladders whose true
+curves are known, and where a verdict settled during training (harness.report.settling)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.config.train import TrainConfig
+from harness.report.forecast import PowerLaw, fit_pair, forecast_pair
+from harness.report.settling import _settled, settled_text
+
+WIDTHS = np.array([1, 2, 4, 8, 16], float) * 1e12  # training FLOPs of a ladder's five rungs
+TARGET = 64e12
+
+
+def ladder(rng, base: PowerLaw, multiplier: float, noise: float, seeds: int = 3, goal: str = "minimize"):
+    """Final values of a baseline and a variant that reaches the baseline's value at
+    `multiplier` times its compute; each seed shifts both arms alike (it fixes data order and
+    initialisation), and each run adds noise of its own."""
+    rows = []
+    shared = rng.normal(0, noise, seeds)
+    for scale, x in enumerate(WIDTHS):
+        for seed in range(seeds):
+            for variant, value in (("base", base(x)), ("variant", base(multiplier * x))):
+                value = value + shared[seed] + rng.normal(0, noise)
+                rows.append({"variant": variant, "scale": scale, "seed": seed, "x": x,
+                             "value": value if goal == "minimize" else -value})
+    return pd.DataFrame(rows)
+
+
+def test_a_noiseless_power_law_is_recovered():
+    truth = PowerLaw(E=1.9, A=1.1, alpha=0.35, x0=WIDTHS[0])
+    other = PowerLaw(E=1.7, A=1.3, alpha=0.35, x0=WIDTHS[0])
+    base, variant, sse, _ = fit_pair(WIDTHS, truth(WIDTHS), WIDTHS, other(WIDTHS))
+    assert sse < 1e-12
+    for fitted, true in ((base, truth), (variant, other)):
+        assert (fitted.E, fitted.A, fitted.alpha) == pytest.approx((true.E, true.A, true.alpha), rel=1e-4)
+    assert base.inverse(float(base(5e12))) == pytest.approx(5e12, rel=1e-6)
+    assert base.inverse(1.0) == math.inf, "below the floor E no compute is enough"
+
+
+def test_intervals_cover_the_truth_of_simulated_ladders_at_their_nominal_rate():
+    """40 simulated ladders with known multipliers (0.8x to 1.4x compute) and seed noise: the
+    95% prediction interval holds the difference a 3-seed study measures at 4x the largest rung,
+    the multiplier interval holds the true multiplier, each in at least about 95% of ladders;
+    P(better) scores a Brier under always-50%'s 0.25."""
+    rng = np.random.default_rng(7)
+    covered, multiplier_covered, brier = [], [], []
+    for _ in range(40):
+        base = PowerLaw(E=1.8, A=1.2, alpha=rng.uniform(0.2, 0.6), x0=WIDTHS[0])
+        multiplier = rng.uniform(0.8, 1.4)
+        forecast = forecast_pair(ladder(rng, base, multiplier, noise=0.01), "variant", "base", "minimize",
+                                 {"variant": TARGET, "base": TARGET}, "4x", draws=100)
+        true = float(base(multiplier * TARGET) - base(TARGET))
+        measured = true + rng.normal(0, 0.01 * math.sqrt(2 / 3))
+        covered.append(forecast.low <= measured <= forecast.high)
+        multiplier_covered.append(forecast.multiplier_low <= multiplier <= forecast.multiplier_high)
+        brier.append((forecast.p_better - (measured < 0)) ** 2)
+    # 40 ladders: 95% coverage gives 35 or more with probability 0.99
+    assert 35 <= sum(covered) <= 40 and 35 <= sum(multiplier_covered) <= 40
+    assert np.mean(brier) < 0.2
+
+
+def test_a_score_to_maximize_is_forecast_the_right_way_round():
+    rng = np.random.default_rng(3)
+    base = PowerLaw(E=0.2, A=0.5, alpha=0.4, x0=WIDTHS[0])
+    finals = ladder(rng, base, 2.0, noise=0.002, goal="maximize")  # accuracy = -loss: the variant is better
+    forecast = forecast_pair(finals, "variant", "base", "maximize", {"variant": TARGET, "base": TARGET}, "4x",
+                             draws=100)
+    assert forecast.difference > 0 and forecast.p_better > 0.75
+    assert forecast.multiplier == pytest.approx(2.0, rel=0.2)
+
+
+def test_what_a_forecast_cannot_say_is_said():
+    rng = np.random.default_rng(5)
+    base = PowerLaw(E=1.8, A=1.2, alpha=0.4, x0=WIDTHS[0])
+    finals = ladder(rng, base, 1.2, noise=0.01)
+    far = forecast_pair(finals, "variant", "base", "minimize", {"variant": 1e18, "base": 1e18}, "far", draws=50)
+    assert "far outside the ladder" in far.note
+    two = forecast_pair(finals[finals["scale"] < 2], "variant", "base", "minimize", None, "", draws=50)
+    assert two.note.startswith("no forecast: needs 3 scales") and math.isnan(two.multiplier)
+    bent = finals.assign(value=finals["value"] + np.where(finals["scale"] == 2, 0.3, 0.0))  # no power law
+    assert "poor fit" in forecast_pair(bent, "variant", "base", "minimize", None, "", draws=50).note
+    unfinished = finals[~((finals["scale"] == 4) & (finals["seed"] > 0))]  # the largest rung still training
+    assert forecast_pair(unfinished, "variant", "base", "minimize", None, "", draws=50).note == "", \
+        "a rung with too few seeds is left out, not the seeds of every rung"
+
+
+def test_a_verdict_settles_where_it_stops_changing_and_a_change_in_the_decay_is_flagged():
+    train = TrainConfig(steps=400, warmup_steps=40, lr=1e-3)  # cosine: below half the peak after step 220
+    settled = _settled([(100, "no difference"), (200, "better"), (300, "better"), (400, "better")], train)
+    assert settled["settled_step"] == 200 and settled["flipped_in_decay"] == ""
+    assert settled["verdict_history"] == "100: no difference; 200: better"
+    late = _settled([(100, "worse"), (200, "worse"), (300, "no difference"), (400, "better")], train)
+    assert late["settled_step"] == 400 and late["flipped_in_decay"] == "at step 300: worse -> no difference"
+    row = {"verdict": "-0.0100 ± 0.0040, p = 0.01, better", **late}
+    assert settled_text(row) == ("settled at step 400 of 400; changed during the learning-rate decay "
+                                 "(at step 300: worse -> no difference)")
+    assert settled_text({**row, "verdict": "incomplete: 1 of 3 seeds finished"}) == ""
