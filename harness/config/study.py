@@ -491,9 +491,13 @@ def arm_spec(study: StudySpec, arm: Arm, where: str = "study", extra: dict[str, 
 def _resolved(raw: dict, where: str) -> StudySpec:
     """The study of `raw`, validated, with every arm at every scale resolved (without loading data)."""
     study = _validated(raw, where)
+    target = study.report.forecast.at if study.report.forecast else None
     for arm in study.arm_list():
         for _, scale in study.scale_list():
             arm_spec(study, arm, where, scale=scale)
+        if target:  # the model a forecast is for must be one that can be built
+            arm_spec(study, arm, f"{where}: report.forecast.at", scale={p.removeprefix("base."): v
+                                                                       for p, v in target.items()})
     return study
 
 

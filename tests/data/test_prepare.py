@@ -10,6 +10,8 @@ import pytest
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models
 
+from harness.config.study import load_study
+from harness.study.plan import expand
 from tests import warm
 
 STUDIES = Path(__file__).parents[2] / "studies"
@@ -57,7 +59,10 @@ def test_the_gpu_profile_dry_runs_against_fake_shards(study, fake_fineweb, tmp_p
                    ABLATE_DATA_DIR=str(fake_fineweb), COLUMNS="250")
     assert done.returncode == 0, done.stderr
     assert "epochs" in done.stdout and "tokens/param" in done.stdout and "H100 bf16 at 40% MFU" in done.stdout
-    assert "GPU hours" in done.stdout and "163,840,000" in done.stdout  # 5,000 steps x 32 x 1,024
+    run = expand(load_study(STUDIES / study, profile="gpu"))[0]
+    train, model = run.train, run.model
+    tokens = train.steps * train.batch_size * train.grad_accum * model.context_length  # e.g. 5,000 x 32 x 1,024
+    assert "GPU hours" in done.stdout and f"{tokens:,}" in done.stdout
     assert not (tmp_path / "mlflow.db").exists()
 
 
