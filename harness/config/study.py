@@ -99,7 +99,8 @@ class ForecastSettings(Settings):
         "compute", description="what the metric is fitted against: training FLOPs, non-embedding parameters or "
                                "training tokens")
     at: dict[str, Any] | None = Field(None, description="the target as scale settings, e.g. {base.model.d_model: 768}")
-    compute: float | None = Field(None, gt=0, description="the target as training FLOPs per run (axis: compute)")
+    compute: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                  description="the target as training FLOPs per run (axis: compute)")
 
     @pydantic.model_validator(mode="after")
     def _one_target(self):

@@ -154,6 +154,10 @@ def forecast_pair(finals: pd.DataFrame, variant: str, baseline: str, goal: str,
     y_b, y_v = sign * table.loc[baseline].to_numpy(float), sign * table.loc[variant].to_numpy(float)  # scales x seeds
     x_b, x_v = xs.loc[baseline].to_numpy(float), xs.loc[variant].to_numpy(float)
     n = len(seeds)
+    if (np.diff(x_b) <= 0).any() or (np.diff(x_v) <= 0).any():
+        out.note = ("no forecast: the axis does not grow from scale to scale (set report.forecast.axis to what "
+                    "the scales change: compute, params or tokens)")
+        return out
 
     law_b, law_v, sse, fitted = fit_pair(x_b, y_b.mean(1), x_v, y_v.mean(1))
 

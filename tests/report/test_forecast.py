@@ -99,3 +99,10 @@ def test_a_verdict_settles_where_it_stops_changing_and_a_change_in_the_decay_is_
     assert settled_text(row) == ("settled at step 400 of 400; changed during the learning-rate decay "
                                  "(at step 300: worse -> no difference)")
     assert settled_text({**row, "verdict": "incomplete: 1 of 3 seeds finished"}) == ""
+
+
+def test_an_axis_the_scales_do_not_move_gives_no_forecast():
+    """A width ladder read on axis: tokens (every width trains as many tokens) has one x."""
+    finals = ladder(np.random.default_rng(2), PowerLaw(E=1.8, A=1.2, alpha=0.4, x0=WIDTHS[0]), 1.2, noise=0.01)
+    flat = forecast_pair(finals.assign(x=1e9), "variant", "base", "minimize", {"variant": 1e10, "base": 1e10}, "t")
+    assert flat.note.startswith("no forecast: the axis does not grow") and math.isnan(flat.difference)
