@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from harness.cli.common import ReportsDirOption, StudyArgument, TrackingOption, open_study
+from harness.cli.common import (ReportsDirOption, RunsDirOption, StorageOption, StudyArgument, TrackingOption,
+                                open_study)
 from harness.errors import AblateError
 
 bench_app = typer.Typer(help="Benchmarks measured in one process; with no subcommand, `speed`.",
@@ -126,13 +127,15 @@ def bench_workers(steps: Annotated[int, typer.Option(min=1, help="training steps
 
 @bench_app.command("forecast")
 def bench_forecast(study: StudyArgument = "studies/ladder.yaml", tracking_uri: TrackingOption = None,
+                   storage: StorageOption = None, runs_dir: RunsDirOption = Path("runs"),
                    reports_dir: ReportsDirOption = Path("reports")):
     """A ladder study's forecasts checked on held-out scales: coverage of the 95% intervals,
     decision accuracy against the naive rules, Brier score (targets >= 90%, >= naive, <= 0.15).
-    A study file is trained first where runs are missing; reports/<study>/forecast_check.md."""
+    A study file is trained first where runs are missing (as `ablate run` would);
+    reports/<study>/forecast_check.md."""
     from harness.bench.forecast import forecast_check
 
-    handle = open_study(study, tracking_uri=tracking_uri, reports_dir=reports_dir)
+    handle = open_study(study, tracking_uri=tracking_uri, storage=storage, runs_dir=runs_dir, reports_dir=reports_dir)
     if Path(study).suffix in (".yaml", ".yml"):
         handle.run()
     typer.echo(forecast_check(handle.tracker, handle.name, reports_dir))

@@ -88,6 +88,10 @@ class Arm(Settings):
                                                                      "default the study's")
 
 
+# the scale paths that change the tokens a run trains on
+TOKEN_PATHS = ("base.train.steps", "base.train.batch_size", "base.train.grad_accum", "base.model.context_length")
+
+
 class ForecastSettings(Settings):
     """Where a study with `scales:` forecasts its verdicts (harness.report.forecast): each arm's
     final metric fitted against `axis`, and each difference forecast `at` a scale setting
@@ -105,9 +109,9 @@ class ForecastSettings(Settings):
     @pydantic.model_validator(mode="after")
     def _one_target(self):
         if self.at is not None and self.compute is not None:
-            raise ValueError("report.forecast: give the target as `at` or as `compute`, not both")
+            raise ValueError("give the target as `at` or as `compute`, not both")
         if self.compute is not None and self.axis != "compute":
-            raise ValueError("report.forecast.compute is a budget of training FLOPs; it needs axis: compute")
+            raise ValueError("compute is a budget of training FLOPs; it needs axis: compute")
         return self
 
     def target_label(self) -> str:
@@ -325,10 +329,20 @@ class StudySpec(Settings):
                     raise ValueError(f"scales.{path} is also set by arm '{arm.name}'; a scale applies to every arm")
         if self.tune or self.sequential:
             raise ValueError("scales cannot be combined with tune or with seeds {min, max}; run one study per scale")
-        target = self.report.forecast.at if self.report.forecast else None
-        if target and set(target) != set(self.scales):
-            raise ValueError(f"report.forecast.at sets {', '.join(target)}; it needs the paths of scales: "
-                             f"{', '.join(self.scales)}")
+        forecast = self.report.forecast
+        if forecast:
+            if forecast.at and set(forecast.at) != set(self.scales):
+                raise ValueError(f"report.forecast.at sets {', '.join(forecast.at)}; it needs the paths of scales: "
+                                 f"{', '.join(self.scales)}")
+            if min(lengths) < 3:
+                raise ValueError(f"report.forecast fits three parameters per curve: it needs at least 3 scales, "
+                                 f"not {min(lengths)}")
+            model_paths = [p for p in self.scales if p.startswith("base.model.") and p != "base.model.context_length"]
+            moved = {"params": model_paths, "tokens": [p for p in self.scales if p in TOKEN_PATHS]}.get(
+                forecast.axis, list(self.scales))
+            if not moved:
+                raise ValueError(f"report.forecast.axis is {forecast.axis}, which none of the scales changes "
+                                 f"({', '.join(self.scales)}); use axis: compute")
         labels = [label for label, _ in self.scale_list()]
         if len(set(labels)) != len(labels):
             raise ValueError("scales must not repeat")

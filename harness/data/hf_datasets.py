@@ -41,8 +41,9 @@ class HFDatasetOptions(Options):
     config: str | None = Field(None, description="the dataset's configuration (subset) name, for a hub id")
     text_column: str = Field("text", description="the column that holds each row's text")
     train_split: str = Field("train", description="the split to train on")
-    val_split: str | None = Field("validation", description="the split to validate on, where the dataset has it "
-                                                            "(else the last val_fraction of train_split)")
+    val_split: str | None = Field("validation", description="the split to validate on: 'validation' where the "
+                                                            "dataset has it (else the last val_fraction of "
+                                                            "train_split); another name must exist")
 
 
 @register("dataset", "hf_dataset", HFDatasetOptions)
@@ -58,6 +59,11 @@ def hf_dataset(cfg, options: HFDatasetOptions, cache_dir: Path) -> TextDocuments
     if options.train_split not in splits:
         raise AblateError(f"dataset 'hf_dataset': {options.path} has no split '{options.train_split}'; its splits: "
                           f"{', '.join(splits)} (set train_split)")
+    default_val = HFDatasetOptions.model_fields["val_split"].default  # absent: validate on the last val_fraction
+    if options.val_split not in (None, default_val) and options.val_split not in splits:
+        raise AblateError(f"dataset 'hf_dataset': {options.path} has no split '{options.val_split}'; its splits: "
+                          f"{', '.join(splits)} (set val_split, or leave it out to validate on the last val_fraction "
+                          "of the training split)")
     val = options.val_split if options.val_split in splits else None
     for split in filter(None, (options.train_split, val)):
         columns = splits[split].column_names
@@ -85,7 +91,7 @@ def _splits(datasets, options: HFDatasetOptions) -> tuple[dict, list[Path]]:
             files = [f for f in sorted(local.rglob("*")) if f.is_file() and f.suffix in DATA_FILES]
             if files and all(f.suffix == ".parquet" for f in files):
                 resolved = datasets.load_dataset_builder(str(local), options.config).config.data_files
-                return {split: ParquetSplit([Path(f) for f in found], options.text_column) for split, found in resolved.items()}, files
+                return {str(split): ParquetSplit([Path(f) for f in found], options.text_column) for split, found in resolved.items()}, files
             return dict(datasets.load_dataset(str(local), options.config, streaming=True)), files
         if glob.has_magic(str(local)) or local.is_file():
             files = [Path(f) for f in sorted(glob.glob(str(local), recursive=True)) if Path(f).is_file()]

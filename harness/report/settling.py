@@ -29,7 +29,7 @@ SETTLING_COLUMNS = ["arm", "settled_step", "steps", "verdict_history", "flipped_
 
 def settling_points(curves: pd.DataFrame, plan: PlanRecord, rule: SequentialRule | None = None) -> pd.DataFrame:
     """One row per arm compared with a baseline: arm, settled_step, steps, verdict_history (the
-    verdict at each step where it changed, "step: verdict; ..."), flipped_in_decay (the first
+    verdict at each step where it changed, "step: verdict; ..."), flipped_in_decay (the last
     change in the decay, "" if none). `curves` holds the finished runs' evaluations (arm, seed,
     step, value); `rule` adjusts p-values as the final verdicts' were (a sequential study)."""
     rows = []
@@ -66,7 +66,7 @@ def _train_config(plan: PlanRecord, arm: str) -> TrainConfig:
 
 
 def _settled(verdicts: list[tuple[int, str]], train: TrainConfig) -> dict:
-    """Where a sequence of (step, verdict) settled, what it went through, and a change in the decay."""
+    """Where a sequence of (step, verdict) settled, what it went through, and its last change in the decay."""
     if not verdicts:
         return {"settled_step": math.nan, "steps": train.steps, "verdict_history": "", "flipped_in_decay": ""}
     settled = verdicts[0][0]
@@ -75,8 +75,9 @@ def _settled(verdicts: list[tuple[int, str]], train: TrainConfig) -> dict:
         if verdict != before:
             changes.append((step, verdict))
             settled = step
+    # the last change in the decay: the one a reader of an earlier evaluation missed
     in_decay = next((f"at step {step}: {before} -> {verdict}"
-                     for (_, before), (step, verdict) in zip(verdicts, verdicts[1:])
+                     for (_, before), (step, verdict) in reversed(list(zip(verdicts, verdicts[1:])))
                      if verdict != before and lr_at(max(step - 1, 0), train) < DECAY_SHARE * train.lr), "")
     return {"settled_step": settled, "steps": train.steps,
             "verdict_history": "; ".join(f"{step}: {verdict}" for step, verdict in changes), "flipped_in_decay": in_decay}

@@ -86,14 +86,21 @@ def test_a_hub_id_not_in_the_cache_is_refused_without_the_network():
         _load("ablate-tests/never-downloaded")
 
 
+@pytest.mark.parametrize("layout", ["save_to_disk", "parquet split files"])
 @pytest.mark.parametrize("options, message", [
     ({"text_column": "body"}, r"no column 'body'; its columns: text, id \(set text_column\)"),
     ({"train_split": "training"}, r"no split 'training'; its splits: train, validation"),
+    ({"val_split": "valid"}, r"no split 'valid'; its splits: train, validation \(set val_split, or leave it out"),
 ])
-def test_a_wrong_column_or_split_is_named_with_what_there_is(tmp_path, options, message):
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": TRAIN, "id": list(range(len(TRAIN)))}),
-                          "validation": datasets.Dataset.from_dict({"text": VAL, "id": list(range(len(VAL)))})}
-                         ).save_to_disk(tmp_path / "saved")
+def test_a_wrong_column_or_split_is_named_with_what_there_is(tmp_path, options, message, layout):
+    splits = {"train": {"text": TRAIN, "id": list(range(len(TRAIN)))}, "validation": {"text": VAL, "id": list(range(len(VAL)))}}
+    if layout == "save_to_disk":
+        datasets.DatasetDict({split: datasets.Dataset.from_dict(rows) for split, rows in splits.items()}
+                             ).save_to_disk(tmp_path / "saved")
+    else:
+        (tmp_path / "saved" / "data").mkdir(parents=True)
+        for split, rows in splits.items():
+            pq.write_table(pa.table(rows), tmp_path / "saved" / "data" / f"{split}-00000-of-00001.parquet")
     with pytest.raises(AblateError, match=message):
         _load(tmp_path / "saved", **options)
 

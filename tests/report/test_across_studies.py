@@ -134,6 +134,7 @@ def test_a_ladder_forecasts_its_verdicts_and_the_bench_checks_them_on_a_held_out
     values = summary[summary["arm"].str.endswith("@d_model=48")].set_index("variant")["mean"]
     assert cases["measured"].iloc[0] == pytest.approx(values["rmsnorm"] - values["layernorm"], rel=1e-9)
     assert "coverage of the 95% intervals" in checked.stdout and "Brier score" in checked.stdout
+    assert "Too few cases (1) to say whether the forecasts beat the naive rules" in checked.stdout
     assert (reports / "forecast_check.md").read_text().strip() == checked.stdout.strip()
 
     too_few = subprocess.run([*warm.command(), "bench", "forecast", "plain", "--tracking-uri",
@@ -171,6 +172,11 @@ def test_how_a_difference_moves_with_scale():
     ({"base.model.d_model": [16, 32, 48]}, {"report": {"forecast": {"axis": "params", "compute": 1e15}}},
      "needs axis: compute"),
     ({}, {"report": {"forecast": {"at": {"base.model.d_model": 96}}}}, "needs scales"),
+    ({"base.model.d_model": [16, 32]}, {"report": {"forecast": {"at": {"base.model.d_model": 96}}}},
+     "at least 3 scales"),
+    ({"base.model.d_model": [16, 32, 48]}, {"report": {"forecast": {"axis": "tokens"}}}, "none of the scales changes"),
+    ({"base.train.steps": [10, 20, 40]}, {"report": {"forecast": {"axis": "params"}}}, "none of the scales changes"),
+    ({"base.model.d_model": [16, 32, 48]}, {"report": {"forecast": {"compute": float("inf")}}}, "finite"),
 ])
 def test_scales_that_cannot_work_are_refused(scales, extra, message):
     arms = {} if "arms" in extra else {"grid": {"model.norm": ["layernorm", "rmsnorm"]}}

@@ -94,10 +94,11 @@ def test_a_verdict_settles_where_it_stops_changing_and_a_change_in_the_decay_is_
     assert settled["settled_step"] == 200 and settled["flipped_in_decay"] == ""
     assert settled["verdict_history"] == "100: no difference; 200: better"
     late = _settled([(100, "worse"), (200, "worse"), (300, "no difference"), (400, "better")], train)
-    assert late["settled_step"] == 400 and late["flipped_in_decay"] == "at step 300: worse -> no difference"
+    assert late["settled_step"] == 400 and late["flipped_in_decay"] == "at step 400: no difference -> better", \
+        "the change that gave the final verdict"
     row = {"verdict": "-0.0100 ± 0.0040, p = 0.01, better", **late}
     assert settled_text(row) == ("settled at step 400 of 400; changed during the learning-rate decay "
-                                 "(at step 300: worse -> no difference)")
+                                 "(at step 400: no difference -> better)")
     assert settled_text({**row, "verdict": "incomplete: 1 of 3 seeds finished"}) == ""
 
 
