@@ -24,7 +24,7 @@ from harness.config.study import ForecastSettings
 from harness.errors import AblateError
 from harness.files import study_folder, write_csv, write_text
 from harness.report.collect import collect_runs
-from harness.report.escape import markdown_table
+from harness.report.escape import markdown_table, markdown_text
 from harness.report.forecast import MIN_SCALES, final_values, forecast_pair
 
 MIN_CASES = 30  # comparisons x held-out scales before the check says which rule to read
@@ -105,7 +105,7 @@ def render(study: str, scores: dict[str, float], cases: pd.DataFrame) -> str:
     shown = cases.assign(**{c: cases[c].map(lambda v: f"{v:+.4f}") for c in
                             ("measured", "forecast", "low", "high", "smallest_scale", "largest_fitted")},
                          p_better=cases["p_better"].map(lambda v: f"{v:.2f}"))
-    return "\n".join([f"# Forecast check of study {study}", "",
+    return "\n".join([f"# Forecast check of study {markdown_text(study)}", "",
                       "Each scale with at least three smaller ones held out in turn; every pair of arms forecast "
                       "there from the smaller scales alone (harness.report.forecast) and checked against what it "
                       "measured (Magnusson et al. 2025).", "",

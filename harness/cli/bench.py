@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from harness.cli.common import (ReportsDirOption, RunsDirOption, StorageOption, StudyArgument, TrackingOption,
-                                open_study)
+                                interruptible, open_study)
 from harness.errors import AblateError
 
 bench_app = typer.Typer(help="Benchmarks measured in one process; with no subcommand, `speed`.",
@@ -126,6 +126,7 @@ def bench_workers(steps: Annotated[int, typer.Option(min=1, help="training steps
 
 
 @bench_app.command("forecast")
+@interruptible
 def bench_forecast(study: StudyArgument = "studies/ladder.yaml", tracking_uri: TrackingOption = None,
                    storage: StorageOption = None, runs_dir: RunsDirOption = Path("runs"),
                    reports_dir: ReportsDirOption = Path("reports")):

@@ -331,7 +331,7 @@ class StudySpec(Settings):
             raise ValueError("scales cannot be combined with tune or with seeds {min, max}; run one study per scale")
         forecast = self.report.forecast
         if forecast:
-            if forecast.at and set(forecast.at) != set(self.scales):
+            if forecast.at is not None and set(forecast.at) != set(self.scales):
                 raise ValueError(f"report.forecast.at sets {', '.join(forecast.at)}; it needs the paths of scales: "
                                  f"{', '.join(self.scales)}")
             if min(lengths) < 3:

@@ -103,6 +103,8 @@ def build_report(tracker: Tracker, study: str, reports_dir: Path, plan_id: str |
     write_csv(summary, folder / "summary.csv")
     if len(judged.forecasts):
         write_csv(judged.forecasts, folder / "forecast.csv")
+    else:  # one left by an earlier report would contradict this one
+        (folder / "forecast.csv").unlink(missing_ok=True)
     secondary, decisive = {}, pd.DataFrame()
 
     def metrics_tables():

@@ -133,7 +133,14 @@ def forecast_pair(finals: pd.DataFrame, variant: str, baseline: str, goal: str,
     """The Forecast of `variant` against `baseline` from `finals` (rows: variant, scale (its
     position on the ladder, smallest first), seed, x (the axis value of that arm at that
     scale), value; finished runs only). `target` maps each of the two arms to its axis value at
-    the target. Only seeds finished in both arms at every scale are used (they are paired)."""
+    the target. Only seeds finished in both arms at every scale are used (they are paired).
+    A curve extrapolated far (a power of a huge or tiny ratio) may overflow to inf: that is
+    the answer, shown with its caveat, not a warning."""
+    with np.errstate(all="ignore"):
+        return _forecast_pair(finals, variant, baseline, goal, target, target_label, draws, seed)
+
+
+def _forecast_pair(finals, variant, baseline, goal, target, target_label, draws, seed) -> Forecast:
     sign = 1.0 if goal == "minimize" else -1.0  # fit "lower is better"
     out = Forecast(variant, target_label)
     both = finals[finals["variant"].isin([variant, baseline])]
@@ -145,8 +152,8 @@ def forecast_pair(finals: pd.DataFrame, variant: str, baseline: str, goal: str,
     scales = sorted(scale for scale, seeds in common.items() if len(seeds) >= MIN_SEEDS)
     seeds = sorted(set.intersection(*(common[scale] for scale in scales))) if scales else []
     if len(scales) < MIN_SCALES or len(seeds) < MIN_SEEDS:
-        out.note = (f"no forecast: needs {MIN_SCALES} scales with the same {MIN_SEEDS} or more seeds finished in both "
-                    f"arms (has {len(scales)})")
+        out.note = (f"no forecast: needs {MIN_SCALES} scales at which both arms finished the same {MIN_SEEDS} or more "
+                    f"seeds (they are paired by seed); found {len(scales)}")
         return out
     both = both[both["scale"].isin(scales)]
     table = both[both["seed"].isin(seeds)].pivot_table(index=["variant", "scale"], columns="seed", values="value")
@@ -155,8 +162,8 @@ def forecast_pair(finals: pd.DataFrame, variant: str, baseline: str, goal: str,
     x_b, x_v = xs.loc[baseline].to_numpy(float), xs.loc[variant].to_numpy(float)
     n = len(seeds)
     if (np.diff(x_b) <= 0).any() or (np.diff(x_v) <= 0).any():
-        out.note = ("no forecast: the axis does not grow from scale to scale (set report.forecast.axis to what "
-                    "the scales change: compute, params or tokens)")
+        out.note = ("no forecast: the axis (report.forecast.axis: compute, params or tokens) does not grow from "
+                    "each scale to the next; a ladder runs from small to large on it")
         return out
 
     law_b, law_v, sse, fitted = fit_pair(x_b, y_b.mean(1), x_v, y_v.mean(1))
@@ -172,7 +179,7 @@ def forecast_pair(finals: pd.DataFrame, variant: str, baseline: str, goal: str,
         """(difference at the target, log multiplier at the largest scale) refitted on `means`."""
         base, var, _, _ = fit_pair(x_b, means_b, x_v, means_v, start=fitted)
         difference = float(var(target[variant]) - base(target[baseline])) if target else math.nan
-        return difference, math.log(base.inverse(float(var(x_v[-1]))) / x_v[-1])
+        return difference, float(np.log(base.inverse(float(var(x_v[-1]))) / x_v[-1]))  # -inf if it underflows
 
     # how far the means stray from the fit, in units of their seed noise (reduced chi-squared):
     # where more than the noise explains, the fit is that much less certain (as curve_fit
@@ -194,17 +201,20 @@ def forecast_pair(finals: pd.DataFrame, variant: str, baseline: str, goal: str,
     # the multiplier's interval: the bootstrap's percentiles (skewed: a curve near its floor
     # needs far more compute for a little less loss; inf where the variant is below it)
     out.multiplier = law_b.inverse(float(law_v(x_v[-1]))) / x_v[-1]
+    logs = resampled[~np.isnan(resampled[:, 1]), 1]
     out.multiplier_low, out.multiplier_high = (float(np.exp(q)) for q in np.quantile(
-        resampled[:, 1], [0.025, 0.975], method="inverted_cdf"))
+        logs, [0.025, 0.975], method="inverted_cdf")) if len(logs) else (math.nan, math.nan)
 
     notes = [f"poor fit: residuals {math.sqrt(misfit):.1f}x the seed noise"] if misfit > POOR_FIT else []
     if target:
         reach = math.log(max(target.values()) / max(x_b[-1], x_v[-1]))
         span = math.log(max(x_b[-1], x_v[-1]) / min(x_b[0], x_v[0]))
         if reach > span:
-            notes.append(f"far outside the ladder: {math.exp(reach):.0f}x beyond its largest scale, which spans "
-                         f"{math.exp(span):.0f}x")
-        out.difference = sign * float(law_v(target[variant]) - law_b(target[baseline]))
+            notes.append(f"far outside the ladder: {math.exp(min(reach, 700)):.3g}x beyond its largest scale, which "
+                         f"spans {math.exp(span):.3g}x")
+        if min(target.values()) < min(x_b[0], x_v[0]):
+            notes.append("below the ladder: smaller than its smallest scale, where the fit was never checked")
+        out.difference = sign * float(law_v(target[variant]) - law_b(target[baseline])) + 0.0  # no -0.0
         paired = noise[0, 0] + noise[1, 1] - 2 * noise[0, 1]  # variance of one seed's paired difference
         # what the fit adds beyond the largest scale measured is as uncertain as it is large: a
         # ladder's trend may bend (DataDecide's small-scale ranking beat eight scaling-law fits)
@@ -213,8 +223,8 @@ def forecast_pair(finals: pd.DataFrame, variant: str, baseline: str, goal: str,
         half = t975 * spread
         out.low, out.high = out.difference - half, out.difference + half
         # better: lower when minimizing (sign * difference < 0)
-        out.p_better = float(stats.t.cdf(-sign * out.difference / spread, df)) if spread > 0 else \
-            float(sign * out.difference < 0)
+        out.p_better = float(stats.t.cdf(-sign * out.difference / spread, df)) if spread > 1e-12 else \
+            0.5 if abs(out.difference) <= 1e-12 else float(sign * out.difference < 0)  # arms alike to rounding
     out.note = "; ".join(notes)
     return out
 

@@ -68,5 +68,8 @@ def trend(group: pd.DataFrame) -> str:
         movement = f"grows ({first['diff']:+.4f} at {first['scale']} to {last['diff']:+.4f} at {last['scale']})"
     else:
         movement = f"shrinks ({first['diff']:+.4f} at {first['scale']} to {last['diff']:+.4f} at {last['scale']})"
+    ends = [first["diff_ci_low"], first["diff_ci_high"], last["diff_ci_low"], last["diff_ci_high"]]
+    if any(math.isnan(end) for end in ends):  # one seed: no interval to hold the ends apart
+        return movement + "; no 95% interval at both ends to tell it from noise"
     overlap = not (first["diff_ci_high"] < last["diff_ci_low"] or last["diff_ci_high"] < first["diff_ci_low"])
     return movement + ("; within noise: the 95% intervals at both ends overlap" if overlap else "")

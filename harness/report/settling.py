@@ -78,7 +78,8 @@ def _settled(verdicts: list[tuple[int, str]], train: TrainConfig) -> dict:
     # the last change in the decay: the one a reader of an earlier evaluation missed
     in_decay = next((f"at step {step}: {before} -> {verdict}"
                      for (_, before), (step, verdict) in reversed(list(zip(verdicts, verdicts[1:])))
-                     if verdict != before and lr_at(max(step - 1, 0), train) < DECAY_SHARE * train.lr), "")
+                     if verdict != before and step > train.warmup_steps
+                     and lr_at(step - 1, train) < DECAY_SHARE * train.lr), "")
     return {"settled_step": settled, "steps": train.steps,
             "verdict_history": "; ".join(f"{step}: {verdict}" for step, verdict in changes), "flipped_in_decay": in_decay}
 

@@ -156,6 +156,8 @@ def test_how_a_difference_moves_with_scale():
         "within noise: the 95% intervals at both ends overlap")
     assert trend(group(("a", 0.01, 0.1, ""), ("b", -0.01, 0.1, ""))).startswith("changes sign")
     assert trend(group(("a", math.nan, math.nan, ""), ("b", 0.01, 0.1, ""))).startswith("unknown")
+    one_seed = group(("a", 0.01, math.nan, ""), ("b", 0.03, math.nan, ""))
+    assert trend(one_seed).endswith("no 95% interval at both ends to tell it from noise")
 
 
 @pytest.mark.parametrize("scales, extra, message", [
@@ -172,6 +174,7 @@ def test_how_a_difference_moves_with_scale():
     ({"base.model.d_model": [16, 32, 48]}, {"report": {"forecast": {"axis": "params", "compute": 1e15}}},
      "needs axis: compute"),
     ({}, {"report": {"forecast": {"at": {"base.model.d_model": 96}}}}, "needs scales"),
+    ({"base.model.d_model": [16, 32, 48]}, {"report": {"forecast": {"at": {}}}}, "needs the paths of scales"),
     ({"base.model.d_model": [16, 32]}, {"report": {"forecast": {"at": {"base.model.d_model": 96}}}},
      "at least 3 scales"),
     ({"base.model.d_model": [16, 32, 48]}, {"report": {"forecast": {"axis": "tokens"}}}, "none of the scales changes"),

@@ -106,4 +106,24 @@ def test_an_axis_the_scales_do_not_move_gives_no_forecast():
     """A width ladder read on axis: tokens (every width trains as many tokens) has one x."""
     finals = ladder(np.random.default_rng(2), PowerLaw(E=1.8, A=1.2, alpha=0.4, x0=WIDTHS[0]), 1.2, noise=0.01)
     flat = forecast_pair(finals.assign(x=1e9), "variant", "base", "minimize", {"variant": 1e10, "base": 1e10}, "t")
-    assert flat.note.startswith("no forecast: the axis does not grow") and math.isnan(flat.difference)
+    assert flat.note.startswith("no forecast: the axis") and "does not grow" in flat.note and math.isnan(flat.difference)
+
+
+def test_warmup_and_a_constant_schedule_are_no_decay():
+    verdicts = [(4, "no difference"), (10, "better"), (20, "better"), (30, "better")]
+    warming = TrainConfig(steps=30, warmup_steps=20, lr=1e-3, schedule="constant")
+    assert _settled(verdicts, warming)["flipped_in_decay"] == ""
+    assert _settled([(4, "better"), (28, "worse")], warming)["flipped_in_decay"] == ""
+
+
+def test_a_target_below_the_ladder_and_a_flat_baseline_are_answered_without_a_crash():
+    rng = np.random.default_rng(4)
+    base = PowerLaw(E=1.8, A=1.2, alpha=0.4, x0=WIDTHS[0])
+    below = forecast_pair(ladder(rng, base, 1.3, noise=0.01), "variant", "base", "minimize",
+                          {"variant": 1.0, "base": 1.0}, "tiny", draws=50)
+    assert "below the ladder" in below.note
+    flat = ladder(rng, PowerLaw(E=3.0, A=1e-9, alpha=0.01, x0=WIDTHS[0]), 1.0, noise=1e-4)
+    flat.loc[flat["variant"] == "variant", "value"] += 0.5  # far above a baseline that never moves
+    forecast = forecast_pair(flat, "variant", "base", "minimize", {"variant": TARGET, "base": TARGET}, "4x",
+                             draws=50)
+    assert forecast.difference > 0 and not math.isnan(forecast.multiplier_low)
