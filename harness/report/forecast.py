@@ -206,6 +206,10 @@ def _forecast_pair(finals, variant, baseline, goal, target, target_label, draws,
         logs, [0.025, 0.975], method="inverted_cdf")) if len(logs) else (math.nan, math.nan)
 
     notes = [f"poor fit: residuals {math.sqrt(misfit):.1f}x the seed noise"] if misfit > POOR_FIT else []
+    ladder = int(finals["scale"].max()) + 1
+    if len(scales) < ladder:  # a rung still training, or without seeds both arms finished
+        notes.append(f"fitted on {len(scales)} of the ladder's {ladder} scales (the others lack {MIN_SEEDS} seeds "
+                     "finished in both arms); the multiplier is at the largest of them")
     if target:
         reach = math.log(max(target.values()) / max(x_b[-1], x_v[-1]))
         span = math.log(max(x_b[-1], x_v[-1]) / min(x_b[0], x_v[0]))
@@ -236,12 +240,10 @@ def multiplier_text(forecast: Forecast, axis: str) -> str:
     """"1.15x compute [1.02, 1.31]": the baseline's axis factor that matches the variant."""
     if math.isnan(forecast.multiplier):
         return "–"
-    unit = {"compute": "compute", "params": "params", "tokens": "tokens"}[axis]
-
     def fmt(value: float) -> str:
         return "beyond the baseline's floor" if math.isinf(value) else f"{value:.2f}x"
 
-    return f"{fmt(forecast.multiplier)} {unit} [{fmt(forecast.multiplier_low)}, {fmt(forecast.multiplier_high)}]"
+    return f"{fmt(forecast.multiplier)} {axis} [{fmt(forecast.multiplier_low)}, {fmt(forecast.multiplier_high)}]"
 
 
 def axis_value(config: dict, axis: str, vocab_size: int) -> float:

@@ -37,18 +37,25 @@ def settling_points(curves: pd.DataFrame, plan: PlanRecord, rule: SequentialRule
         arms = curves[curves["arm"].isin(names)]
         if arms.empty:
             continue
-        labels = {}  # step -> {arm: verdict}
+        seeds = arms.groupby("arm")["seed"].nunique()
+        labels = {}  # step -> {arm: verdict}, for the arms every seed of which was evaluated there
         for step, at_step in arms.groupby("step"):
-            frame = at_step.assign(state=RunState.FINISHED.value, speed_caveat="",
-                                   **{c: math.nan for c in ("params_non_embedding", "params", "flops_per_token",
-                                                            "tokens_per_s", "wall_time_s")})
-            summary = summarize(frame, "value", baseline, plan.goal, names, rule=rule)
+            evaluated = at_step.groupby("arm")["seed"].nunique()
+            # a step some seed skipped (a run resumed with another eval_interval) would judge the
+            # arm on the seeds that have it: it is left out, never read as "no difference"
+            complete = [name for name in names if name in seeds and evaluated.get(name, 0) == seeds[name]]
+            if baseline not in complete:
+                continue
+            frame = at_step[at_step["arm"].isin(complete)].assign(
+                state=RunState.FINISHED.value, speed_caveat="",
+                **{c: math.nan for c in ("params_non_embedding", "params", "flops_per_token", "tokens_per_s",
+                                         "wall_time_s")})
+            summary = summarize(frame, "value", baseline, plan.goal, complete, rule=rule)
             labels[int(step)] = {row.arm: row.outcome or NO_DIFFERENCE for row in summary.itertuples()}
-        steps = sorted(labels)
         for arm in names:
             if arm == baseline:
                 continue
-            verdicts = [(step, labels[step].get(arm, NO_DIFFERENCE)) for step in steps]
+            verdicts = [(step, labels[step][arm]) for step in sorted(labels) if arm in labels[step]]
             rows.append({"arm": arm, **_settled(verdicts, _train_config(plan, arm))})
     return pd.DataFrame(rows, columns=SETTLING_COLUMNS)
 

@@ -9,7 +9,7 @@ import pytest
 
 from harness.config.train import TrainConfig
 from harness.report.forecast import PowerLaw, fit_pair, forecast_pair
-from harness.report.settling import _settled, settled_text
+from harness.report.settling import _settled, settled_text, settling_points
 
 WIDTHS = np.array([1, 2, 4, 8, 16], float) * 1e12  # training FLOPs of a ladder's five rungs
 TARGET = 64e12
@@ -84,8 +84,10 @@ def test_what_a_forecast_cannot_say_is_said():
     bent = finals.assign(value=finals["value"] + np.where(finals["scale"] == 2, 0.3, 0.0))  # no power law
     assert "poor fit" in forecast_pair(bent, "variant", "base", "minimize", None, "", draws=50).note
     unfinished = finals[~((finals["scale"] == 4) & (finals["seed"] > 0))]  # the largest rung still training
-    assert forecast_pair(unfinished, "variant", "base", "minimize", None, "", draws=50).note == "", \
-        "a rung with too few seeds is left out, not the seeds of every rung"
+    partial = forecast_pair(unfinished, "variant", "base", "minimize", None, "", draws=50)
+    assert partial.note == "fitted on 4 of the ladder's 5 scales (the others lack 2 seeds finished in both arms); " \
+                           "the multiplier is at the largest of them", "the rung is left out, and the report says so"
+    assert not math.isnan(partial.multiplier), "not the seeds of every rung"
 
 
 def test_a_verdict_settles_where_it_stops_changing_and_a_change_in_the_decay_is_flagged():
@@ -127,3 +129,18 @@ def test_a_target_below_the_ladder_and_a_flat_baseline_are_answered_without_a_cr
     forecast = forecast_pair(flat, "variant", "base", "minimize", {"variant": TARGET, "base": TARGET}, "4x",
                              draws=50)
     assert forecast.difference > 0 and not math.isnan(forecast.multiplier_low)
+
+
+def test_an_evaluation_some_seed_skipped_is_left_out_not_read_as_no_difference():
+    """A run resumed with another eval_interval has evaluations the other seeds lack: a verdict
+    there would rest on fewer seeds. Such steps are skipped; the arm settles where its seeds agree."""
+    from harness.config.records import PlanRecord
+
+    train = {"steps": 30, "warmup_steps": 2, "lr": 1e-3}
+    plan = PlanRecord(study="s", baseline="a", metric="val_loss", goal="minimize", runs=[],
+                      arms=[{"name": "a", "config": {"train": train}}, {"name": "b", "config": {"train": train}}])
+    rows = [{"arm": arm, "seed": seed, "step": step, "value": 2.0 - 0.01 * step - (0.3 if arm == "b" else 0) + 0.001 * seed}
+            for arm in ("a", "b") for seed in range(3) for step in (10, 20, 30)]
+    rows.append({"arm": "b", "seed": 0, "step": 15, "value": 9.0})  # one seed's extra evaluation, far off
+    settled = settling_points(pd.DataFrame(rows), plan).set_index("arm")
+    assert settled.loc["b", "verdict_history"] == "10: better" and settled.loc["b", "settled_step"] == 10
