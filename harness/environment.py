@@ -45,3 +45,23 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def allow_open_files(count: int) -> bool:
+    """Raise this process's soft limit of open files (RLIMIT_NOFILE) towards its hard limit so
+    that `count` more files may stay open (each memory-mapped token shard holds one); False when
+    even the hard limit is too low. Linux's common soft default of 1024 would stop a corpus of
+    a thousand shards, as it does any program that maps them (nanoGPT's loaders reopen instead)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX: nothing to raise
+        return True
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = count + 256  # what the process holds besides: libraries, stores, sockets
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return True
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        return False
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed if hard == resource.RLIM_INFINITY else hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= needed

@@ -1,7 +1,9 @@
+import json
 import os
 import socket
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,6 +114,27 @@ def ledger_study(storage: str, study: str):
     names = ledger_names(opened, study)
     assert names, f"no plan of study '{study}' in {storage}"
     return optuna.load_study(study_name=names[-1], storage=opened)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """`pytest -n auto`: two workers a core (`_pin_xdist_worker` puts two on each). Many tests
+    spend much of their time waiting (for a tracking server, a SLURM job, a signal, a worker's
+    heartbeat); a second worker keeps the core busy meanwhile."""
+    return 2 * len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2 * (os.cpu_count() or 1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The heaviest test files first, each file's tests in their order: with `--dist loadfile
+    --no-loadscope-reorder` (the Makefile) the long files start early and short ones fill the
+    end, so no worker finishes minutes after the others. tests/file_seconds.json holds the
+    seconds each file took on one core (files under 3 s are left out); a stale entry only
+    changes the order."""
+    seconds = json.loads((Path(__file__).parent / "file_seconds.json").read_text())
+    files = [item.nodeid.split("::", 1)[0] for item in items]
+    position = {name: index for index, name in enumerate(dict.fromkeys(files))}
+    order = {id(item): (-seconds.get(name, 0), position[name]) for item, name in zip(items, files)}
+    items.sort(key=lambda item: order[id(item)])
 
 
 def pytest_sessionfinish(session):

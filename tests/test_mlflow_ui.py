@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -85,13 +86,13 @@ def ui(tmp_path_factory):
         assert server.poll() is None and time.time() < deadline, server.communicate()[0]
         time.sleep(0.5)
     experiment = MlflowClient(uri).get_experiment_by_name("ui_study").experiment_id
-    yield base, experiment, folder, port
+    yield base, experiment, folder, port, server.pid
     os.killpg(server.pid, signal.SIGTERM)
     server.wait(timeout=30)
 
 
 def test_ablate_ui_listens_on_loopback_only(ui):
-    base, _, _, port = ui
+    base, _, _, port, _ = ui
     assert _answers(f"{base}/health")
     outward = _outward_address()
     if outward is None:
@@ -99,9 +100,30 @@ def test_ablate_ui_listens_on_loopback_only(ui):
     assert not _answers(f"http://{outward}:{port}/health"), "ablate ui answers from the network"
 
 
+def _session_commands(session: int) -> list[str]:
+    """The command lines of the processes of a session (the server and what it started)."""
+    commands = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session:  # the session id, after state, ppid and process group
+                commands.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            pass
+    return commands
+
+
+def test_ablate_ui_starts_no_job_runner(ui):
+    """MLflow's job runner (GenAI evaluation jobs: about 8 processes of 200 MB) stays off."""
+    *_, session = ui
+    commands = _session_commands(session)
+    assert any("mlflow" in command for command in commands), commands
+    assert not [command for command in commands if "huey" in command or "mlflow.server.jobs" in command], commands
+
+
 def test_the_study_browsed_in_chromium(ui):
     sync_api = _browser_or_skip()
-    base, experiment, folder, _ = ui
+    base, experiment, folder, _, _ = ui
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -7,7 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from harness.errors import FileFault
+from harness.errors import AblateError, FileFault
 
 
 def cache_dir() -> Path:
@@ -42,6 +42,13 @@ def data_root() -> Path:
 
 def data_path(path: str) -> str:
     """A dataset's path or glob: `~` expanded, and a relative one taken under data_root(), so one
-    study file names a corpus alike on every machine and each machine says where its corpora are."""
+    study file names a corpus alike on every machine and each machine says where its corpora are.
+    Raises AblateError for a relative path when $ABLATE_DATA_DIR is a file, not a folder."""
     path = os.path.expanduser(path)
-    return path if os.path.isabs(path) else str(data_root() / path)
+    if os.path.isabs(path):
+        return path
+    root = data_root()
+    if root.exists() and not root.is_dir():
+        raise AblateError(f"'{path}' is taken under ABLATE_DATA_DIR={root}, which is a file, not a folder: set it to "
+                          "the folder that holds your corpora")
+    return str(root / path)

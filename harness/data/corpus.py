@@ -17,6 +17,7 @@ training split (BPE_SAMPLE_CHARS, chunks spread evenly over it).
 from __future__ import annotations
 
 import json
+import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,29 +47,37 @@ class TokenizedCorpus(TokenWindows):
     The first (1 - val_fraction) of the corpus's characters train, the rest validate: no window
     spans both."""
 
-    def __init__(self, folder: Path, meta: dict, tokenizer: Tokenizer, val_windows: int, metadata: dict):
+    def __init__(self, folder: Path, meta: dict, tokenizer: Tokenizer, val_windows: int, metadata: dict,
+                 split_by_fraction: bool = True):
         self.tokenizer = tokenizer
         self.vocab_size = tokenizer.vocab_size
         tokens = {split: _memmap(folder / f"{split}.bin", np.dtype(meta["dtype"])) for split in ("train", "val")}
-        super().__init__([tokens["train"]], [tokens["val"]], val_windows, references=folder / "references.json")
+        super().__init__([tokens["train"]], [tokens["val"]], val_windows, references=folder / "references.json",
+                         split_by_fraction=split_by_fraction)
         self.metadata = {**metadata, "train_tokens": meta["train_tokens"], "val_tokens": meta["val_tokens"],
                          "val_bytes": meta["val_bytes"]}
 
 
 def prepared_meta(folder: Path, dtype: np.dtype) -> dict | None:
-    """The meta.json of a finished preparation whose token files hold what it says (their type
-    and sizes); None for a folder unfinished, damaged or of another token type: prepared again."""
+    """The meta.json of a finished preparation whose token files are the ones it wrote (their
+    type, sizes and modification times: the rule of the corpus files themselves); None for a
+    folder unfinished, damaged, rewritten since or of another token type: prepared again."""
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         counts = [meta[f"{split}_{what}"] for split in ("train", "val") for what in ("tokens", "bytes")]
         if meta["dtype"] != dtype.str or not all(type(count) is int and count >= 0 for count in counts):
             return None
-        if any((folder / f"{split}.bin").stat().st_size != meta[f"{split}_tokens"] * dtype.itemsize
-               for split in ("train", "val")):
+        if meta["written"] != _token_file_stats(folder) or any(
+                meta["written"][split][0] != meta[f"{split}_tokens"] * dtype.itemsize for split in ("train", "val")):
             return None
         return meta
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
+
+
+def _token_file_stats(folder: Path) -> dict[str, list[int]]:
+    """[size, modification time in ns] of each split's token file."""
+    return {split: [(stat := (folder / f"{split}.bin").stat()).st_size, stat.st_mtime_ns] for split in ("train", "val")}
 
 
 def _memmap(path: Path, dtype: np.dtype) -> np.ndarray:
@@ -94,12 +103,24 @@ def tokenized_corpus(stream: TextStream, cfg: DataConfig, tokenizer: Tokenizer |
     split_at = scan.split_at(cfg.val_fraction)
     folder = cache / "tokens" / content_hash(TOKENS_VERSION, str(text_stream.CHUNK_CHARS), scan.sha256,
                                              tokenizer.fingerprint(), str(split_at))
-    meta = prepared_meta(folder, tokenizer.token_dtype())
+    # ABLATE_VERIFY_DATA=1 checks the corpus again: its token files are written again too
+    meta = prepared_meta(folder, tokenizer.token_dtype()) if os.environ.get("ABLATE_VERIFY_DATA") != "1" else None
     if meta is None:
-        with preparing(f"tokenizing {stream.dataset}", stream.total_bytes()) as progress:
-            _write_token_files(folder, stream.chunks(split_at, progress), tokenizer)
+        scanned = stream.scan_record(cache)
+        try:
+            with preparing(f"tokenizing {stream.dataset}", stream.total_bytes()) as progress:
+                _write_token_files(folder, stream.chunks(split_at, progress), tokenizer)
+        except AblateError:  # a character the vocabulary lacks, say: because the file changed meanwhile?
+            stream.check_unchanged(scanned, cache)
+            raise
+        try:  # tokens of a text that changed while it was read are not the text scanned: never kept
+            stream.check_unchanged(scanned, cache)
+        except AblateError:
+            (folder / "meta.json").unlink(missing_ok=True)
+            raise
         meta = prepared_meta(folder, tokenizer.token_dtype())
-    return TokenizedCorpus(folder, meta, tokenizer, cfg.val_windows, {**metadata, "sha256": scan.sha256})
+    return TokenizedCorpus(folder, meta, tokenizer, cfg.val_windows, {**metadata, "sha256": scan.sha256},
+                           split_by_fraction=scan.val_chars is None)
 
 
 def build_tokenizer(cfg: DataConfig, stream: TextStream, scan: TextScan, cache: Path) -> Tokenizer:
@@ -168,7 +189,7 @@ def _write_token_files(folder: Path, chunks, tokenizer: Tokenizer) -> None:
                                                                           lambda val: write(train, val)))
     write_text(folder / "meta.json", json.dumps({"dtype": dtype.str, "train_tokens": counts["train"],
                                                  "val_tokens": counts["val"], "train_bytes": sizes["train"],
-                                                 "val_bytes": sizes["val"]}))
+                                                 "val_bytes": sizes["val"], "written": _token_file_stats(folder)}))
 
 
 def _write_chunk(files, counts, sizes, split: str, future) -> None:

@@ -101,6 +101,8 @@ def _splits(datasets, options: HFDatasetOptions) -> tuple[dict, list[Path]]:
             if None in builders or len(builders) > 1:
                 raise AblateError(f"dataset 'hf_dataset': '{options.path}' must match files of one kind: "
                                   f"{', '.join(DATA_FILES)}")
+            if all(f.stat().st_size == 0 for f in files):
+                raise AblateError(f"dataset 'hf_dataset': '{options.path}' is empty (its files hold no rows)")
             builder = builders.pop()
             if builder == "parquet":
                 return {options.train_split: ParquetSplit(files, options.text_column)}, files

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import os
 import platform
 import urllib.request
 from pathlib import Path
@@ -51,6 +52,9 @@ def text_files(cfg, options: TextFileOptions, cache_dir: Path) -> TextFiles:
                               "would be read for ever or not at all); leave it out of the path")
         seen.add(path.resolve())
         paths.append(path)
+    if not paths and os.path.isdir(data_path(options.path)):
+        raise AblateError(f"dataset 'text': '{options.path}' is a folder; name its files, e.g. "
+                          f"'{os.path.join(options.path, '*.txt')}' (or '**/*.txt' for its subfolders too)")
     if not paths:
         raise AblateError(f"dataset 'text': no file matches '{options.path}' (relative to {data_root()}; set "
                           "ABLATE_DATA_DIR to the folder that holds your corpora)")

@@ -173,8 +173,22 @@ class TextStream:
 
     def scan(self, cache: Path, progress=None) -> TextScan:
         """The corpus's TextScan: of files, read from the cache when none of them changed (path,
-        size, mtime) unless ABLATE_VERIFY_DATA=1, else one pass over them; of a text, computed."""
-        record = self._scan_record(cache)
+        size, mtime) unless ABLATE_VERIFY_DATA=1, else one pass over them; of a text, computed.
+        Raises AblateError for a file changed while it was read (see `check_unchanged`)."""
+        record = self.scan_record(cache)
+        scan = self._scan(record, progress)
+        self.check_unchanged(record, cache)
+        return scan
+
+    def check_unchanged(self, record: Path | None, cache: Path) -> None:
+        """Raises AblateError when a file of the corpus changed (size, modification time) since
+        `record` (`scan_record`) was named: what was read of it is not the text scanned."""
+        if record is not None and self.scan_record(cache) != record:
+            files = ", ".join(str(path) for path in self.paths[:3]) or self.source.metadata.get("source", "the corpus")
+            raise AblateError(f"dataset '{self.dataset}': {files} changed while it was read; run again once it is "
+                              "written whole")
+
+    def _scan(self, record: Path | None, progress) -> TextScan:
         if record and record.exists() and os.environ.get("ABLATE_VERIFY_DATA") != "1":
             try:
                 scan = TextScan(**json.loads(record.read_text(encoding="utf-8")))
@@ -196,12 +210,16 @@ class TextStream:
         if not scan.chars or not any(not c.isspace() for c in scan.charset):
             what = self.source.metadata.get("source", "the corpus") if not self.paths else \
                 ", ".join(str(p) for p in self.paths[:3])
-            raise AblateError(f"dataset '{self.dataset}': {what} is empty")
+            empty = ("holds no text: every row's text is empty or missing" if isinstance(self.source, TextDocuments)
+                     else "is empty")
+            raise AblateError(f"dataset '{self.dataset}': {what} {empty}")
         if record:
             write_text(record, json.dumps(scan.__dict__))
         return scan
 
-    def _scan_record(self, cache: Path) -> Path | None:
+    def scan_record(self, cache: Path) -> Path | None:
+        """Where the scan of the corpus's files as they are now (paths, sizes, modification
+        times) is kept; None for a text that is no file."""
         files = [Path(f) for f in self.source.files] if isinstance(self.source, TextDocuments) else self.paths
         if not files:
             return None

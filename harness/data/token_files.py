@@ -40,8 +40,10 @@ from pydantic import Field
 from harness.data.cache import content_hash, data_path, data_root
 from harness.data.tokenizers import Tokenizer, char_tokenizer, tiktoken_tokenizer, tokenizer_file
 from harness.data.windows import TokenWindows
+from harness.environment import allow_open_files
 from harness.errors import AblateError
 from harness.files import write_text
+from harness.redaction import error_line
 from harness.registry import Options, register
 
 LLMC_MAGIC, LLMC_VERSION, LLMC_HEADER_INTS = 20240520, 1, 256
@@ -132,8 +134,10 @@ def _meta_characters(path: Path) -> str:
     except (OSError, pickle.UnpicklingError, EOFError, KeyError, IndexError, TypeError, ValueError,
             MemoryError) as err:
         raise AblateError(f"dataset 'nanogpt': {path} is not nanoGPT's meta.pkl of a character vocabulary "
-                          f"({type(err).__name__}: {str(err)[:200]})") from None
-    if not all(isinstance(c, str) and len(c) == 1 for c in characters) or len(set(characters)) != len(characters):
+                          f"({type(err).__name__}: {error_line(err, 200)})") from None
+    # a lone surrogate (half of a UTF-16 pair) is no character: text made of it cannot be written
+    if not all(isinstance(c, str) and len(c) == 1 and not "\ud800" <= c <= "\udfff" for c in characters) \
+            or len(set(characters)) != len(characters):
         raise AblateError(f"dataset 'nanogpt': {path} is not a character vocabulary: its itos must map each id below "
                           "vocab_size to one character, no character twice")
     return "".join(characters)
@@ -146,6 +150,9 @@ def _files(dataset: str, pattern: str, what: str) -> list[Path]:
                           "set ABLATE_DATA_DIR to the folder that holds your corpora)")
     for path in paths:
         _regular_file(dataset, path)
+    if not allow_open_files(len(paths)):  # each memory-mapped shard holds its file open
+        raise AblateError(f"dataset '{dataset}': its {len(paths)} {what} files would be open at once, more than this "
+                          "system's limit of open files allows; raise it (ulimit -n) or join the shards into fewer files")
     return paths
 
 

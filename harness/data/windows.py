@@ -68,10 +68,11 @@ class TokenWindows:
     decodes_text = True  # its tokenizer decodes the tokens to the text they came from: bits per byte apply
 
     def __init__(self, train: list[np.ndarray], val: list[np.ndarray], val_windows: int,
-                 references: Path | None = None):
+                 references: Path | None = None, split_by_fraction: bool = False):
         self.tokens = {"train": TokenShards(train), "val": TokenShards(val)}
         self.val_windows = val_windows
         self.references = references  # where the reference losses of these tokens are kept
+        self.split_by_fraction = split_by_fraction  # data.val_fraction cut the splits (else the corpus ships them)
 
     def check_context(self, context_length: int) -> None:
         for split, tokens in self.tokens.items():
@@ -79,19 +80,37 @@ class TokenWindows:
                 longest = int(tokens.lengths.max()) if len(tokens.lengths) else 0
                 raise ValueError(
                     f"the {split} split has {'no shard longer than ' if len(tokens.lengths) > 1 else ''}{longest} "
-                    f"tokens, fewer than context_length + 2 ({context_length + 2}); use a larger corpus, a smaller "
-                    "context or another val_fraction")
+                    f"tokens, fewer than context_length + 2 ({context_length + 2}); use a larger corpus"
+                    + (", a smaller context or another val_fraction" if self.split_by_fraction else
+                       " or a smaller context"))
 
     def train_batch(self, batch_size: int, context_length: int, generator: torch.Generator):
         tokens = self.tokens["train"]
         high = int(tokens.starts(context_length).sum())
-        return tokens.windows(torch.randint(high, (batch_size,), generator=generator), context_length)
+        return self._in_vocabulary(tokens.windows(torch.randint(high, (batch_size,), generator=generator),
+                                                  context_length), "train")
 
     def eval_batches(self, batch_size: int, context_length: int):
         tokens = self.tokens["val"]
         high = int(tokens.starts(context_length).sum())
         starts = torch.randint(high, (self.val_windows,), generator=torch.Generator().manual_seed(0))
-        return [tokens.windows(chunk, context_length) for chunk in starts.split(batch_size)]
+        return [self._in_vocabulary(tokens.windows(chunk, context_length), "val") for chunk in starts.split(batch_size)]
+
+    def _in_vocabulary(self, batch: tuple[torch.Tensor, torch.Tensor], split: str):
+        """`batch`, after checking its ids against the vocabulary (a few microseconds a batch).
+        Token files are checked once, then trusted while their size and modification time stay
+        the same; one damaged since then in place would otherwise index outside the embedding.
+        Raises FileFault naming the split's files."""
+        inputs, targets = batch
+        vocab_size = getattr(self, "vocab_size", None)
+        if vocab_size is not None and len(targets) and (
+                int(targets.max()) >= vocab_size or int(targets.min()) < 0 or int(inputs[:, 0].max()) >= vocab_size
+                or int(inputs[:, 0].min()) < 0):
+            files = sorted({str(getattr(shard, "filename", "")) for shard in self.tokens[split].shards} - {""})
+            raise FileFault(f"the {split} tokens ({', '.join(files[:3]) or 'in memory'}) hold ids outside the "
+                            f"vocabulary of {vocab_size}: the files were damaged after they were checked; run again "
+                            "with ABLATE_VERIFY_DATA=1 to check (and prepare) them again")
+        return batch
 
     def reference_losses(self) -> dict[str, float]:
         """Unigram and bigram losses of the validation split (harness.data.reference), from at

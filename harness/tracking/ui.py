@@ -27,5 +27,8 @@ def serve_ui(host: str, port: int, tracking_uri: str | None, say: Callable[[str]
                               "the link would show its store, not this one; pick another --port") from None
     command = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)]
     say(f"MLflow UI on http://{host}:{port}/#/experiments?{UI_VIEW} (store {redact(uri)}); Ctrl-C stops it")
-    # the store goes by environment, not argv, where any user of the machine could read a password
-    os.execvpe(command[0], command, {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri})
+    # the store goes by environment, not argv, where any user of the machine could read a password;
+    # MLflow's job runner (GenAI evaluation jobs, trace rollups: about 8 more processes of 200 MB
+    # each) has nothing to do for ablate's runs, and stays off unless the environment asks for it
+    environment = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
+    os.execvpe(command[0], command, environment)

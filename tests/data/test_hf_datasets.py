@@ -118,7 +118,11 @@ def test_rows_that_cannot_be_read_or_hold_no_text_are_one_message(tmp_path):
     pq.write_table(pa.table({"text": pa.array([], pa.string())}), tmp_path / "empty.parquet")
     (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": \n')
     pq.write_table(pa.table({"text": list(range(100))}), tmp_path / "ints.parquet")
-    for path, message in ((tmp_path / "empty.parquet", "is empty|cannot read the rows"),
+    (tmp_path / "nones.jsonl").write_text('{"text": null}\n' * 100)
+    (tmp_path / "empty.jsonl").write_text("")
+    for path, message in ((tmp_path / "empty.parquet", "holds no text|cannot read the rows"),
+                          (tmp_path / "nones.jsonl", "holds no text: every row's text is empty or missing"),
+                          (tmp_path / "empty.jsonl", r"empty\.jsonl' is empty \(its files hold no rows\)"),
                           (tmp_path / "bad.jsonl", "cannot read the rows of"),
                           (tmp_path / "ints.parquet", "holds int values, not text")):
         with pytest.raises(AblateError, match=message):

@@ -73,6 +73,14 @@ def test_a_missing_corpus_names_the_data_folder(tmp_path):
     assert "fineweb10B/fineweb_train_*.bin" in done.stderr and "ABLATE_DATA_DIR" in done.stderr
 
 
+def test_a_data_folder_that_is_a_file_is_named_as_such(tmp_path):
+    (tmp_path / "corpora").write_text("not a folder")
+    done = _ablate("run", str(STUDIES / "positions.yaml"), "--profile", "gpu", "--dry-run", cwd=tmp_path,
+                   ABLATE_DATA_DIR=str(tmp_path / "corpora"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert f"ABLATE_DATA_DIR={tmp_path / 'corpora'}, which is a file, not a folder" in done.stderr, done.stderr
+
+
 def test_prepare_tokenizes_each_corpus_once_for_every_profile_asked(tmp_path):
     """`ablate prepare` before workers: a later run opens the prepared token files (a corpus edited
     without changing its size and modification time is not read again, as documented)."""

@@ -10,13 +10,14 @@ import textwrap
 import numpy as np
 import pytest
 import regex
+import torch
 
 import harness.data.text_stream as text_stream
 from harness.config.data import DataConfig
 from harness.data import cache_dir, load_dataset
 from harness.data.text_stream import TextStream
 from harness.data.tokenizers import GPT2_PATTERN, bpe_tokenizer, char_tokenizer
-from harness.errors import AblateError
+from harness.errors import AblateError, FileFault
 from harness.registry import TextFiles
 
 # text that tries the cuts: paragraphs, single and CRLF line breaks, punctuation before a line
@@ -143,6 +144,13 @@ def test_each_file_is_checked_by_name(tmp_path, small_chunks, content, message):
         load_dataset(cfg)
 
 
+def test_a_folder_given_as_the_path_is_named_with_the_glob_to_write(tmp_path):
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("fine text\n" * 100)
+    with pytest.raises(AblateError, match=r"'.*texts' is a folder; name its files, e\.g\. '.*texts/\*\.txt'"):
+        load_dataset(DataConfig(dataset={"name": "text", "path": str(tmp_path / "texts")}))
+
+
 def test_an_empty_corpus_is_refused(tmp_path):
     (tmp_path / "a.txt").write_text("\n \n")
     with pytest.raises(AblateError, match="is empty"):
@@ -198,10 +206,13 @@ def test_a_corpus_larger_than_the_memory_allowed_prepares_and_trains(tmp_path):
     lambda folder: os.truncate(folder / "train.bin", 1000),
     lambda folder: os.truncate(folder / "train.bin", 1001),
     lambda folder: os.truncate(folder / "val.bin", 0),
+    lambda folder: (folder / "train.bin").write_bytes(b"\xff" * (folder / "train.bin").stat().st_size),
+    lambda folder: (folder / "train.bin").write_bytes(b"\0" * (folder / "train.bin").stat().st_size),
     lambda folder: (folder / "references.json").write_text('{"unigram_loss": "x", "bigram_loss": 1.0}'),
     lambda folder: (folder / "references.json").write_text("[1, 2]"),
 ], ids=["meta-truncated", "meta-empty", "meta-not-utf8", "meta-other-type", "train-truncated", "train-odd-size",
-        "val-emptied", "references-wrong-type", "references-a-list"])
+        "val-emptied", "train-overwritten-same-size", "train-zeroed-same-size", "references-wrong-type",
+        "references-a-list"])
 def test_a_damaged_cache_is_prepared_again_not_trusted(tmp_path, damage):
     _corpus(tmp_path)
     cfg = DataConfig(dataset={"name": "text", "path": str(tmp_path / "*.txt")}, val_windows=2)
@@ -215,6 +226,54 @@ def test_a_damaged_cache_is_prepared_again_not_trusted(tmp_path, damage):
     again = load_dataset(cfg)
     assert np.array_equal(_tokens(again, "train"), train) and np.array_equal(_tokens(again, "val"), val)
     assert again.metadata["train_tokens"] == len(train) and again.reference_losses() == expected
+
+
+def test_token_files_damaged_without_a_trace_stop_the_run_naming_them(tmp_path, monkeypatch):
+    """Damage that keeps a token file's size and modification time passes the cheap check: the
+    first batch holding an id outside the vocabulary stops, naming the files, never indexes
+    outside the embedding; ABLATE_VERIFY_DATA=1 prepares them again."""
+    _corpus(tmp_path)
+    monkeypatch.setenv("ABLATE_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = DataConfig(dataset={"name": "text", "path": str(tmp_path / "*.txt")}, val_windows=2)
+    first = load_dataset(cfg)
+    train = _tokens(first, "train").copy()
+    [folder] = {path.parent for path in cache_dir().glob("tokens/*/meta.json")}
+    del first
+    stat = (folder / "train.bin").stat()
+    (folder / "train.bin").write_bytes(b"\xff" * stat.st_size)
+    os.utime(folder / "train.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    damaged = load_dataset(cfg)
+    with pytest.raises(FileFault, match=r"the train tokens \(.*train\.bin\) hold ids outside the vocabulary"):
+        damaged.train_batch(4, 16, torch.Generator().manual_seed(0))
+    del damaged
+    monkeypatch.setenv("ABLATE_VERIFY_DATA", "1")
+    assert np.array_equal(_tokens(load_dataset(cfg), "train"), train)
+
+
+def test_a_file_changed_while_it_is_tokenized_is_never_kept(tmp_path, small_chunks, monkeypatch):
+    """Lines appended to a corpus file while it is tokenized: the tokens are not the text
+    scanned, so the preparation stops saying so and keeps nothing; the next run prepares the
+    file as it now is."""
+    _corpus(tmp_path, copies=200)
+    monkeypatch.setenv("ABLATE_CACHE_DIR", str(tmp_path / "cache"))
+    chunks = TextStream.chunks
+
+    def append_midway(self, split_at, progress=None):
+        for index, chunk in enumerate(chunks(self, split_at, progress)):
+            if index == 3:
+                with open(tmp_path / "b.txt", "a", encoding="utf-8") as file:
+                    file.write("appended while it was read\n" * 50)
+            yield chunk
+
+    monkeypatch.setattr(TextStream, "chunks", append_midway)
+    cfg = DataConfig(dataset={"name": "text", "path": str(tmp_path / "*.txt")}, val_windows=2)
+    with pytest.raises(AblateError, match=r"b\.txt changed while it was read; run again once it is written whole"):
+        load_dataset(cfg)
+    assert not list(cache_dir().glob("tokens/*/meta.json")), "no token files of a changed text are kept"
+    monkeypatch.setattr(TextStream, "chunks", chunks)
+    again = load_dataset(cfg)
+    text = (tmp_path / "a.txt").read_bytes().decode() + "\n\n" + (tmp_path / "b.txt").read_bytes().decode()
+    assert again.tokenizer.decode(_tokens(again, "train")) + again.tokenizer.decode(_tokens(again, "val")) == text
 
 
 @pytest.mark.parametrize("record", ['{"sha256": 1, "bytes": 1, "chars": "87963", "charset": "ab"}',

@@ -4,6 +4,7 @@ tokens the file holds, draws windows inside its shards, trains, and refuses what
 import os
 import pickle
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -204,14 +205,17 @@ def test_the_same_file_read_as_another_type_is_scanned_again(tmp_path, bpe):
     ({"vocab_size": 3, "itos": {0: "ab", 1: "c", 2: "d"}}, "one character, no character twice"),
     ({"vocab_size": 2, "itos": {0: "a", 1: "a"}}, "one character, no character twice"),
     (b"\x80\x04\x8d" + (2 ** 40).to_bytes(8, "little"), "is not nanoGPT's meta.pkl"),
+    ({"vocab_size": 2, "itos": {0: "a", 1: "\udc80"}}, "one character, no character twice"),  # a lone surrogate
+    (b"\x80\x04P1\n.", "is not nanoGPT's meta.pkl"),  # a persistent id: an error of two lines
 ])
 def test_a_meta_pkl_that_is_no_character_vocabulary_is_refused(tmp_path, meta, message):
     (tmp_path / "data").mkdir()
     for split in ("train", "val"):
         np.zeros(100, dtype=np.uint16).tofile(tmp_path / "data" / f"{split}.bin")
     (tmp_path / "data" / "meta.pkl").write_bytes(meta if isinstance(meta, bytes) else pickle.dumps(meta))
-    with pytest.raises(AblateError, match=message):
+    with pytest.raises(AblateError, match=message) as refused:
         load_dataset(DataConfig.model_validate({"dataset": {"name": "nanogpt", "path": str(tmp_path / "data")}}))
+    assert "\n" not in str(refused.value)
 
 
 def test_files_that_are_no_token_arrays_are_refused_by_name(tmp_path, bpe):
@@ -225,3 +229,51 @@ def test_files_that_are_no_token_arrays_are_refused_by_name(tmp_path, bpe):
         config = {"dataset": {"name": "npy", "train": str(tmp_path / name), "val": str(val)}, "tokenizer": f"hf:{bpe[0]}"}
         with pytest.raises(AblateError, match=message):
             load_dataset(DataConfig.model_validate(config))
+
+
+def test_a_split_too_short_suggests_only_what_applies(tmp_path, corpora):
+    """Token files ship their splits: no val_fraction to change there, unlike a text corpus."""
+    short = tmp_path / "short"
+    short.mkdir()
+    for name in ("train.bin", "meta.pkl"):
+        (short / name).write_bytes((corpora / "char" / name).read_bytes())
+    np.arange(10, dtype=np.uint16).tofile(short / "val.bin")
+    with pytest.raises(ValueError, match=r"the val split has 10 tokens, .*a larger corpus or a smaller context$"):
+        load_dataset(DataConfig(dataset={"name": "nanogpt", "path": str(short)})).check_context(32)
+    (tmp_path / "text.txt").write_text("the quick brown fox jumps over the lazy dog. " * 6)
+    text = load_dataset(DataConfig(dataset={"name": "text", "path": str(tmp_path / "text.txt")}))
+    with pytest.raises(ValueError, match=r"the val split has \d+ tokens, .*another val_fraction$"):
+        text.check_context(32)
+
+
+@pytest.mark.parametrize("hard", ["soft", "hard"])
+def test_more_shards_than_the_soft_limit_of_open_files_load(tmp_path, bpe, hard):
+    """Each memory-mapped shard holds its file open: a corpus of more shards than the common soft
+    limit (1024; 300 here) loads, the limit raised towards the hard one; under a hard limit too
+    low the message says what to do."""
+    _, ids = bpe
+    for index in range(400):
+        _llmc_shard(tmp_path / f"train_{index:04d}.bin", ids[index * 10: index * 10 + 200])
+    _llmc_shard(tmp_path / "val_0000.bin", ids[-2000:])
+    child = f"""
+import resource
+from harness.config.data import DataConfig
+from harness.data import load_dataset
+from harness.errors import AblateError
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300 if {hard!r} == "hard" else hard))
+try:
+    data = load_dataset(DataConfig(dataset={{"name": "llmc", "train": {str(tmp_path / "train_*.bin")!r},
+                        "val": {str(tmp_path / "val_*.bin")!r}}}, tokenizer="hf:{bpe[0]}"))
+    print(len(data.tokens["train"].shards), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+except AblateError as err:
+    print(err)
+"""
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ABLATE_CACHE_DIR": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr
+    if hard == "soft":
+        shards, limit = map(int, done.stdout.split())
+        assert shards == 400 and limit > 300
+    else:
+        assert "its 400 training files would be open at once" in done.stdout and "ulimit -n" in done.stdout, done.stdout

@@ -27,8 +27,10 @@ class TrackingServer:
         command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
                    "--workers", "1", "--backend-store-uri", f"sqlite:///{self.folder}/server.db",
                    "--artifacts-destination", str(self.folder / "artifacts")]
+        # a tracking server as ablate's users run one: no MLflow job runner (GenAI jobs) beside it
         self.process = subprocess.Popen(command, cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+                                        start_new_session=True,
+                                        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
