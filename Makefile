@@ -26,7 +26,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/ablate run studies/norm_placement.yaml
 
-# in parallel (pytest-xdist): a worker per core, each pinned to it with everything it starts
+# in parallel (pytest-xdist): two workers a core, each pinned to it with everything it starts
 # (tests/conftest.py); a test file stays on one worker, so its module fixtures are built once;
 # files are handed out heaviest first (tests/file_seconds.json)
 test: $(VENV)/.installed-test

@@ -116,6 +116,14 @@ def ledger_study(storage: str, study: str):
     return optuna.load_study(study_name=names[-1], storage=opened)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """`pytest -n auto`: two workers a core (`_pin_xdist_worker` puts two on each). Many tests
+    spend much of their time waiting (for a tracking server, a SLURM job, a signal, a worker's
+    heartbeat); a second worker keeps the core busy meanwhile."""
+    return 2 * len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2 * (os.cpu_count() or 1)
+
+
 def pytest_collection_modifyitems(config, items):
     """The heaviest test files first, each file's tests in their order: with `--dist loadfile
     --no-loadscope-reorder` (the Makefile) the long files start early and short ones fill the

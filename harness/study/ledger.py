@@ -35,6 +35,7 @@ from harness.environment import process_alive, seconds_from
 from harness.errors import AblateError, file_fault
 from harness.redaction import error_line, redact
 from harness.sqlite_store import create_whole, sqlite_file, sqlite_file_fault
+from harness.training import interrupt
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 PLANNED_KEYS = "planned_keys"  # the ledger's user attribute listing the current plan's run keys
@@ -288,6 +289,7 @@ class Ledger:
                 raise optuna.TrialPruned(f"run {key} is not in the study's current plan")
             trial.set_user_attr("worker", worker_name())
             claimed.update(trial.user_attrs)
+            hold.release()  # Optuna's heartbeat thread runs and will be joined: a stop may raise (queued again)
             # the enqueued values, as params the dashboard can plot against (one distribution
             # per name across the study: every arm of the plan, any seed)
             trial.suggest_categorical("arm", trial.study.user_attrs["arms"])
@@ -304,7 +306,10 @@ class Ledger:
         claimed: dict = {}
         study = self._load()
         try:
-            study.optimize(objective, n_trials=1, catch=(RunNotSettled,))
+            # a stop while Optuna starts the trial's heartbeat thread would leave that thread running
+            # and the process unable to exit: held until the objective starts
+            with interrupt.held() as hold:
+                study.optimize(objective, n_trials=1, catch=(RunNotSettled,))
         except BaseException:
             # stopped (Ctrl-C, SIGTERM, SLURM's warning before a time limit) or unable to go on: Optuna
             # failed the trial; a copy goes back in the queue, for another worker or the next `ablate run`

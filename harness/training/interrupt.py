@@ -105,3 +105,46 @@ def deferred_interrupt():
 def _extra_installed() -> list[int]:
     """Signals besides SIGINT and SIGTERM that :func:`install` made stop requests."""
     return [s for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP) if signal.getsignal(s) is _raise]
+
+
+class _Hold:
+    def __init__(self):
+        self.previous: dict | None = None
+
+    def restore(self) -> None:
+        for signum, before in (self.previous or {}).items():
+            signal.signal(signum, before)
+        self.previous = None
+
+    def release(self) -> None:
+        """Stop holding: a request that came meanwhile is raised here (Interrupted)."""
+        if self.previous is not None:
+            self.restore()
+            honour()
+
+
+@contextlib.contextmanager
+def held():
+    """Hold stop requests until `release()` (or the end of the block), then raise the one that
+    came. For library code that starts a thread and joins it only once its own block is
+    entered: Optuna's trial heartbeat is a non-daemon thread started in `__enter__`, and a stop
+    raised there leaves it beating for ever, so the process never exits. A second request
+    raises at once."""
+    hold = _Hold()
+    if threading.current_thread() is threading.main_thread():
+        here: list[int] = []
+
+        def handler(signum, frame):
+            if here and signum not in _soft:
+                raise Interrupted(signum)
+            here.append(signum)
+            _received.append(signum)
+
+        watched = (*STOP_SIGNALS, *(s for s in _extra_installed() if s not in STOP_SIGNALS))
+        hold.previous = {signum: signal.signal(signum, handler) for signum in watched}
+    try:
+        yield hold
+    except BaseException:
+        hold.restore()
+        raise
+    hold.release()

@@ -155,6 +155,41 @@ def test_a_stop_while_the_stores_are_created_is_honoured(tmp_path, stop):
         FAULTS["stop signals honoured"] += 1
 
 
+STOP_AS_THE_TRIAL_BEATS = '''
+import os, signal
+import optuna.storages._heartbeat as heartbeat
+
+start = heartbeat.HeartbeatThread.start
+
+
+def start_then_stop(self):
+    """The stop comes as Optuna's trial heartbeat thread has just started, before its block."""
+    start(self)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+heartbeat.HeartbeatThread.start = start_then_stop
+'''
+
+
+def test_a_stop_as_a_trial_starts_its_heartbeat_ends_the_process(tmp_path):
+    """Optuna starts a trial's heartbeat, a thread the process waits for at exit, before the block
+    that stops it: a stop raised in between left it beating and `ablate` never exited after saying
+    it was interrupted. The stop is held until the run is claimed, then honoured."""
+    (tmp_path / "study.yaml").write_text(STUDY.replace("steps: 1000", "steps: 20"))
+    (tmp_path / "patch").mkdir()
+    (tmp_path / "patch" / "sitecustomize.py").write_text(STOP_AS_THE_TRIAL_BEATS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "patch"),
+                                                                       os.environ.get("PYTHONPATH")]))}
+    process = start_ablate(tmp_path, "run", "study.yaml", cold=True, env=env)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "interrupted (SIGTERM)" in stderr and "Traceback" not in stderr, stderr
+    again = ablate(tmp_path, "run", "study.yaml")
+    assert again.returncode == 0 and "2 runs trained" in again.stderr, again.stderr
+    FAULTS["stop signals honoured"] += 1
+
+
 SELF_STOPPING_PLACEMENT = '''
 import os, signal, time
 from pathlib import Path
